@@ -1,0 +1,3 @@
+from payapi.cli.main import main
+
+main()

@@ -1,0 +1,75 @@
+"""The ``payapi`` command: thin typer commands over the packages that do the work.
+
+Global options come before the subcommand: ``payapi --config PATH clients create NAME``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from payapi import __version__
+from payapi.cli import (
+    audit_cmd,
+    clients_cmd,
+    credentials_cmd,
+    lab_cmd,
+    plan_cmd,
+    serve_cmd,
+)
+from payapi.cli.context import CliContext
+from payapi.cli.output import fail
+from payapi.config import CONFIG_ENV, ConfigError
+
+app = typer.Typer(
+    name="payapi",
+    help="Payment API platform and its disaster-recovery toolkit.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"payapi {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    config: Path | None = typer.Option(
+        None, "--config", envvar=CONFIG_ENV, help="payapi.toml to use (or $PAYAPI_CONFIG)."
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    ctx.obj = CliContext(config_path=config)
+
+
+app.add_typer(plan_cmd.app, name="plan", help="The DR plan as data: show, check.")
+app.add_typer(audit_cmd.app, name="audit", help="The hash-chained audit log.")
+app.add_typer(clients_cmd.app, name="clients", help="API clients of the payment platform.")
+app.add_typer(credentials_cmd.app, name="credentials", help="Rotate and verify credentials.")
+app.add_typer(lab_cmd.app, name="lab", help="The local platform on loopback.")
+app.add_typer(serve_cmd.app, name="serve", help="Run one service in the foreground.")
+
+
+def main() -> None:
+    """Entry point: known failures become one line on stderr and exit 1."""
+    from payapi.lab.procs import LabError
+    from payapi.vault.client import VaultError
+
+    try:
+        app()
+    except (ConfigError, LabError, VaultError) as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted", code=130)
+
+
+if __name__ == "__main__":
+    main()

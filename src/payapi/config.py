@@ -1,0 +1,189 @@
+"""One typed configuration for every payapi process.
+
+Settings come from a TOML file (``--config PATH`` or ``PAYAPI_CONFIG``) and may be
+overridden by environment variables (``PAYAPI_EAPI__PORT=8080``). The file never holds a
+secret value: it names *where* a secret is (a key file, an API-key file, an environment
+variable), because secrets have one home, the vault.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_ENV = "PAYAPI_CONFIG"
+
+
+class ConfigError(Exception):
+    """The configuration is missing or invalid; the message is one line for the operator."""
+
+
+class ServiceListen(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 0
+    url: str = ""
+
+
+class VaultSettings(ServiceListen):
+    """Where the vault is, and (for the vault server itself) how it stores secrets."""
+
+    port: int = 8200
+    account: str = "payapi"
+    admin_login: str = "admin"
+    admin_api_key_file: Path | None = None
+    # Server side: the database and the data key that encrypts secrets at rest.
+    dsn: str = ""
+    data_key_file: Path | None = None
+    data_key_env: str = "PAYAPI_VAULT_DATA_KEY"
+    token_ttl_seconds: int = 480
+    versions_kept: int = 20
+
+
+class SapiSettings(ServiceListen):
+    port: int = 8100
+    dsn: str = ""
+    vault_login: str = "host/payment-system/payment-sapi"
+    vault_api_key_file: Path | None = None
+    service_token_id: str = "payment-system/sapi/service-token"
+    pool_min: int = 2
+    pool_max: int = 10
+
+
+class RateLimitSettings(BaseModel):
+    """Fixed-window limits per minute. Defaults never throttle a few hundred sequential calls."""
+
+    enabled: bool = True
+    per_client_per_minute: int = 3000
+    per_ip_per_minute: int = 6000
+    authenticate_per_ip_per_minute: int = 1200
+
+
+class EapiSettings(ServiceListen):
+    port: int = 8000
+    vault_login: str = "host/payment-system/payment-eapi"
+    vault_api_key_file: Path | None = None
+    cache_key_id: str = "payment-system/eapi/cache-key"
+    token_ttl_seconds: int = 900
+    verification_cache_seconds: int = 300
+    sapi_timeout_seconds: float = 10.0
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+
+
+class PostgresSettings(BaseModel):
+    payment_dsn: str = ""
+    vault_dsn: str = ""
+
+
+class RedisSettings(BaseModel):
+    url: str = "redis://127.0.0.1:6379/0"
+    socket_timeout_seconds: float = 0.5
+
+
+class AuditSettings(BaseModel):
+    # The chain head is kept outside the database it protects (a file here; WORM storage
+    # in production), so deleting the newest events is detectable.
+    head_file: Path | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PAYAPI_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    config_path: Path | None = None
+    environment: str = "lab"
+    plan_file: Path | None = None
+    eapi: EapiSettings = Field(default_factory=EapiSettings)
+    sapi: SapiSettings = Field(default_factory=SapiSettings)
+    vault: VaultSettings = Field(default_factory=VaultSettings)
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _toml_path_in_context()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+_context_path: Path | None = None
+
+
+def _toml_path_in_context() -> Path | None:
+    return _context_path
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Load settings from ``path``, else ``$PAYAPI_CONFIG``, else defaults only.
+
+    Relative paths inside the file are resolved against the file's folder, so a config
+    works whatever the caller's working directory is.
+    """
+    global _context_path
+    raw = path if path is not None else os.environ.get(CONFIG_ENV)
+    resolved: Path | None = None
+    if raw:
+        resolved = Path(raw).expanduser().resolve()
+        if not resolved.is_file():
+            raise ConfigError(f"config file not found: {resolved}")
+    _context_path = resolved
+    try:
+        settings = Settings(**overrides)
+    except Exception as exc:  # pydantic's ValidationError, TOML decode errors
+        first = str(exc).splitlines()
+        detail = " ".join(line.strip() for line in first[:3])
+        raise ConfigError(f"invalid config {resolved}: {detail}") from None
+    finally:
+        _context_path = None
+    settings.config_path = resolved
+    if resolved is not None:
+        _resolve_relative_paths(settings, resolved.parent)
+    return settings
+
+
+def _resolve_relative_paths(settings: Settings, base: Path) -> None:
+    def fix(p: Path | None) -> Path | None:
+        if p is None or p.is_absolute():
+            return p
+        return (base / p).resolve()
+
+    settings.plan_file = fix(settings.plan_file)
+    settings.vault.admin_api_key_file = fix(settings.vault.admin_api_key_file)
+    settings.vault.data_key_file = fix(settings.vault.data_key_file)
+    settings.sapi.vault_api_key_file = fix(settings.sapi.vault_api_key_file)
+    settings.eapi.vault_api_key_file = fix(settings.eapi.vault_api_key_file)
+    settings.audit.head_file = fix(settings.audit.head_file)
+
+
+def read_secret_file(path: Path | None, what: str) -> SecretStr:
+    """Read a bootstrap credential (an API key file); never echo its content in errors."""
+    if path is None:
+        raise ConfigError(f"{what}: no key file configured")
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read {path}: {exc.strerror}") from None
+    if not value:
+        raise ConfigError(f"{what}: {path} is empty")
+    return SecretStr(value)

