@@ -1,0 +1,315 @@
+"""Payment-EAPI: the external API. Authenticates clients, limits rates, forwards to SAPI.
+
+Routes are thin; the decisions live in ``verifier`` (who is this?), ``cache`` (tokens and
+limits) and SAPI (the payment itself). Every failure answers with the error envelope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.responses import Response
+
+from payapi.config import Settings, read_secret_file
+from payapi.eapi.audit_sink import AuditSink
+from payapi.eapi.cache import Cache, CacheDown, LocalLimiter, RateDecision
+from payapi.eapi.sapi_client import SapiClient, SapiUnavailable
+from payapi.eapi.verifier import ClientVerifier, DependencyDown
+from payapi.logs import get_logger
+from payapi.sapi.schemas import parse_payment_request
+from payapi.vault.client import VaultClient
+from payapi.web import ApiError, JSONResponse, install_error_handlers, request_id
+
+log = get_logger("payapi.eapi")
+
+MAX_BODY_BYTES = 16 * 1024
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry
+    requests: Counter
+    latency: Histogram
+    auth_failures: Counter
+    degraded: Counter
+
+    @classmethod
+    def create(cls) -> Metrics:
+        reg = CollectorRegistry()
+        return cls(
+            registry=reg,
+            requests=Counter(
+                "payapi_eapi_requests", "EAPI requests", ["route", "status"], registry=reg
+            ),
+            latency=Histogram(
+                "payapi_eapi_request_seconds",
+                "EAPI request latency",
+                ["route"],
+                registry=reg,
+                buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            ),
+            auth_failures=Counter(
+                "payapi_eapi_auth_failures", "Rejected credentials", ["reason"], registry=reg
+            ),
+            degraded=Counter(
+                "payapi_eapi_degraded_requests",
+                "Requests served while a dependency was down",
+                ["dependency"],
+                registry=reg,
+            ),
+        )
+
+
+@dataclass
+class Deps:
+    settings: Settings
+    vault: VaultClient
+    cache: Cache
+    sapi: SapiClient
+    verifier: ClientVerifier
+    audit: AuditSink
+    local_limits: LocalLimiter
+    metrics: Metrics
+
+
+def _deps(request: Request) -> Deps:
+    deps: Deps = request.app.state.deps
+    return deps
+
+
+def _client_ip(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def _rate_limit(deps: Deps, checks: list[tuple[str, int]]) -> None:
+    rl = deps.settings.eapi.rate_limit
+    if not rl.enabled:
+        return
+    decision: RateDecision
+    try:
+        decision = await deps.cache.hit(checks)
+    except CacheDown:
+        decision = deps.local_limits.hit(checks)
+    if not decision.allowed:
+        raise ApiError(
+            429,
+            "rate_limit_error",
+            "rate_limited",
+            "too many requests; retry later",
+            headers={"Retry-After": str(decision.retry_after)},
+        )
+
+
+def _unauthorized(deps: Deps, request: Request, reason: str, client_id: str | None) -> ApiError:
+    deps.metrics.auth_failures.labels(reason).inc()
+    deps.audit.emit(
+        "auth.failure",
+        actor=client_id or "anonymous",
+        subject=request.url.path,
+        details={"reason": reason, "ip": _client_ip(request), "request_id": request_id(request)},
+    )
+    return ApiError(401, "authentication_error", "unauthorized", "invalid or missing credentials")
+
+
+def _unavailable(deps: Deps, dependency: str) -> ApiError:
+    deps.metrics.degraded.labels(dependency).inc()
+    return ApiError(
+        503,
+        "service_unavailable",
+        "dependency_unavailable",
+        f"cannot verify credentials right now ({dependency} unavailable); retry later",
+        headers={"Retry-After": "5"},
+    )
+
+
+async def _verify_headers(deps: Deps, request: Request) -> str:
+    client_id = request.headers.get("x-client-id")
+    secret = request.headers.get("x-client-secret")
+    if not client_id or not secret:
+        raise _unauthorized(deps, request, "missing_credentials", client_id)
+    try:
+        ok = await deps.verifier.verify(client_id, secret)
+    except DependencyDown as exc:
+        raise _unavailable(deps, exc.dependency) from None
+    if not ok:
+        raise _unauthorized(deps, request, "bad_client_credentials", client_id)
+    return client_id
+
+
+async def authenticate_caller(deps: Deps, request: Request) -> str:
+    """The client id of the caller: a bearer token, or the seed's two headers."""
+    ip = _client_ip(request)
+    rl = deps.settings.eapi.rate_limit
+    await _rate_limit(deps, [(f"ip:{ip}", rl.per_ip_per_minute)])
+    auth = request.headers.get("authorization")
+    if auth is not None and auth[:7].lower() == "bearer ":
+        token = auth[7:].strip()
+        try:
+            client_id = await deps.cache.token_client(token) if token else None
+        except CacheDown:
+            # Tokens live only in Redis: we cannot tell valid from revoked, so 503, never
+            # a 401 for a valid token and never a 200 for a revoked one.
+            raise _unavailable(deps, "redis") from None
+        if client_id is None:
+            raise _unauthorized(deps, request, "invalid_token", None)
+    else:
+        client_id = await _verify_headers(deps, request)
+    await _rate_limit(deps, [(f"client:{client_id}", rl.per_client_per_minute)])
+    return client_id
+
+
+def _forward(resp: Any) -> Response:
+    return Response(content=resp.content, status_code=resp.status_code, media_type="application/json")
+
+
+def create_app(
+    settings: Settings,
+    *,
+    vault: VaultClient | None = None,
+    cache: Cache | None = None,
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        v = vault or VaultClient(
+            settings.vault.url,
+            settings.vault.account,
+            settings.eapi.vault_login,
+            read_secret_file(settings.eapi.vault_api_key_file, "EAPI vault API key"),
+        )
+        c = cache or Cache.from_url(settings.redis.url, settings.redis.socket_timeout_seconds)
+        sapi = SapiClient(settings.sapi.url, v, timeout=settings.eapi.sapi_timeout_seconds)
+        audit = AuditSink(sapi)
+        deps = Deps(
+            settings=settings,
+            vault=v,
+            cache=c,
+            sapi=sapi,
+            verifier=ClientVerifier(v, c, cache_seconds=settings.eapi.verification_cache_seconds),
+            audit=audit,
+            local_limits=LocalLimiter(),
+            metrics=Metrics.create(),
+        )
+        app.state.deps = deps
+        try:
+            yield
+        finally:
+            await audit.drain(timeout=2.0)
+            await sapi.aclose()
+            if cache is None:
+                await c.aclose()
+            if vault is None:
+                await v.aclose()
+
+    app = FastAPI(
+        title="Payment-EAPI",
+        version="1",
+        lifespan=lifespan,
+        default_response_class=JSONResponse,
+        docs_url=None,
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next: Any) -> Response:
+        start = time.perf_counter()
+        response: Response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        deps: Deps | None = getattr(request.app.state, "deps", None)
+        if deps is not None:
+            deps.metrics.requests.labels(path, str(response.status_code)).inc()
+            deps.metrics.latency.labels(path).observe(time.perf_counter() - start)
+        return response
+
+    @app.post("/api/v1/authenticate")
+    async def authenticate(request: Request) -> JSONResponse:
+        deps = _deps(request)
+        rl = deps.settings.eapi.rate_limit
+        await _rate_limit(
+            deps, [(f"auth-ip:{_client_ip(request)}", rl.authenticate_per_ip_per_minute)]
+        )
+        client_id = await _verify_headers(deps, request)
+        token = secrets.token_urlsafe(32)
+        ttl = deps.settings.eapi.token_ttl_seconds
+        try:
+            await deps.cache.store_token(token, client_id, ttl)
+        except CacheDown:
+            raise _unavailable(deps, "redis") from None
+        return JSONResponse({"access_token": token, "token_type": "Bearer", "expires_in": ttl})
+
+    @app.post("/api/v1/payments", status_code=201)
+    async def create_payment(request: Request) -> Response:
+        deps = _deps(request)
+        client_id = await authenticate_caller(deps, request)
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            raise ApiError(413, "invalid_request_error", "payload_too_large", "body too large")
+        payment = parse_payment_request(body)
+        headers = {"X-Client-ID": client_id, "X-Request-ID": request_id(request)}
+        idem = request.headers.get("idempotency-key")
+        if idem is not None:
+            headers["Idempotency-Key"] = idem
+        try:
+            resp = await deps.sapi.request(
+                "POST",
+                "/api/internal/payments",
+                headers=headers,
+                content=orjson.dumps(payment.model_dump(mode="json")),
+            )
+        except SapiUnavailable:
+            raise _unavailable(deps, "payment-sapi") from None
+        if resp.status_code >= 500 or resp.status_code == 401:
+            log.error("sapi_error", status=resp.status_code, request_id=request_id(request))
+            raise _unavailable(deps, "payment-sapi")
+        return _forward(resp)
+
+    @app.get("/api/v1/payments/{payment_id}")
+    async def get_payment(payment_id: str, request: Request) -> Response:
+        deps = _deps(request)
+        client_id = await authenticate_caller(deps, request)
+        try:
+            resp = await deps.sapi.request(
+                "GET",
+                f"/api/internal/payments/{payment_id}",
+                headers={"X-Client-ID": client_id, "X-Request-ID": request_id(request)},
+            )
+        except SapiUnavailable:
+            raise _unavailable(deps, "payment-sapi") from None
+        if resp.status_code >= 500 or resp.status_code == 401:
+            raise _unavailable(deps, "payment-sapi")
+        return _forward(resp)
+
+    @app.get("/api/health")
+    async def health(request: Request) -> JSONResponse:
+        deps = _deps(request)
+        redis_ok, vault_ok, sapi_ok = await asyncio.gather(
+            deps.cache.ping(), deps.vault.health(), deps.sapi.health()
+        )
+        checks = {
+            "redis": "ok" if redis_ok else "down",
+            "vault": "ok" if vault_ok else "down",
+            "sapi": "ok" if sapi_ok else "down",
+        }
+        serving = sapi_ok and (redis_ok or vault_ok)
+        status = "ok" if all((redis_ok, vault_ok, sapi_ok)) else "degraded"
+        if not serving:
+            status = "down"
+        return JSONResponse({"status": status, "checks": checks}, status_code=200 if serving else 503)
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        deps = _deps(request)
+        return Response(generate_latest(deps.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,315 @@
+"""The local platform: PostgreSQL, Redis, the vault, SAPI and EAPI on loopback.
+
+``Lab(DIR)`` owns one folder. Ports are chosen once (free ports at the first ``up``) and
+kept in ``DIR/lab.json``, so a restarted lab keeps its URLs and ``payapi.toml`` stays
+valid. Every operation is idempotent: ``up`` on a running lab changes nothing, ``down``
+on a stopped one is fine, and ``down`` leaves no process behind.
+
+Layout::
+
+    DIR/payapi.toml        the config every other command takes (--config / PAYAPI_CONFIG)
+    DIR/lab.json           ports (no secrets)
+    DIR/secrets/           0700: vault data key, admin / EAPI / SAPI API keys (0600 each)
+    DIR/postgres/          data directory and log (owned by the unprivileged lab user)
+    DIR/redis/  DIR/logs/  DIR/run/  DIR/audit/
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from payapi.lab.postgres import PgCluster
+from payapi.lab.procs import (
+    LabError,
+    free_port,
+    pid_alive,
+    port_open,
+    read_pid,
+    spawn,
+    terminate,
+    wait_for,
+)
+from payapi.lab.redis import RedisServer
+
+COMPONENTS = ("postgres", "redis", "vault", "sapi", "eapi")
+SERVICES = ("vault", "sapi", "eapi")
+ACCOUNT = "payapi"
+ADMIN_LOGIN = "admin"
+
+Note = Callable[[str], None]
+
+
+def _toml_str(value: str | Path) -> str:
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
+@dataclass
+class Lab:
+    dir: Path
+    note: Note = lambda _msg: None
+
+    def __post_init__(self) -> None:
+        self.dir = self.dir.expanduser().resolve()
+
+    # -- layout --------------------------------------------------------------------
+
+    @property
+    def config_path(self) -> Path:
+        return self.dir / "payapi.toml"
+
+    @property
+    def state_path(self) -> Path:
+        return self.dir / "lab.json"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.dir / "secrets"
+
+    def key_file(self, name: str) -> Path:
+        return self.secrets_dir / name
+
+    def _ports(self) -> dict[str, int]:
+        if self.state_path.exists():
+            data = json.loads(self.state_path.read_text())
+            ports: dict[str, int] = data["ports"]
+            return ports
+        ports = {}
+        for c in COMPONENTS:
+            p = free_port()
+            while p in ports.values():
+                p = free_port()
+            ports[c] = p
+        self._write_state({"ports": ports})
+        return ports
+
+    def _write_state(self, data: dict[str, Any]) -> None:
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.replace(self.state_path)
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return self._ports()
+
+    def url(self, component: str) -> str:
+        return f"http://127.0.0.1:{self.ports[component]}"
+
+    @property
+    def pg(self) -> PgCluster:
+        return PgCluster(
+            datadir=self.dir / "postgres" / "data",
+            port=self.ports["postgres"],
+            logfile=self.dir / "postgres" / "postgres.log",
+            note=self.note,
+        )
+
+    @property
+    def redis(self) -> RedisServer:
+        return RedisServer(workdir=self.dir / "redis", port=self.ports["redis"])
+
+    def status(self) -> dict[str, Any]:
+        """The contract of ``payapi lab status --json`` (plus per-component state)."""
+        pg = self.pg
+        return {
+            "config": str(self.config_path),
+            "dir": str(self.dir),
+            "eapi": self.url("eapi"),
+            "sapi": self.url("sapi"),
+            "vault": {
+                "url": self.url("vault"),
+                "account": ACCOUNT,
+                "admin_login": ADMIN_LOGIN,
+                "admin_api_key_file": str(self.key_file("admin.api_key")),
+            },
+            "postgres": {
+                "payment_dsn": pg.dsn("payment_db"),
+                "vault_dsn": pg.dsn("vault_db"),
+            },
+            "redis": self.redis.url,
+            "components": {c: ("running" if self.running(c) else "stopped") for c in COMPONENTS},
+        }
+
+    # -- config --------------------------------------------------------------------
+
+    def write_config(self) -> None:
+        p = self.ports
+        pg = self.pg
+        text = f"""# payapi lab configuration, written by `payapi lab up`. A development environment:
+# PostgreSQL trusts local connections and Redis has no password; both listen on 127.0.0.1.
+# No secret is stored here: key files hold them (mode 0600) and the vault holds the rest.
+environment = "lab"
+
+[vault]
+url = {_toml_str(self.url("vault"))}
+host = "127.0.0.1"
+port = {p["vault"]}
+account = {_toml_str(ACCOUNT)}
+admin_login = {_toml_str(ADMIN_LOGIN)}
+admin_api_key_file = {_toml_str(self.key_file("admin.api_key"))}
+dsn = {_toml_str(pg.dsn("vault_db"))}
+data_key_file = {_toml_str(self.key_file("vault-data.key"))}
+
+[sapi]
+url = {_toml_str(self.url("sapi"))}
+host = "127.0.0.1"
+port = {p["sapi"]}
+dsn = {_toml_str(pg.dsn("payment_db"))}
+vault_api_key_file = {_toml_str(self.key_file("sapi.api_key"))}
+
+[eapi]
+url = {_toml_str(self.url("eapi"))}
+host = "127.0.0.1"
+port = {p["eapi"]}
+vault_api_key_file = {_toml_str(self.key_file("eapi.api_key"))}
+
+[postgres]
+payment_dsn = {_toml_str(pg.dsn("payment_db"))}
+vault_dsn = {_toml_str(pg.dsn("vault_db"))}
+
+[redis]
+url = {_toml_str(self.redis.url)}
+
+[audit]
+head_file = {_toml_str(self.dir / "audit" / "head.json")}
+"""
+        tmp = self.config_path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(self.config_path)
+
+    # -- components ----------------------------------------------------------------
+
+    def pidfile(self, service: str) -> Path:
+        return self.dir / "run" / f"{service}.pid"
+
+    def running(self, component: str) -> bool:
+        if component == "postgres":
+            return self.pg.is_running()
+        if component == "redis":
+            return self.redis.is_running()
+        pid = read_pid(self.pidfile(component))
+        return pid is not None and pid_alive(pid)
+
+    def _health_url(self, service: str) -> str:
+        path = {"vault": "/health", "sapi": "/api/internal-health", "eapi": "/api/health"}
+        return self.url(service) + path[service]
+
+    def _healthy(self, service: str) -> bool:
+        try:
+            return httpx.get(self._health_url(service), timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def start(self, component: str, *, timeout: float = 60.0) -> None:
+        if component not in COMPONENTS:
+            raise LabError(f"unknown component {component!r}; one of {', '.join(COMPONENTS)}")
+        if component == "postgres":
+            self.pg.start()
+            return
+        if component == "redis":
+            self.redis.start()
+            return
+        if self.running(component):
+            return
+        port = self.ports[component]
+        if port_open(port):
+            raise LabError(f"port {port} for {component} is taken by another process")
+        argv = [sys.executable, "-m", "payapi", "--config", str(self.config_path), "serve", component]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PAYAPI_")}
+        log = self.dir / "logs" / f"{component}.log"
+        pid = spawn(argv, log=log, pidfile=self.pidfile(component), env=env, cwd=self.dir)
+        try:
+            wait_for(
+                lambda: self._healthy(component) or not pid_alive(pid),
+                timeout=timeout,
+                what=f"{component} health",
+            )
+        except LabError:
+            terminate(pid)
+            raise
+        if not pid_alive(pid):
+            raise LabError(f"{component} exited at start; see {log}")
+
+    def stop(self, component: str) -> None:
+        if component not in COMPONENTS:
+            raise LabError(f"unknown component {component!r}; one of {', '.join(COMPONENTS)}")
+        if component == "postgres":
+            self.pg.stop()
+        elif component == "redis":
+            self.redis.stop()
+        else:
+            pid = read_pid(self.pidfile(component))
+            if pid is not None:
+                terminate(pid)
+            self.pidfile(component).unlink(missing_ok=True)
+
+    # -- whole lab -----------------------------------------------------------------
+
+    def up(self, progress: Note | None = None) -> dict[str, Any]:
+        step = progress or self.note
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.secrets_dir.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(self.secrets_dir, 0o700)
+        (self.dir / "audit").mkdir(exist_ok=True)
+        self.write_config()
+        step("postgres")
+        pg = self.pg
+        pg.init()
+        pg.start()
+        pg.create_database("payment_db")
+        pg.create_database("vault_db")
+        step("redis")
+        self.redis.start()
+        step("vault")
+        self._ensure_vault_bootstrap()
+        self.start("vault")
+        asyncio.run(self._ensure_platform())
+        step("sapi")
+        self.start("sapi")
+        step("eapi")
+        self.start("eapi")
+        return self.status()
+
+    def down(self) -> None:
+        for component in reversed(COMPONENTS):
+            self.stop(component)
+
+    def _ensure_vault_bootstrap(self) -> None:
+        from payapi.credentials.platform import write_private
+        from payapi.vault.bootstrap import bootstrap, generate_data_key_file, load_data_key
+
+        from payapi.config import load_settings
+
+        key_file = self.key_file("vault-data.key")
+        if not key_file.exists():
+            generate_data_key_file(key_file)
+        settings = load_settings(self.config_path)
+        data_key = load_data_key(settings.vault)
+        admin_key = asyncio.run(
+            bootstrap(self.pg.dsn("vault_db"), ACCOUNT, ADMIN_LOGIN, data_key=data_key)
+        )
+        if admin_key is not None:
+            write_private(self.key_file("admin.api_key"), admin_key)
+
+    async def _ensure_platform(self) -> None:
+        from payapi.config import load_settings, read_secret_file
+        from payapi.credentials.platform import ensure_platform
+        from payapi.vault.client import VaultClient
+
+        settings = load_settings(self.config_path)
+        key = read_secret_file(settings.vault.admin_api_key_file, "vault admin API key")
+        async with VaultClient(self.url("vault"), ACCOUNT, ADMIN_LOGIN, key) as admin:
+            for line in await ensure_platform(
+                admin,
+                eapi_key_file=self.key_file("eapi.api_key"),
+                sapi_key_file=self.key_file("sapi.api_key"),
+            ):
+                self.note(line)

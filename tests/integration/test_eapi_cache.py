@@ -1,0 +1,80 @@
+"""EAPI's Redis state against a real Redis: tokens, revocation, limits, and the
+generation check that keeps a revoked secret from being re-cached."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from payapi.eapi.cache import Breaker, Cache, CacheDown, LocalLimiter, token_digest
+
+
+@pytest.fixture
+async def cache(redis_url: str) -> AsyncIterator[Cache]:
+    c = Cache.from_url(redis_url)
+    yield c
+    await c.aclose()
+
+
+async def test_tokens_are_stored_only_as_hashes(cache: Cache) -> None:
+    await cache.store_token("tok-abc", "shop-1", ttl=60)
+    assert await cache.token_client("tok-abc") == "shop-1"
+    keys = [k.decode() async for k in cache.redis.scan_iter("*")]
+    assert all("tok-abc" not in k for k in keys)
+    assert f"payapi:tok:{token_digest('tok-abc')}" in keys
+    for k in keys:
+        if (await cache.redis.type(k)) == b"string":
+            assert b"tok-abc" not in (await cache.redis.get(k) or b"")
+
+
+async def test_revoke_client_and_all(cache: Cache) -> None:
+    await cache.store_token("t1", "a", 60)
+    await cache.store_token("t2", "a", 60)
+    await cache.store_token("t3", "b", 60)
+    assert await cache.revoke_client("a") == 2
+    assert await cache.token_client("t1") is None
+    assert await cache.token_client("t3") == "b"
+    await cache.revoke_all()
+    assert await cache.token_client("t3") is None
+
+
+async def test_verification_not_cached_across_a_revocation(cache: Cache) -> None:
+    until, gen = await cache.verified_until("a", "mac1")
+    assert until == 0.0
+    await cache.revoke_all()  # a rotation happens while the vault lookup is in flight
+    assert not await cache.remember_verification("a", "mac1", 9e9, 60, gen)
+    assert (await cache.verified_until("a", "mac1"))[0] == 0.0
+    _, gen = await cache.verified_until("a", "mac1")
+    assert await cache.remember_verification("a", "mac1", 9e9, 60, gen)
+    assert (await cache.verified_until("a", "mac1"))[0] == 9e9
+    await cache.forget_verifications("a")
+    assert (await cache.verified_until("a", "mac1"))[0] == 0.0
+
+
+async def test_rate_limit_window(cache: Cache) -> None:
+    now = 600.0
+    for _ in range(3):
+        assert (await cache.hit([("ip:1", 3)], now=now)).allowed
+    d = await cache.hit([("ip:1", 3)], now=now + 10)
+    assert not d.allowed and d.retry_after == 50
+    assert (await cache.hit([("ip:1", 3)], now=now + 60)).allowed
+
+
+def test_local_limiter() -> None:
+    lim = LocalLimiter()
+    assert lim.hit([("c", 1)], now=0).allowed
+    assert not lim.hit([("c", 1)], now=1).allowed
+    assert lim.hit([("c", 1)], now=61).allowed
+
+
+async def test_down_redis_raises_cachedown_and_trips_breaker() -> None:
+    from payapi.lab.procs import free_port
+
+    c = Cache.from_url(f"redis://127.0.0.1:{free_port()}/0", timeout=0.2)
+    c.breaker = Breaker(cooldown=30)
+    with pytest.raises(CacheDown):
+        await c.token_client("x")
+    assert c.breaker.open
+    assert not await c.ping()
+    await c.aclose()
