@@ -1,0 +1,130 @@
+"""SAPI's connection pool: migrated at startup, and patient when the database is down.
+
+SAPI starts even if PostgreSQL is unreachable (a DR drill may start services before the
+database is restored): it answers 503 and keeps trying to migrate and connect in the
+background, so it recovers by itself once the database is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import asyncpg
+
+from payapi.logs import get_logger
+from payapi.sapi.migrate import migrate
+
+log = get_logger("payapi.sapi.db")
+
+CONNECT_TIMEOUT_SECONDS = 5.0
+COMMAND_TIMEOUT_SECONDS = 10.0
+ACQUIRE_TIMEOUT_SECONDS = 5.0
+HEALTH_TIMEOUT_SECONDS = 2.0
+RETRY_MAX_SECONDS = 5.0
+
+# Errors that mean "the database is not available right now" (HTTP 503, retry later), as
+# opposed to a bug. A read-only transaction error means we reached a standby: after a
+# failover the writer moved, which is unavailability too.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.ReadOnlySQLTransactionError,
+)
+
+
+class DatabaseUnavailable(Exception):
+    pass
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool reset hook: skip asyncpg's default ``RESET ALL; UNLISTEN *; ...`` round trip.
+
+    The pool still rolls back an open transaction on release. In exchange, code using
+    this pool must not leave session state behind (``SET``, session advisory locks,
+    ``LISTEN``): use ``SET LOCAL`` and ``pg_advisory_xact_lock``.
+    """
+    return None
+
+
+class Database:
+    def __init__(
+        self, dsn: str, *, min_size: int, max_size: int, retry_max: float = RETRY_MAX_SECONDS
+    ) -> None:
+        self._dsn = dsn
+        self._min = min_size
+        self._max = max(max_size, min_size, 1)
+        self._retry_max = retry_max
+        self._pool: asyncpg.Pool | None = None
+        self._retry_task: asyncio.Task[None] | None = None
+        self.migrations_applied: list[str] = []
+
+    @property
+    def ready(self) -> bool:
+        return self._pool is not None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The pool, or :class:`DatabaseUnavailable` while SAPI has not connected yet."""
+        if self._pool is None:
+            raise DatabaseUnavailable("database not connected")
+        return self._pool
+
+    async def start(self) -> None:
+        """Migrate and open the pool; on failure keep trying in the background."""
+        try:
+            await self._connect()
+        except Exception as exc:
+            log.warning("database_unavailable_at_start", error_type=type(exc).__name__)
+            self._retry_task = asyncio.create_task(self._retry())
+
+    async def _connect(self) -> None:
+        self.migrations_applied = await migrate(self._dsn)
+        self._pool = await asyncpg.create_pool(
+            self._dsn,
+            min_size=self._min,
+            max_size=self._max,
+            reset=_keep_session,
+            command_timeout=COMMAND_TIMEOUT_SECONDS,
+            timeout=CONNECT_TIMEOUT_SECONDS,
+            server_settings={"application_name": "payapi-sapi"},
+        )
+        log.info("database_connected", migrations_applied=len(self.migrations_applied))
+
+    async def _retry(self) -> None:
+        delay = 0.2
+        while self._pool is None:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._retry_max)
+            try:
+                await self._connect()
+            except Exception as exc:
+                log.debug("database_still_unavailable", error_type=type(exc).__name__)
+
+    async def check(self) -> bool:
+        pool = self._pool
+        if pool is None:
+            return False
+        try:
+            value: Any = await asyncio.wait_for(pool.fetchval("SELECT 1"), HEALTH_TIMEOUT_SECONDS)
+        except Exception:
+            return False
+        return bool(value == 1)
+
+    async def close(self) -> None:
+        task = self._retry_task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), 10)
+            except Exception:
+                pool.terminate()

@@ -1,0 +1,291 @@
+"""SAPI's HTTP routes: thin views over :mod:`payapi.sapi.service`.
+
+Bodies are read raw and parsed with ``parse_float=Decimal`` (see :mod:`payapi.money`);
+responses are built as plain dicts and serialized by orjson, keeping pydantic and float
+conversions off the hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from pydantic import ValidationError
+from starlette.responses import Response
+
+from payapi.config import Settings
+from payapi.logs import get_logger
+from payapi.sapi import service
+from payapi.sapi.auth import ServiceAuth, ServiceAuthUnavailable
+from payapi.sapi.db import UNAVAILABLE_ERRORS, Database, DatabaseUnavailable
+from payapi.sapi.schemas import AuditEventCreate, MalformedJSON, PaymentCreate
+from payapi.web import ApiError, JSONResponse, error_response
+
+log = get_logger("payapi.sapi")
+
+MAX_BODY_BYTES = 16 * 1024
+_CLIENT_ID = re.compile(r"^[\x21-\x7e]{1,255}$")
+_IDEMPOTENCY_KEY = re.compile(r"^[\x20-\x7e]{1,255}$")
+
+
+@dataclass
+class SapiState:
+    settings: Settings
+    db: Database
+    auth: ServiceAuth
+    idempotency_retention: timedelta
+    # (client_id, idempotency_key) being processed by this process right now.
+    in_flight: set[tuple[str, str]] = field(default_factory=set)
+
+
+# -- small helpers ---------------------------------------------------------------------
+
+
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(
+        401,
+        "authentication_error",
+        "unauthorized",
+        message,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+def _unavailable(code: str, message: str) -> ApiError:
+    return ApiError(503, "service_unavailable", code, message, headers={"Retry-After": "1"})
+
+
+def _not_found() -> ApiError:
+    return ApiError(404, "invalid_request_error", "not_found", "payment not found")
+
+
+@contextmanager
+def _database_errors() -> Iterator[None]:
+    """Turn "the database is down/read-only/overloaded" into a clean 503."""
+    try:
+        yield
+    except DatabaseUnavailable:
+        raise _unavailable("database_unavailable", "database unavailable") from None
+    except UNAVAILABLE_ERRORS as exc:
+        log.warning("database_error", error_type=type(exc).__name__)
+        raise _unavailable("database_unavailable", "database unavailable") from None
+
+
+def _client_id(request: Request) -> str:
+    value = request.headers.get("x-client-id")
+    if value is None:
+        raise ApiError(
+            422,
+            "validation_error",
+            "invalid",
+            "X-Client-ID header is required",
+            param="X-Client-ID",
+        )
+    if not _CLIENT_ID.match(value):
+        raise ApiError(
+            422,
+            "validation_error",
+            "invalid",
+            "X-Client-ID must be 1-255 printable ASCII characters",
+            param="X-Client-ID",
+        )
+    return value
+
+
+def _idempotency_key(request: Request) -> str | None:
+    value = request.headers.get("idempotency-key")
+    if value is None:
+        return None
+    if not _IDEMPOTENCY_KEY.match(value):
+        raise ApiError(
+            422,
+            "validation_error",
+            "invalid",
+            "Idempotency-Key must be 1-255 printable ASCII characters",
+            param="Idempotency-Key",
+        )
+    return value
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise ApiError(413, "invalid_request_error", "payload_too_large", "request body too large")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ApiError(
+                413, "invalid_request_error", "payload_too_large", "request body too large"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def validation_error(exc: ValidationError) -> ApiError:
+    """The first problem of ``exc`` as a 422 naming the field (never echoing the input)."""
+    errors = exc.errors(include_url=False, include_input=False)
+    first: Mapping[str, Any] = errors[0] if errors else {}
+    if first.get("type") in ("model_type", "model_attributes_type", "dict_type"):
+        return ApiError(422, "validation_error", "invalid", "body must be a JSON object")
+    loc = [str(p) for p in first.get("loc", ())]
+    message = str(first.get("msg", "invalid request"))
+    if first.get("type") == "extra_forbidden":
+        message = "unknown field"
+    return ApiError(422, "validation_error", "invalid", message, param=".".join(loc) or None)
+
+
+def _malformed() -> ApiError:
+    return ApiError(400, "invalid_request_error", "malformed_json", "body is not valid JSON")
+
+
+def _seq_and_hash(result: Any) -> tuple[int, str]:
+    """Accept what ``payapi.audit.append`` returns: an object, a mapping or a pair."""
+    if isinstance(result, Mapping):
+        return int(result["seq"]), str(result["hash"])
+    if isinstance(result, tuple) and len(result) == 2:
+        return int(result[0]), str(result[1])
+    return int(result.seq), str(result.hash)
+
+
+# -- the routes ------------------------------------------------------------------------
+
+
+def build_router(state: SapiState) -> APIRouter:
+    auth = state.auth
+    db = state.db
+    in_flight = state.in_flight
+
+    async def require_service(request: Request) -> None:
+        header = request.headers.get("authorization")
+        if not header:
+            raise _unauthorized("service token required")
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise _unauthorized("service token required")
+        try:
+            ok = await auth.verify(token)
+        except ServiceAuthUnavailable:
+            raise _unavailable(
+                "auth_unavailable", "the service token cannot be verified right now"
+            ) from None
+        if not ok:
+            log.warning("service_token_rejected", path=request.url.path)
+            raise _unauthorized("invalid service token")
+
+    public = APIRouter()
+    internal = APIRouter(dependencies=[Depends(require_service)])
+
+    @public.get("/api/internal-health")
+    async def health(request: Request) -> Response:
+        db_ok, vault_ok = await asyncio.gather(db.check(), auth.check())
+        checks = {"database": "ok" if db_ok else "down", "vault": "ok" if vault_ok else "down"}
+        if db_ok and vault_ok:
+            return JSONResponse({"status": "ok", "checks": checks})
+        down = ", ".join(name for name, value in checks.items() if value == "down")
+        resp = error_response(request, 503, "service_unavailable", "unhealthy", f"down: {down}")
+        # The error envelope, plus the same keys as a healthy answer for monitors.
+        body = orjson.loads(resp.body)
+        body.update({"status": "down", "checks": checks})
+        return JSONResponse(body, status_code=503)
+
+    @internal.post("/api/internal/payments", status_code=201)
+    async def create_payment(request: Request) -> Response:
+        client_id = _client_id(request)
+        key = _idempotency_key(request)
+        raw = await _read_body(request)
+        try:
+            data = PaymentCreate.from_json(raw)
+        except MalformedJSON:
+            raise _malformed() from None
+        except ValidationError as exc:
+            raise validation_error(exc) from None
+        slot = (client_id, key) if key is not None else None
+        if slot is not None:
+            # Another request of this process holds the key: answer now instead of
+            # parking a pool connection on the row lock.
+            if slot in in_flight:
+                raise ApiError(
+                    409,
+                    "conflict_error",
+                    "idempotency_key_in_flight",
+                    "a request with this Idempotency-Key is still being processed",
+                    param="Idempotency-Key",
+                    headers={"Retry-After": "1"},
+                )
+            in_flight.add(slot)
+        try:
+            with _database_errors():
+                result = await service.create_payment(
+                    db.pool, client_id=client_id, data=data, idempotency_key=key
+                )
+        except service.IdempotencyKeyReused:
+            raise ApiError(
+                409,
+                "conflict_error",
+                "idempotency_key_reused",
+                "this Idempotency-Key was already used with a different request body",
+                param="Idempotency-Key",
+            ) from None
+        finally:
+            if slot is not None:
+                in_flight.discard(slot)
+        if result.created:
+            return JSONResponse(result.body, status_code=201)
+        return JSONResponse(result.body, status_code=200, headers={"Idempotent-Replayed": "true"})
+
+    @internal.get("/api/internal/payments/{payment_id}")
+    async def read_payment(payment_id: str, request: Request) -> Response:
+        client_id = _client_id(request)
+        try:
+            uid = UUID(payment_id)
+        except ValueError:
+            raise _not_found() from None
+        with _database_errors():
+            body = await service.get_payment(db.pool, client_id=client_id, payment_id=uid)
+        if body is None:
+            raise _not_found()
+        return JSONResponse(body)
+
+    @internal.post("/api/internal/audit", status_code=201)
+    async def append_audit(request: Request) -> Response:
+        raw = await _read_body(request)
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise _malformed() from None
+        try:
+            event = AuditEventCreate.model_validate(parsed)
+        except ValidationError as exc:
+            raise validation_error(exc) from None
+        try:
+            audit: Any = importlib.import_module("payapi.audit")
+        except ImportError:
+            raise _unavailable("audit_unavailable", "audit log not available") from None
+        with _database_errors():
+            result = await audit.append(
+                db.pool,
+                type=event.type,
+                actor=event.actor,
+                subject=event.subject,
+                details=event.details,
+                head_file=state.settings.audit.head_file,
+            )
+        seq, digest = _seq_and_hash(result)
+        return JSONResponse({"seq": seq, "hash": digest}, status_code=201)
+
+    router = APIRouter()
+    router.include_router(public)
+    router.include_router(internal)
+    return router

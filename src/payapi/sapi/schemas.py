@@ -1,0 +1,190 @@
+"""Request and response shapes of Payment-SAPI, shared with Payment-EAPI.
+
+``PaymentCreate`` validates what a client sends; ``Payment`` is what both services answer.
+Parse a request body with :meth:`PaymentCreate.from_json` (or :func:`payapi.money.loads_json`
+and ``model_validate``): pydantic's own JSON parser turns ``100.10`` into a binary float
+first, which :mod:`payapi.money` refuses on purpose.
+
+``Payment.model_dump(mode="json")`` is byte-for-byte the body SAPI sends (amount with two
+decimals, ``created_at`` as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``), so EAPI can pass a payment
+through unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Final
+from uuid import UUID
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator
+from pydantic_core import PydanticCustomError
+
+from payapi.money import (
+    MoneyError,
+    format_amount,
+    loads_json,
+    parse_amount,
+    parse_currency,
+    to_amount,
+)
+
+REFERENCE_PATTERN: Final = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+PAYMENT_STATUSES: Final = frozenset({"pending", "succeeded", "failed"})
+
+
+def _amount(value: Any) -> Decimal:
+    try:
+        return parse_amount(value)
+    except MoneyError as exc:
+        raise PydanticCustomError("invalid_amount", str(exc)) from None
+
+
+def _stored_amount(value: Any) -> Decimal:
+    try:
+        return to_amount(value)
+    except MoneyError as exc:
+        raise PydanticCustomError("invalid_amount", str(exc)) from None
+
+
+def _currency(value: Any) -> str:
+    try:
+        return parse_currency(value)
+    except MoneyError as exc:
+        raise PydanticCustomError("invalid_currency", str(exc)) from None
+
+
+def _reference(value: Any) -> str:
+    if not isinstance(value, str) or not REFERENCE_PATTERN.match(value):
+        raise PydanticCustomError(
+            "invalid_reference",
+            "reference must be 1-64 characters of A-Z, a-z, 0-9, '.', '_' or '-'",
+        )
+    return value
+
+
+def format_timestamp(value: datetime) -> str:
+    """ISO 8601 in UTC with microseconds and a ``Z``: one fixed shape, so replays match."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+AmountIn = Annotated[
+    Decimal,
+    PlainValidator(_amount, json_schema_input_type=str | int),
+    PlainSerializer(format_amount, return_type=str, when_used="json"),
+]
+"""A new payment's amount: positive, <= MAX_AMOUNT, at most 2 decimals; never a float."""
+
+AmountOut = Annotated[
+    Decimal,
+    PlainValidator(_stored_amount, json_schema_input_type=str),
+    PlainSerializer(format_amount, return_type=str, when_used="json"),
+]
+Currency = Annotated[str, PlainValidator(_currency, json_schema_input_type=str)]
+Reference = Annotated[str, PlainValidator(_reference, json_schema_input_type=str)]
+Timestamp = Annotated[
+    datetime, PlainSerializer(format_timestamp, return_type=str, when_used="json")
+]
+
+
+class MalformedJSON(ValueError):
+    """The body is not JSON at all (HTTP 400, unlike a JSON body that fails validation)."""
+
+
+class PaymentCreate(BaseModel):
+    """The body of ``POST /api/internal/payments`` (and of EAPI's ``POST /api/v1/payments``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    amount: AmountIn
+    currency: Currency
+    reference: Reference
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> PaymentCreate:
+        """Parse and validate a raw body without a binary float anywhere.
+
+        Raises :class:`MalformedJSON` if ``raw`` is not JSON, ``pydantic.ValidationError``
+        if it is JSON but not a valid payment.
+        """
+        try:
+            data = loads_json(raw)
+        except ValueError:  # JSONDecodeError, NaN/Infinity, an integer of 5000 digits
+            raise MalformedJSON("body is not valid JSON") from None
+        return cls.model_validate(data)
+
+    def canonical(self) -> bytes:
+        """The request in one canonical byte form: equal payments, equal bytes."""
+        return orjson.dumps(
+            {
+                "amount": format_amount(self.amount),
+                "currency": self.currency,
+                "reference": self.reference,
+            },
+            option=orjson.OPT_SORT_KEYS,
+        )
+
+    def fingerprint(self) -> str:
+        """SHA-256 (hex) of :meth:`canonical`; what an idempotency key is bound to."""
+        return hashlib.sha256(self.canonical()).hexdigest()
+
+
+class Payment(BaseModel):
+    """A payment as SAPI stores and returns it."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: UUID
+    amount: AmountOut
+    currency: str
+    reference: str
+    status: str
+    created_at: Timestamp
+
+
+def payment_body(
+    id: UUID, amount: Decimal, currency: str, reference: str, status: str, created_at: datetime
+) -> dict[str, str]:
+    """The JSON body of a payment, built without pydantic (SAPI's hot path).
+
+    Equal to ``Payment(...).model_dump(mode="json")``; a unit test holds them together.
+    """
+    return {
+        "id": str(id),
+        "amount": format_amount(amount),
+        "currency": currency,
+        "reference": reference,
+        "status": status,
+        "created_at": format_timestamp(created_at),
+    }
+
+
+class AuditEventCreate(BaseModel):
+    """The body of ``POST /api/internal/audit``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str = Field(min_length=1, max_length=128)
+    actor: str = Field(min_length=1, max_length=255)
+    subject: str = Field(min_length=1, max_length=255)
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class AuditEventCreated(BaseModel):
+    seq: int
+    hash: str
+
+
+class HealthChecks(BaseModel):
+    database: str
+    vault: str
+
+
+class Health(BaseModel):
+    status: str
+    checks: HealthChecks
