@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -21,7 +22,7 @@ _SENSITIVE = re.compile(
 REDACTED = "[redacted]"
 
 
-def redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in list(event_dict):
         if key != "event" and _SENSITIVE.search(key):
             event_dict[key] = REDACTED
@@ -34,9 +35,7 @@ _configured = False
 def configure(level: str = "INFO", *, json: bool = True) -> None:
     global _configured
     logging.basicConfig(stream=sys.stderr, level=level.upper(), format="%(message)s")
-    renderer: Any = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
-    )
+    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -62,4 +62,8 @@ def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> 
             await p.aclose()
 
     names = asyncio.run(run())
-    emit(names, as_json=as_json, human=lambda d: [console.print(n) for n in d])
+    def human(d: list[str]) -> None:
+        for n in d:
+            console.print(n)
+
+    emit(names, as_json=as_json, human=human)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import asdict
-from datetime import timedelta
 from typing import Any
 
 import typer
@@ -89,8 +88,11 @@ def emergency(
     if not all_clients and not client:
         fail("give --all-clients or --client NAME", code=2)
     if not force:
-        fail("emergency rotation breaks every client until it fetches new secrets; "
-             "add --force to proceed", code=2)
+        fail(
+            "emergency rotation breaks every client until it fetches new secrets; "
+            "add --force to proceed",
+            code=2,
+        )
     if not reason.strip():
         fail("--reason must not be empty", code=2)
     settings = get_ctx(ctx).settings
@@ -124,8 +126,10 @@ def emergency(
     if result["errors"]:
         fail(f"{len(result['errors'])} clients not rotated: {result['errors'][0]}")
     if not result["redis_cleared"]:
-        fail("secrets rotated, but Redis was unreachable: tokens may still be valid; "
-             "run the rotation again when Redis answers")
+        fail(
+            "secrets rotated, but Redis was unreachable: tokens may still be valid; "
+            "run the rotation again when Redis answers"
+        )
 
 
 @app.command("verify")
@@ -153,12 +157,18 @@ def verify(
     def human(rows: list[dict[str, Any]]) -> None:
         table = Table("client", "present", "readable", "accepted", "problem")
         for r in rows:
-            table.add_row(r["name"], *(("yes" if r[k] else "NO") for k in
-                          ("present", "readable", "accepted")), r["problem"] or "")
+            table.add_row(
+                r["name"],
+                *(("yes" if r[k] else "NO") for k in ("present", "readable", "accepted")),
+                r["problem"] or "",
+            )
         console.print(table)
 
-    emit({"clients": results, "ok": all(r["ok"] for r in results)}, as_json=as_json,
-         human=lambda d: human(d["clients"]))
+    emit(
+        {"clients": results, "ok": all(r["ok"] for r in results)},
+        as_json=as_json,
+        human=lambda d: human(d["clients"]),
+    )
     bad = [r["name"] for r in results if not r["ok"]]
     if bad:
         fail(f"{len(bad)} of {len(results)} clients failed verification: {', '.join(bad)}")

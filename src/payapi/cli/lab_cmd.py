@@ -60,8 +60,11 @@ def stop(component: str, dir: Path = DirOpt, as_json: bool = JsonOpt) -> None:
     """Stop one component (postgres, redis, vault, sapi, eapi)."""
     lab = Lab(dir, note=info)
     lab.stop(component)
-    emit({"component": component, "state": "stopped"}, as_json=as_json,
-         human=lambda d: console.print(f"{component} stopped"))
+    emit(
+        {"component": component, "state": "stopped"},
+        as_json=as_json,
+        human=lambda d: console.print(f"{component} stopped"),
+    )
 
 
 @app.command("start")
@@ -69,8 +72,11 @@ def start(component: str, dir: Path = DirOpt, as_json: bool = JsonOpt) -> None:
     """Start one component and wait until it is healthy."""
     lab = Lab(dir, note=info)
     lab.start(component)
-    emit({"component": component, "state": "running"}, as_json=as_json,
-         human=lambda d: console.print(f"{component} running"))
+    emit(
+        {"component": component, "state": "running"},
+        as_json=as_json,
+        human=lambda d: console.print(f"{component} running"),
+    )
 
 
 @app.command("down")
@@ -78,5 +84,8 @@ def down(dir: Path = DirOpt, as_json: bool = JsonOpt) -> None:
     """Stop every component; no process is left behind. Data stays in DIR."""
     lab = Lab(dir, note=info)
     lab.down()
-    emit({"dir": str(lab.dir), "state": "down"}, as_json=as_json,
-         human=lambda d: console.print(f"lab in {lab.dir} is down (data kept)"))
+    emit(
+        {"dir": str(lab.dir), "state": "down"},
+        as_json=as_json,
+        human=lambda d: console.print(f"lab in {lab.dir} is down (data kept)"),
+    )

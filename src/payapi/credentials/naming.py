@@ -14,7 +14,7 @@ from dataclasses import dataclass
 CLIENTS_PREFIX = "payment-system/clients"
 EAPI_HOST = "payment-system/payment-eapi"
 SAPI_HOST = "payment-system/payment-sapi"
-SAPI_SERVICE_TOKEN = "payment-system/sapi/service-token"
+SAPI_SERVICE_TOKEN = "payment-system/sapi/service-token"  # noqa: S105 - a vault id
 EAPI_CACHE_KEY = "payment-system/eapi/cache-key"
 
 NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?$")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -67,10 +68,11 @@ async def ensure_platform(
             key = await admin.rotate_api_key(role=f"host:{host}")
             write_private(key_file, key.get_secret_value())
             done.append(f"re-issued the API key of {host} (key file was missing)")
-    for var, make in (
-        (SAPI_SERVICE_TOKEN, lambda: secrets.token_urlsafe(32)),
-        (EAPI_CACHE_KEY, lambda: base64.b64encode(secrets.token_bytes(32)).decode()),
-    ):
+    initial: dict[str, Callable[[], str]] = {
+        SAPI_SERVICE_TOKEN: lambda: secrets.token_urlsafe(32),
+        EAPI_CACHE_KEY: lambda: base64.b64encode(secrets.token_bytes(32)).decode(),
+    }
+    for var, make in initial.items():
         try:
             await admin.get_secret(var)
         except VaultNotFound:

@@ -13,6 +13,7 @@ Rotation order is chosen so that no valid credential ever fails in between:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -309,10 +310,8 @@ async def verify_client(p: Platform, http: httpx.AsyncClient, name: str) -> Clie
     if resp.status_code == 200:
         check.accepted = True
         token = resp.json().get("access_token", "")
-        try:  # the probe's token is not left behind
+        with contextlib.suppress(CacheDown):  # the probe's token is not left behind
             await p.cache.revoke_token(token)
-        except CacheDown:
-            pass
     else:
         check.problem = f"EAPI answered {resp.status_code}"
     return check

@@ -14,10 +14,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from pydantic import ValidationError
 from starlette.responses import Response
 
 from payapi.config import Settings, read_secret_file
@@ -26,7 +26,8 @@ from payapi.eapi.cache import Cache, CacheDown, LocalLimiter, RateDecision
 from payapi.eapi.sapi_client import SapiClient, SapiUnavailable
 from payapi.eapi.verifier import ClientVerifier, DependencyDown
 from payapi.logs import get_logger
-from payapi.sapi.schemas import parse_payment_request
+from payapi.sapi.routes import validation_error
+from payapi.sapi.schemas import MalformedJSON, PaymentCreate
 from payapi.vault.client import VaultClient
 from payapi.web import ApiError, JSONResponse, install_error_handlers, request_id
 
@@ -168,8 +169,22 @@ async def authenticate_caller(deps: Deps, request: Request) -> str:
     return client_id
 
 
+def parse_payment(body: bytes) -> PaymentCreate:
+    """Validate at the edge, with the same model SAPI uses (400 vs 422 as the contract)."""
+    try:
+        return PaymentCreate.from_json(body)
+    except MalformedJSON:
+        raise ApiError(
+            400, "invalid_request_error", "malformed_json", "body is not valid JSON"
+        ) from None
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
 def _forward(resp: Any) -> Response:
-    return Response(content=resp.content, status_code=resp.status_code, media_type="application/json")
+    return Response(
+        content=resp.content, status_code=resp.status_code, media_type="application/json"
+    )
 
 
 def create_app(
@@ -255,7 +270,7 @@ def create_app(
         body = await request.body()
         if len(body) > MAX_BODY_BYTES:
             raise ApiError(413, "invalid_request_error", "payload_too_large", "body too large")
-        payment = parse_payment_request(body)
+        payment = parse_payment(body)
         headers = {"X-Client-ID": client_id, "X-Request-ID": request_id(request)}
         idem = request.headers.get("idempotency-key")
         if idem is not None:
@@ -265,7 +280,7 @@ def create_app(
                 "POST",
                 "/api/internal/payments",
                 headers=headers,
-                content=orjson.dumps(payment.model_dump(mode="json")),
+                content=payment.canonical(),
             )
         except SapiUnavailable:
             raise _unavailable(deps, "payment-sapi") from None
@@ -305,7 +320,9 @@ def create_app(
         status = "ok" if all((redis_ok, vault_ok, sapi_ok)) else "degraded"
         if not serving:
             status = "down"
-        return JSONResponse({"status": status, "checks": checks}, status_code=200 if serving else 503)
+        return JSONResponse(
+            {"status": status, "checks": checks}, status_code=200 if serving else 503
+        )
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:

@@ -150,23 +150,33 @@ class Cache:
         """Drop every token and cached verification of one client; returns tokens revoked."""
         keys = [f"{PREFIX}ctok:{client_id}", f"{PREFIX}ver:{client_id}", GEN_KEY]
         n = await self._guard(
-            lambda: self.redis.eval(_REVOKE_CLIENT, 3, *keys, f"{PREFIX}tok:")  # type: ignore[no-untyped-call]
+            lambda: self.redis.eval(_REVOKE_CLIENT, 3, *keys, f"{PREFIX}tok:")
         )
         return int(n)
+
+    async def _delete(self, keys: list[Any]) -> int:
+        async def op() -> int:
+            return int(await self.redis.delete(*keys))
+
+        return await self._guard(op)
 
     async def revoke_all(self) -> int:
         """Drop every token and every cached verification (emergency rotation)."""
         await self._guard(lambda: self.redis.incr(GEN_KEY))
         total = 0
-        for pattern in (f"{PREFIX}tok:*", f"{PREFIX}ctok:*", f"{PREFIX}ver:*"):
-            batch: list[Any] = []
-            async for key in self.redis.scan_iter(match=pattern, count=1000):
-                batch.append(key)
-                if len(batch) >= 500:
-                    total += await self._guard(lambda b=batch: self.redis.delete(*b))  # type: ignore[misc]
-                    batch = []
-            if batch:
-                total += await self._guard(lambda b=batch: self.redis.delete(*b))  # type: ignore[misc]
+        try:
+            for pattern in (f"{PREFIX}tok:*", f"{PREFIX}ctok:*", f"{PREFIX}ver:*"):
+                batch: list[Any] = []
+                async for key in self.redis.scan_iter(match=pattern, count=1000):
+                    batch.append(key)
+                    if len(batch) >= 500:
+                        total += await self._delete(batch)
+                        batch = []
+                if batch:
+                    total += await self._delete(batch)
+        except (RedisError, OSError) as exc:
+            self.breaker.trip()
+            raise CacheDown(f"redis unavailable: {type(exc).__name__}") from None
         await self._guard(lambda: self.redis.incr(GEN_KEY))
         return total
 
@@ -191,7 +201,7 @@ class Cache:
         """Cache a verification unless a revocation happened since ``generation`` was read."""
         keys = [f"{PREFIX}ver:{client_id}", GEN_KEY]
         stored = await self._guard(
-            lambda: self.redis.eval(  # type: ignore[no-untyped-call]
+            lambda: self.redis.eval(
                 _REMEMBER, 2, *keys, mac, f"{valid_until:.3f}", str(ttl), generation
             )
         )

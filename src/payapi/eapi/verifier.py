@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import secrets
@@ -174,10 +175,8 @@ class ClientVerifier:
             until = now + self.cache_seconds
             if match.via_previous:
                 until = min(until, record.previous_valid_until)
-            try:
+            with contextlib.suppress(CacheDown):
                 await self.cache.remember_verification(
                     client_id, mac, until, self.cache_seconds, generation
                 )
-            except CacheDown:
-                pass
         return match.ok

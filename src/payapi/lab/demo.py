@@ -56,8 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         return c.client_id, c.client_secret.get_secret_value()
 
     client_id, client_secret = asyncio.run(provision())
-    console.print(f"\ncreated client [bold]{name}[/bold] (client_id {client_id}); "
-                  "its secret lives in the vault")
+    console.print(
+        f"\ncreated client [bold]{name}[/bold] (client_id {client_id}); "
+        "its secret lives in the vault"
+    )
 
     creds = {"X-Client-ID": client_id, "X-Client-Secret": client_secret}
     with httpx.Client(base_url=status["eapi"], timeout=10, trust_env=False) as http:
@@ -74,8 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         _show("POST /api/v1/payments (bearer token, Idempotency-Key)", resp)
         pid = resp.json()["id"]
-        _show(f"GET /api/v1/payments/{pid}", http.get(
-            f"/api/v1/payments/{pid}", headers={"Authorization": f"Bearer {token}"}))
+        _show(
+            f"GET /api/v1/payments/{pid}",
+            http.get(f"/api/v1/payments/{pid}", headers={"Authorization": f"Bearer {token}"}),
+        )
         _show("GET /api/health", http.get("/api/health"))
 
     cfg = status["config"]

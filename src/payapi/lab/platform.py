@@ -143,7 +143,7 @@ class Lab:
     def write_config(self) -> None:
         p = self.ports
         pg = self.pg
-        text = f"""# payapi lab configuration, written by `payapi lab up`. A development environment:
+        text = f"""# payapi lab configuration, written by `payapi lab up`. A development setup:
 # PostgreSQL trusts local connections and Redis has no password; both listen on 127.0.0.1.
 # No secret is stored here: key files hold them (mode 0600) and the vault holds the rest.
 environment = "lab"
@@ -222,7 +222,15 @@ head_file = {_toml_str(self.dir / "audit" / "head.json")}
         port = self.ports[component]
         if port_open(port):
             raise LabError(f"port {port} for {component} is taken by another process")
-        argv = [sys.executable, "-m", "payapi", "--config", str(self.config_path), "serve", component]
+        argv = [
+            sys.executable,
+            "-m",
+            "payapi",
+            "--config",
+            str(self.config_path),
+            "serve",
+            component,
+        ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("PAYAPI_")}
         log = self.dir / "logs" / f"{component}.log"
         pid = spawn(argv, log=log, pidfile=self.pidfile(component), env=env, cwd=self.dir)
@@ -283,10 +291,9 @@ head_file = {_toml_str(self.dir / "audit" / "head.json")}
             self.stop(component)
 
     def _ensure_vault_bootstrap(self) -> None:
+        from payapi.config import load_settings
         from payapi.credentials.platform import write_private
         from payapi.vault.bootstrap import bootstrap, generate_data_key_file, load_data_key
-
-        from payapi.config import load_settings
 
         key_file = self.key_file("vault-data.key")
         if not key_file.exists():

