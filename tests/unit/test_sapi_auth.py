@@ -43,8 +43,8 @@ class Vault:
         return SecretStr(self.value)
 
 
-def make(vault: Vault, clock: FakeClock, **kw: float) -> ServiceAuth:
-    return ServiceAuth(vault, clock=clock, sleep=clock.sleep, **kw)
+def make(vault: Vault, clock: FakeClock, *, max_age: float = 30.0) -> ServiceAuth:
+    return ServiceAuth(vault, clock=clock, sleep=clock.sleep, max_age=max_age)
 
 
 async def test_matching_token_uses_the_cache() -> None:

@@ -108,6 +108,11 @@ class ServiceAuth:
 
     # -- checking --------------------------------------------------------------------
 
+    @property
+    def has_cached_token(self) -> bool:
+        """True once a token was read: callers can be checked even if the vault is down."""
+        return self._token is not None
+
     def _matches(self, presented: bytes) -> bool:
         token = self._token
         return token is not None and hmac.compare_digest(presented, token)

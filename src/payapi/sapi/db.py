@@ -61,6 +61,7 @@ class Database:
         self._max = max(max_size, min_size, 1)
         self._retry_max = retry_max
         self._pool: asyncpg.Pool | None = None
+        self._side_pool: asyncpg.Pool | None = None
         self._retry_task: asyncio.Task[None] | None = None
         self.migrations_applied: list[str] = []
 
@@ -74,6 +75,18 @@ class Database:
         if self._pool is None:
             raise DatabaseUnavailable("database not connected")
         return self._pool
+
+    @property
+    def side_pool(self) -> asyncpg.Pool:
+        """A small pool with asyncpg's full reset, for rare calls that hold session state.
+
+        The audit writer takes a session advisory lock; on this pool a connection is
+        always returned clean (``pg_advisory_unlock_all``, ``RESET ALL``), whatever
+        happened, without slowing the payments pool.
+        """
+        if self._side_pool is None:
+            raise DatabaseUnavailable("database not connected")
+        return self._side_pool
 
     async def start(self) -> None:
         """Migrate and open the pool; on failure keep trying in the background."""
@@ -93,6 +106,15 @@ class Database:
             command_timeout=COMMAND_TIMEOUT_SECONDS,
             timeout=CONNECT_TIMEOUT_SECONDS,
             server_settings={"application_name": "payapi-sapi"},
+        )
+        # min_size=0: no connection is opened until the first audit event.
+        self._side_pool = await asyncpg.create_pool(
+            self._dsn,
+            min_size=0,
+            max_size=2,
+            command_timeout=COMMAND_TIMEOUT_SECONDS,
+            timeout=CONNECT_TIMEOUT_SECONDS,
+            server_settings={"application_name": "payapi-sapi-audit"},
         )
         log.info("database_connected", migrations_applied=len(self.migrations_applied))
 
@@ -122,9 +144,10 @@ class Database:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            try:
-                await asyncio.wait_for(pool.close(), 10)
-            except Exception:
-                pool.terminate()
+        for pool in (self._pool, self._side_pool):
+            if pool is not None:
+                try:
+                    await asyncio.wait_for(pool.close(), 10)
+                except Exception:
+                    pool.terminate()
+        self._pool = self._side_pool = None

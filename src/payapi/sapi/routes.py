@@ -189,10 +189,16 @@ def build_router(state: SapiState) -> APIRouter:
 
     @public.get("/api/internal-health")
     async def health(request: Request) -> Response:
+        """Status only. 200 while SAPI can serve: with the vault down but the service token
+        cached, callers are still authenticated (degraded mode), so it stays 200 with
+        ``"status": "degraded"``; a readiness probe must not pull every replica out of
+        service because of a vault outage. 503 when it cannot serve."""
         db_ok, vault_ok = await asyncio.gather(db.check(), auth.check())
         checks = {"database": "ok" if db_ok else "down", "vault": "ok" if vault_ok else "down"}
         if db_ok and vault_ok:
             return JSONResponse({"status": "ok", "checks": checks})
+        if db_ok and auth.has_cached_token:
+            return JSONResponse({"status": "degraded", "checks": checks})
         down = ", ".join(name for name, value in checks.items() if value == "down")
         resp = error_response(request, 503, "service_unavailable", "unhealthy", f"down: {down}")
         # The error envelope, plus the same keys as a healthy answer for monitors.
@@ -275,7 +281,7 @@ def build_router(state: SapiState) -> APIRouter:
             raise _unavailable("audit_unavailable", "audit log not available") from None
         with _database_errors():
             result = await audit.append(
-                db.pool,
+                db.side_pool,
                 type=event.type,
                 actor=event.actor,
                 subject=event.subject,

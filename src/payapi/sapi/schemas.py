@@ -171,7 +171,7 @@ class AuditEventCreate(BaseModel):
 
     type: str = Field(min_length=1, max_length=128)
     actor: str = Field(min_length=1, max_length=255)
-    subject: str = Field(min_length=1, max_length=255)
+    subject: str | None = Field(default=None, min_length=1, max_length=255)
     details: dict[str, Any] = Field(default_factory=dict)
 
 
