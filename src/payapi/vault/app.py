@@ -1,0 +1,158 @@
+"""The vault server: a FastAPI app speaking the Conjur REST API.
+
+``create_app`` reads the data key immediately, so a missing or malformed key fails before
+a socket is opened. The lifespan opens the pool, applies migrations and checks that the
+key is the one this database was sealed with; any of these failing stops the startup
+with one clear message rather than a vault that answers 500s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from payapi.config import ConfigError, Settings
+from payapi.logs import get_logger
+from payapi.vault import db, errors
+from payapi.vault.crypto import DecryptionError, SecretCipher, load_data_key
+from payapi.vault.routes import router
+from payapi.vault.state import VaultState
+from payapi.vault.tokens import TokenService
+from payapi.web import JSONResponse, RequestIdMiddleware, request_id
+
+log = get_logger("payapi.vault.app")
+
+STARTUP_CONNECT_SECONDS = 15.0
+_UNAVAILABLE = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+)
+
+
+def vault_dsn(settings: Settings) -> str:
+    dsn = settings.vault.dsn or settings.postgres.vault_dsn
+    if not dsn:
+        raise ConfigError("vault: no database configured (vault.dsn or postgres.vault_dsn)")
+    return dsn
+
+
+async def _open_pool(dsn: str, data_key: bytes) -> asyncpg.Pool[Any]:
+    """Connect (retrying while PostgreSQL is still starting), migrate, check the key."""
+    deadline = asyncio.get_running_loop().time() + STARTUP_CONNECT_SECONDS
+    while True:
+        try:
+            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=10, command_timeout=30)
+            break
+        except _UNAVAILABLE as exc:
+            if asyncio.get_running_loop().time() >= deadline:
+                raise ConfigError(
+                    f"vault: cannot connect to its database ({type(exc).__name__})"
+                ) from None
+            await asyncio.sleep(0.5)
+    try:
+        async with pool.acquire() as conn:
+            await db.prepare(conn, data_key)
+    except BaseException:
+        await pool.close()
+        raise
+    return pool
+
+
+def create_app(settings: Settings) -> FastAPI:
+    data_key = load_data_key(settings.vault)
+    dsn = vault_dsn(settings)
+    state = VaultState(
+        settings=settings.vault,
+        dsn=dsn,
+        cipher=SecretCipher.from_data_key(data_key),
+        tokens=TokenService(data_key, ttl_seconds=settings.vault.token_ttl_seconds),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        state.pool = await _open_pool(dsn, data_key)
+        log.info("vault_started", account=settings.vault.account)
+        try:
+            yield
+        finally:
+            pool, state.pool = state.pool, None
+            if pool is not None:
+                await pool.close()
+
+    app = FastAPI(
+        title="payapi vault",
+        description="A CyberArk Conjur compatible secrets server",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.vault = state
+    app.include_router(router)
+    install_error_handlers(app)
+    return app
+
+
+def _render(request: Request, exc: errors.ConjurError) -> Response:
+    return JSONResponse(exc.body(request_id(request)), status_code=exc.status, headers=exc.headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every failure answers Conjur's error JSON; none echoes a header or a body."""
+    app.add_middleware(RequestIdMiddleware)
+
+    @app.exception_handler(errors.ConjurError)
+    async def _conjur(request: Request, exc: errors.ConjurError) -> Response:
+        return _render(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        return _render(request, errors.unprocessable("invalid request parameters"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            err = errors.ConjurError(404, "not_found", "Not found")
+        elif exc.status_code == 405:
+            err = errors.ConjurError(405, "method_not_allowed", "Method not allowed")
+        else:
+            err = errors.ConjurError(exc.status_code, "error", str(exc.detail))
+        return _render(request, err)
+
+    @app.exception_handler(DecryptionError)
+    async def _decrypt(request: Request, exc: DecryptionError) -> Response:
+        # The message names the variable and version only.
+        log.error("vault_decryption_failed", error=str(exc), request_id=request_id(request))
+        return _render(
+            request, errors.ConjurError(500, "internal_error", "secret cannot be decrypted")
+        )
+
+    for exc_type in _UNAVAILABLE:
+
+        @app.exception_handler(exc_type)
+        async def _unavailable(request: Request, exc: Exception) -> Response:
+            log.warning("vault_database_unavailable", error_type=type(exc).__name__)
+            return _render(
+                request,
+                errors.ConjurError(503, "service_unavailable", "vault database unavailable"),
+            )
+
+    @app.exception_handler(Exception)
+    async def _unhandled(request: Request, exc: Exception) -> Response:
+        log.error(
+            "vault_unhandled_error",
+            error_type=type(exc).__name__,
+            request_id=request_id(request),
+        )
+        return _render(request, errors.ConjurError(500, "internal_error", "internal error"))

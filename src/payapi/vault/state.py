@@ -1,0 +1,37 @@
+"""What a running vault holds: settings, the pool, the cipher and the token service.
+
+Kept apart from ``app.py`` so that routes can depend on it without importing the app.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from fastapi import Request
+
+from payapi.config import VaultSettings
+from payapi.vault import errors
+from payapi.vault.crypto import SecretCipher
+from payapi.vault.tokens import TokenService
+
+
+@dataclass
+class VaultState:
+    settings: VaultSettings
+    dsn: str
+    cipher: SecretCipher = field(repr=False)
+    tokens: TokenService = field(repr=False)
+    pool: asyncpg.Pool[Any] | None = None
+
+    def require_pool(self) -> asyncpg.Pool[Any]:
+        if self.pool is None:
+            raise errors.ConjurError(503, "service_unavailable", "vault database unavailable")
+        return self.pool
+
+
+def get_state(request: Request) -> VaultState:
+    state = request.app.state.vault
+    assert isinstance(state, VaultState)
+    return state
