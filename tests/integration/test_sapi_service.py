@@ -68,6 +68,14 @@ async def test_purge_forgets_old_keys_but_keeps_payments(pool: asyncpg.Pool) -> 
     assert not replay.created
 
 
+async def test_purge_runs_in_batches(pool: asyncpg.Pool) -> None:
+    for i in range(7):
+        await service.create_payment(pool, client_id="c", data=payment(), idempotency_key=f"b{i}")
+    await pool.execute("UPDATE payments SET created_at = now() - interval '2 days'")
+    assert await service.purge_idempotency_keys(pool, retention=timedelta(hours=24), batch=3) == 7
+    assert await pool.fetchval("SELECT count(*) FROM payments WHERE idempotency_key IS NULL") == 7
+
+
 async def test_retention_below_24_hours_is_refused(pool: asyncpg.Pool) -> None:
     with pytest.raises(ValueError, match="at least"):
         await service.purge_idempotency_keys(pool, retention=timedelta(hours=23))

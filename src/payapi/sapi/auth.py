@@ -45,6 +45,7 @@ Probe = Callable[[], Awaitable[bool]]
 
 REFRESH_INTERVAL_SECONDS = 1.0
 MAX_AGE_SECONDS = 30.0
+CHECK_TIMEOUT_SECONDS = 2.0
 
 
 class ServiceAuthUnavailable(Exception):
@@ -139,14 +140,12 @@ class ServiceAuth:
         return False
 
     async def check(self) -> bool:
-        """Health: can SAPI reach its token source?"""
-        if self._probe is not None:
-            try:
-                return await self._probe()
-            except Exception:
-                return False
+        """Health: can SAPI reach its token source? (Bounded: a health probe must answer.)"""
         try:
-            return bool(_raw(await self._call_source()))
+            if self._probe is not None:
+                return await asyncio.wait_for(self._probe(), CHECK_TIMEOUT_SECONDS)
+            value = await asyncio.wait_for(self._call_source(), CHECK_TIMEOUT_SECONDS)
+            return bool(_raw(value))
         except Exception:
             return False
 

@@ -45,9 +45,17 @@ WHERE client_id = $1 AND idempotency_key = $2
 
 _BY_ID = f"SELECT {_COLUMNS} FROM payments WHERE id = $1 AND client_id = $2"  # noqa: S608
 
+PURGE_BATCH = 5000
+
+# In batches, so that a large backlog never runs into the command timeout or holds many
+# row locks at once; the partial index on created_at finds the candidates.
 _PURGE = """
 UPDATE payments SET idempotency_key = NULL
-WHERE idempotency_key IS NOT NULL AND created_at < now() - $1::interval
+WHERE id IN (
+    SELECT id FROM payments
+    WHERE idempotency_key IS NOT NULL AND created_at < now() - $1::interval
+    LIMIT $2
+)
 """
 
 
@@ -112,7 +120,10 @@ async def get_payment(db: Executor, *, client_id: str, payment_id: Any) -> dict[
 
 
 async def purge_idempotency_keys(
-    db: Executor, *, retention: timedelta = DEFAULT_IDEMPOTENCY_RETENTION
+    db: Executor,
+    *,
+    retention: timedelta = DEFAULT_IDEMPOTENCY_RETENTION,
+    batch: int = PURGE_BATCH,
 ) -> int:
     """Forget idempotency keys older than ``retention`` (at least 24 h); keep the payments.
 
@@ -120,5 +131,10 @@ async def purge_idempotency_keys(
     """
     if retention < MIN_IDEMPOTENCY_RETENTION:
         raise ValueError(f"idempotency retention must be at least {MIN_IDEMPOTENCY_RETENTION}")
-    status = await db.execute(_PURGE, retention)
-    return int(status.rsplit(" ", 1)[-1])
+    total = 0
+    while True:
+        status = await db.execute(_PURGE, retention, batch)
+        count = int(status.rsplit(" ", 1)[-1])
+        total += count
+        if count < batch:
+            return total
