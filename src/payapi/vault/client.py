@@ -111,11 +111,18 @@ class VaultClient:
         *,
         what: str,
         auth: bool = True,
+        basic: bool = False,
         content: bytes | str | None = None,
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
+        """Send one request. ``auth`` uses an access token (re-authenticating once on a
+        401); ``basic`` uses HTTP Basic with the login and API key instead."""
         hdrs = dict(headers or {})
+        if basic:
+            auth = False
+            pair = f"{self.login}:{self._api_key.get_secret_value()}".encode()
+            hdrs["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
         for attempt in (0, 1):
             if auth:
                 hdrs["Authorization"] = await self._auth_header()
@@ -170,17 +177,30 @@ class VaultClient:
         )
         return resp.content
 
+    def _own_role(self) -> str:
+        """Our role as ``kind:id`` (Conjur: a ``host/`` login is a host, else a user)."""
+        if self.login.startswith("host/"):
+            return "host:" + self.login.removeprefix("host/")
+        return "user:" + self.login
+
     async def rotate_api_key(self, role: str | None = None) -> SecretStr:
-        """Rotate the API key of ``role`` ("host:payment-system/x"), or our own."""
-        params = {"role": role} if role else None
+        """Rotate the API key of ``role`` ("host:payment-system/x"), or our own.
+
+        Conjur refuses an access token for rotating one's own key ("Credential strength is
+        insufficient"): our own key is rotated with HTTP Basic and the current key, another
+        role's with a token (and ``update`` on that role).
+        """
+        own = role is None or role in (self._own_role(), f"{self.account}:{self._own_role()}")
+        params = {"role": role} if role and not own else None
         resp = await self._send(
             "PUT",
             f"/authn/{_enc(self.account)}/api_key",
             what=f"rotate api key {role or self.login}",
             params=params,
+            basic=own,
         )
         key = SecretStr(resp.text.strip())
-        if role is None:
+        if own:
             self.set_api_key(key)
         return key
 
