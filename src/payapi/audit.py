@@ -17,9 +17,10 @@ Invariants:
   :func:`event_hash` of its own fields.
 - Writers are serialized by a session advisory lock held from reading the tail until the
   head file is written, so the head file never goes backwards and at most one committed
-  event can be missing from it (a crash between commit and head write). Both
-  :func:`append` and :func:`verify` accept exactly that lag of one, and the next append
-  catches the head up; any other disagreement is tampering.
+  event can be missing from it (a crash between commit and head write; for the very
+  first event that means no head file yet). Both :func:`append` and :func:`verify` accept
+  exactly that lag of one, and the next append catches the head up; any other
+  disagreement is tampering.
 - :func:`append` refuses to write when the head file and the table disagree (beyond that
   lag): appending would overwrite the only evidence that events were deleted.
 - Details never hold secrets: a key that looks like a credential (same idea as the log
@@ -338,9 +339,15 @@ async def _chain_lock(conn: Conn) -> AsyncIterator[dict[str, bool]]:
 
     Pooled connections keep their session (SAPI's pool does not reset it), so a lock that
     could not be released must not go back to the pool: terminating the connection is
-    what releases it server-side.
+    what releases it server-side. The same goes for an acquisition that was interrupted
+    (cancelled while waiting): the server may have granted the lock just before, and
+    nobody would ever release it. So in both cases the connection is closed.
     """
-    await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
+    except BaseException:
+        _terminate(conn)
+        raise
     state = {"held": True}
     try:
         yield state
@@ -349,8 +356,13 @@ async def _chain_lock(conn: Conn) -> AsyncIterator[dict[str, bool]]:
             try:
                 await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
             except BaseException:
-                cast(asyncpg.Connection, conn).terminate()
+                _terminate(conn)
                 raise
+
+
+def _terminate(conn: Conn) -> None:
+    # A pool proxy forwards terminate() to its connection; the pool then replaces it.
+    cast(asyncpg.Connection, conn).terminate()
 
 
 async def _unlock(conn: Conn, state: dict[str, bool]) -> None:
@@ -398,7 +410,8 @@ async def append(
 
     Raises AuditDetailsError (nothing written) for bad details, AuditHeadError (nothing
     written) if the head file disagrees with the table, AuditError if the head could not be
-    written after the event committed (the next append catches it up).
+    written after the event committed (the next append catches it up). If cancelled while
+    waiting for the writers' lock, the connection is closed (see :func:`_chain_lock`).
     """
     if not isinstance(type, str) or not type.strip():
         raise AuditDetailsError("audit event type must be a non-empty string")
@@ -462,7 +475,8 @@ async def _check_head_before_append(
 ) -> None:
     head = await _in_thread_to_the_end(read_head, head_file)
     if head is None:
-        if last_seq is None:
+        # No head yet: an empty log, or the crash window of the very first event.
+        if last_seq is None or last_seq == 1:
             return
         raise AuditHeadError(
             f"audit head file {head_file} is missing but the log holds events up to seq "
@@ -560,6 +574,12 @@ async def verify(conn: Target, head_file: Path | None) -> VerifyResult:
     return await _with_conn(conn, run)
 
 
+_LAG_NOTE = (
+    "the head lags the log by one event (seq {} committed, head not yet updated: a crash "
+    "or cancellation between commit and head write); the next append catches up"
+)
+
+
 async def _verify_snapshot(
     conn: Conn, head_file: Path | None, head: Head | None, head_error: str | None
 ) -> VerifyResult:
@@ -605,6 +625,8 @@ async def _verify_snapshot(
     if head is None:
         if last_seq is None:
             return VerifyResult(True, 0, None, None, notes=("the log is empty",))
+        if last_seq == 1:
+            return VerifyResult(True, checked, last_seq, None, notes=(_LAG_NOTE.format(1),))
         return broken(
             Problem(
                 "head_missing",
@@ -633,11 +655,7 @@ async def _verify_snapshot(
     if head.seq == last_seq:
         return VerifyResult(True, checked, last_seq, head)
     if head.seq == last_seq - 1:
-        note = (
-            f"the head lags the log by one event (seq {last_seq} committed, head not yet "
-            "updated: a crash between commit and head write); the next append catches up"
-        )
-        return VerifyResult(True, checked, last_seq, head, notes=(note,))
+        return VerifyResult(True, checked, last_seq, head, notes=(_LAG_NOTE.format(last_seq),))
     return broken(
         Problem(
             "head_mismatch",

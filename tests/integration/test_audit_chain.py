@@ -435,6 +435,17 @@ async def test_head_lagging_by_one_is_the_crash_window(
     assert (await verify(conn, head)).notes == ()
 
 
+async def test_no_head_after_the_first_event_is_the_crash_window(
+    conn: asyncpg.Connection, head: Path
+) -> None:
+    await _fill(conn, head, 1)
+    head.unlink()  # as if we crashed after committing event 1
+    result = await verify(conn, head)
+    assert result.ok and "lags the log by one event" in result.notes[0]
+    ev = await append(conn, type="t", actor="a", subject=None, details={}, head_file=head)
+    assert read_head(head) == Head(2, ev.hash)
+
+
 async def test_head_lagging_by_two_is_tampering(conn: asyncpg.Connection, head: Path) -> None:
     events = await _fill(conn, head)
     write_head(head, Head(3, events[2].hash))
@@ -523,6 +534,82 @@ async def test_concurrent_appends_through_a_pool(db: str, head: Path) -> None:
     finally:
         await pool.close()
     assert result.ok and result.events_checked == 60
+
+
+async def _advisory_locks_held(db: str) -> int:
+    c = await asyncpg.connect(db)
+    try:
+        return int(
+            await c.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND objid = ($1::bigint & 4294967295)::oid",
+                audit.LOCK_KEY,
+            )
+        )
+    finally:
+        await c.close()
+
+
+async def _no_lock_within(db: str, seconds: float) -> None:
+    """Terminated sessions end asynchronously on the server: a bounded wait, not a speed."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while await _advisory_locks_held(db):
+        assert asyncio.get_running_loop().time() < deadline, "advisory lock still held"
+        await asyncio.sleep(0.05)
+
+
+async def test_append_cancelled_while_waiting_leaves_no_lock(db: str, head: Path) -> None:
+    holder = await asyncpg.connect(db)
+    victim = await asyncpg.connect(db)
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", audit.LOCK_KEY)
+        task = asyncio.create_task(
+            append(victim, type="t", actor="a", subject=None, details={}, head_file=head)
+        )
+        await asyncio.sleep(0.3)
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert victim.is_closed()  # the only way to be sure it holds no lock
+        await holder.execute("SELECT pg_advisory_unlock($1)", audit.LOCK_KEY)
+    finally:
+        await holder.close()
+        await victim.close()
+    await _no_lock_within(db, 10)
+    other = await asyncpg.connect(db)
+    try:
+        ev = await asyncio.wait_for(
+            append(other, type="t", actor="a", subject=None, details={}, head_file=head), 10
+        )
+        assert ev.seq == 1
+    finally:
+        await other.close()
+
+
+async def test_cancelled_appends_through_a_pool_keep_the_chain(db: str, head: Path) -> None:
+    pool = await asyncpg.create_pool(db, min_size=4, max_size=4)
+    try:
+        tasks = [
+            asyncio.create_task(
+                append(pool, type="p", actor="a", subject=None, details={"i": i}, head_file=head)
+            )
+            for i in range(40)
+        ]
+        for i, t in enumerate(tasks):
+            if i % 3 == 0:
+                await asyncio.sleep(0.002)
+                t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        result = await verify(pool, head)
+        assert result.ok, result.problem
+        ev = await asyncio.wait_for(
+            append(pool, type="after", actor="a", subject=None, details={}, head_file=head), 10
+        )
+        assert ev.seq == result.events_checked + 1
+    finally:
+        await pool.close()
+    await _no_lock_within(db, 10)
 
 
 # --------------------------------------------------------------------------- migrations
