@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 from urllib.parse import quote
 
+import asyncpg
 import httpx
 import pytest
 
@@ -40,10 +41,12 @@ POLICY = """
   - !permit {role: !host writer, privileges: [read, update], resource: !variable secret}
   - !permit {role: !group consumers, privileges: [read, execute], resource: !variable secret}
   - !permit {role: !host reader, privilege: read, resource: !host permitted}
+  - !host deployer
+  - !policy apps
+  - !permit {role: !host deployer, privileges: [read, create], resource: !policy apps}
 """
 SECRET = "payment-system/secret"
 EMPTY = "payment-system/empty"
-HOSTS = ("permitted", "outsider", "reader", "writer", "grouped")
 
 
 def enc(identifier: str) -> str:
@@ -289,3 +292,71 @@ async def test_whoami_and_base64_token(api: Http) -> None:
     assert body["username"] == host("grouped")
     assert body["account"] == ACCOUNT
     assert body["client_ip"] == "127.0.0.1"
+
+
+async def test_delegated_policy_management(api: Http) -> None:
+    """A role with ``create`` on a policy may add to it, not replace it, and may not
+    hand out what it does not control."""
+    deployer = await api.token(host("deployer"))
+    path = f"/policies/{ACCOUNT}/policy/{enc('payment-system/apps')}"
+    resp = await api.http.post(path, content="- !variable app-db\n", headers=deployer)
+    assert resp.status_code == 201, resp.text
+    assert resp.json() == {"created_roles": {}, "version": 1}
+    # The deployer owns nothing in apps, but the policy (which it may create into) owns it.
+    resp = await api.http.put(path, content="- !variable app-db\n", headers=deployer)
+    assert resp.status_code == 403  # replacing needs update
+    grab = """
+- !permit
+  role: !host /payment-system/deployer
+  privileges: [read, execute]
+  resource: !variable /payment-system/secret
+"""
+    resp = await api.http.post(path, content=grab, headers=deployer)
+    assert resp.status_code == 404  # the variable is invisible to the deployer
+    assert (await api.get_secret(host("deployer"), SECRET)).status_code == 404
+    # The same permit loaded by the admin works.
+    admin = await api.token("admin")
+    resp = await api.http.post(path, content=grab, headers=admin)
+    assert resp.status_code == 201
+    assert (await api.get_secret(host("deployer"), SECRET)).status_code == 200
+
+
+async def test_replace_deletes_records_and_their_secrets(api: Http) -> None:
+    admin = await api.token("admin")
+    path = f"/policies/{ACCOUNT}/policy/{enc('payment-system/apps')}"
+    resp = await api.http.patch(path, content="- !variable doomed\n", headers=admin)
+    assert resp.status_code == 201
+    assert (await api.set_secret("admin", "payment-system/apps/doomed", "bye")).status_code == 201
+    resp = await api.http.put(path, content="- !variable app-db\n", headers=admin)
+    assert resp.status_code == 201
+    assert (await api.get_secret("admin", "payment-system/apps/doomed")).status_code == 404
+    conn = await asyncpg.connect(api.vault.settings.vault.dsn)
+    try:
+        left = await conn.fetchval(
+            "SELECT count(*) FROM secrets WHERE resource_id = $1",
+            f"{ACCOUNT}:variable:payment-system/apps/doomed",
+        )
+    finally:
+        await conn.close()
+    assert left == 0
+    # The permit from the previous test was loaded into apps, so the replace removed it.
+    assert (await api.get_secret(host("deployer"), SECRET)).status_code == 404
+
+
+async def test_logs_hold_no_secret(api: Http, capfd: pytest.CaptureFixture[str]) -> None:
+    value = "LOGCHECK-" + uuid.uuid4().hex
+    assert (await api.set_secret("admin", SECRET, value)).status_code == 201
+    assert (await api.get_secret(host("permitted"), SECRET)).content == value.encode()
+    token_header = await api.token(host("permitted"))
+    await api.http.get("/whoami", headers=token_header)
+    await api.http.get("/whoami", headers={"Authorization": 'Token token="garbage"'})
+    out, err = capfd.readouterr()
+    logged = out + err
+    assert "vault_secret_stored" in logged  # the logs are captured here...
+    for leaked in (
+        value,
+        api.keys["admin"],
+        api.keys[host("permitted")],
+        token_header["Authorization"][14:-1],
+    ):
+        assert leaked not in logged  # ...and hold none of these
