@@ -1,0 +1,114 @@
+"""Where repository objects live: one abstract :class:`Store`, one module per kind.
+
+A store knows nothing about encryption, manifests or backups. It keeps opaque objects
+under ``/``-separated keys and promises three things the repository relies on:
+
+- ``put`` is atomic: an object is either absent or complete, never half-written under its
+  final key (file: temp name + fsync + rename; S3: single PUT or completed multipart).
+- ``put(..., exclusive=True)`` refuses to replace an existing object (:class:`AlreadyExists`).
+- Reads and writes stream: memory is bounded by a block/part size, never the object size.
+
+Implementations are chosen by URL scheme and imported lazily, so that ``wal push`` to a
+local repository never imports boto3.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import urlsplit
+
+from payapi.backup.errors import RepositoryError
+
+_KEY_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+@=-]*$")
+
+
+@dataclass(frozen=True)
+class StoreEntry:
+    key: str
+    size: int
+    modified: datetime
+
+
+def check_key(key: str) -> str:
+    """Keys are relative, ``/``-separated, without empty, dot or hidden segments."""
+    parts = key.split("/")
+    if not key or any(not _KEY_SEGMENT.match(p) for p in parts):
+        raise RepositoryError(f"invalid object key {key!r}")
+    return key
+
+
+class Store(abc.ABC):
+    """An object store holding a repository. ``url`` is safe to print (no credentials)."""
+
+    url: str
+
+    @abc.abstractmethod
+    def put(self, key: str, blocks: Iterable[bytes], *, exclusive: bool = False) -> None:
+        """Store the concatenation of ``blocks`` under ``key``, atomically."""
+
+    def put_bytes(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
+        self.put(key, [data], exclusive=exclusive)
+
+    @abc.abstractmethod
+    def open(self, key: str) -> BinaryIO:
+        """A readable stream of the object; :class:`NotFound` if it does not exist."""
+
+    def get_bytes(self, key: str) -> bytes:
+        with self.open(key) as f:
+            return f.read()
+
+    @abc.abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> Iterator[StoreEntry]:
+        """Every object whose key starts with ``prefix`` (in no particular order)."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key``; removing an absent object is not an error."""
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self.delete(key)
+
+    @abc.abstractmethod
+    def cleanup(self, older_than: timedelta | None = None) -> int:
+        """Remove leftovers of interrupted writes (temp files, unfinished uploads)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; the store is unusable afterwards."""
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    return f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme else url
+
+
+def open_store(url: str, **options: Any) -> Store:
+    """The store for ``url``: ``file:///path`` (or a bare path) or ``s3://bucket/prefix``.
+
+    ``options`` go to the implementation (for S3: ``endpoint_url``, ``sse``,
+    ``max_attempts``, ...). SDKs are imported only when their scheme is used.
+    """
+    scheme = urlsplit(url).scheme.lower() if "://" in url else "file"
+    if scheme == "file":
+        from payapi.backup.store_file import FileStore
+
+        if "://" not in url:
+            return FileStore(Path(url), **options)
+        return FileStore.from_url(url, **options)
+    if scheme == "s3":
+        from payapi.backup.store_s3 import S3Store
+
+        return S3Store.from_url(url, **options)
+    raise RepositoryError(
+        f"unsupported repository URL {_redact(url)}: use file:///path or s3://bucket/prefix"
+    )
