@@ -52,6 +52,7 @@ __all__ = [
     "LockLost",
     "LockStore",
     "MemoryLockStore",
+    "ObjectLockStore",
     "lock_name",
     "pid_alive",
 ]
@@ -265,6 +266,62 @@ class LocalFileLockStore:
             path.unlink()
             self._fsync_dir()
             return True
+
+
+class _ObjectStore(Protocol):
+    """The part of :class:`payapi.backup.store.Store` that :class:`ObjectLockStore` uses."""
+
+    def put_bytes(self, key: str, data: bytes, *, exclusive: bool = False) -> None: ...
+
+    def get_bytes(self, key: str) -> bytes: ...
+
+    def delete(self, key: str) -> None: ...
+
+
+class ObjectLockStore:
+    """Lock records as objects ``<prefix><key>`` of a repository store (S3, or a folder).
+
+    ``create`` is the store's exclusive put, so it is atomic. ``replace`` and ``delete``
+    compare, then act: a store without conditional writes leaves a window of one request
+    between the two, in which a renewal or a concurrent break can be missed. Prefer
+    :class:`LocalFileLockStore` for a repository on a local disk.
+    """
+
+    def __init__(self, store: _ObjectStore, prefix: str = "locks/") -> None:
+        self.store = store
+        self.prefix = prefix
+
+    def _key(self, key: str) -> str:
+        return self.prefix + _check_name(key)
+
+    def create(self, key: str, data: bytes) -> bool:
+        from payapi.backup.errors import AlreadyExists
+
+        try:
+            self.store.put_bytes(self._key(key), data, exclusive=True)
+        except AlreadyExists:
+            return False
+        return True
+
+    def read(self, key: str) -> bytes | None:
+        from payapi.backup.errors import NotFound
+
+        try:
+            return self.store.get_bytes(self._key(key))
+        except NotFound:
+            return None
+
+    def replace(self, key: str, expected: bytes, data: bytes) -> bool:
+        if self.read(key) != expected:
+            return False
+        self.store.put_bytes(self._key(key), data)
+        return True
+
+    def delete(self, key: str, expected: bytes) -> bool:
+        if self.read(key) != expected:
+            return False
+        self.store.delete(self._key(key))
+        return True
 
 
 class MemoryLockStore:

@@ -832,13 +832,15 @@ def synthetic_daily_history(
     type_: str = "full",
     hour: int = 1,
 ) -> list[BackupRef]:
-    """One verified backup a day for ``days`` days, the last one on ``end``'s UTC day.
+    """One verified backup a day for ``days`` days, the last one at or before ``end``.
 
     Each backup finishes at ``hour``:00 UTC; ids are ``<component>-<type>-YYYYMMDD``.
     """
     if days < 1:
         raise ValueError("a history needs at least one day")
     last = end.astimezone(UTC).replace(hour=hour, minute=0, second=0, microsecond=0)
+    if last > end:
+        last -= timedelta(days=1)  # today's backup has not run yet
     out: list[BackupRef] = []
     for i in range(days - 1, -1, -1):
         at = last - timedelta(days=i)
