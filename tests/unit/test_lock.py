@@ -22,6 +22,7 @@ from payapi.backup.lock import (
     LockLost,
     LockStore,
     MemoryLockStore,
+    ObjectLockStore,
     lock_name,
     pid_alive,
 )
@@ -42,10 +43,14 @@ class Clock:
         self.now += timedelta(seconds=seconds)
 
 
-@pytest.fixture(params=["memory", "file"])
+@pytest.fixture(params=["memory", "file", "object"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> LockStore:
     if request.param == "memory":
         return MemoryLockStore()
+    if request.param == "object":
+        from payapi.backup.store_file import FileStore
+
+        return ObjectLockStore(FileStore(tmp_path / "repo"), "locks/")
     return LocalFileLockStore(tmp_path / "locks")
 
 

@@ -748,10 +748,9 @@ def decide(
         elif keep.get(b.backup_id):
             kept, reasons = True, list(keep[b.backup_id])
         else:
-            sp = policy.for_series(b.component, b.type)
             kept = False
             reasons = [
-                f"expired: no rule of {b.series} keeps it ({sp})",
+                f"expired: no rule of {b.series} keeps it",
                 *miss.get(b.backup_id, []),
             ]
         decisions.append(

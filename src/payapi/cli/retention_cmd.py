@@ -229,9 +229,11 @@ def _source(
 
 
 def _short(d: Decision) -> str:
-    first = d.reasons[0] if d.reasons else ""
-    more = f" (+{len(d.reasons) - 1})" if len(d.reasons) > 1 else ""
-    return first + more
+    """Kept: the rules that keep it (``window, daily, weekly``); removed: the first reason."""
+    if d.keep:
+        keys = dict.fromkeys(r.split(":", 1)[0] for r in d.reasons)
+        return ", ".join(keys)
+    return d.reasons[0] if d.reasons else ""
 
 
 def _print_plan(plan: RetentionPlan, *, title: str) -> None:
