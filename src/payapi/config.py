@@ -53,7 +53,7 @@ class SapiSettings(ServiceListen):
     dsn: str = ""
     vault_login: str = "host/payment-system/payment-sapi"
     vault_api_key_file: Path | None = None
-    service_token_id: str = "payment-system/sapi/service-token"
+    service_token_id: str = "payment-system/sapi/service-token"  # noqa: S105 - a vault id
     pool_min: int = 2
     pool_max: int = 10
 

@@ -45,6 +45,9 @@ def configure(level: str = "INFO", *, json: bool = True) -> None:
             renderer,
         ],
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+        ),
         cache_logger_on_first_use=False,
     )
     _configured = True

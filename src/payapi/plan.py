@@ -30,6 +30,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, GetCoreSchemaHandler, ValidationError, model_validator
 from pydantic_core import core_schema
 
+from payapi.durations import YEAR, parse_amount
+
 __all__ = [
     "DEFAULT_PLAN_NAME",
     "BackupPolicy",
@@ -67,17 +69,9 @@ class UnknownComponentError(PlanError, LookupError):
 
 # --------------------------------------------------------------------------- durations
 
-# A year is the Julian year (365.25 days), so that "7y" of retention spans seven calendar
-# years to within a day, and monthly/quarterly are exact twelfths/quarters of it.
-_YEAR = timedelta(days=365.25)
-_UNITS: dict[str, timedelta] = {
-    "s": timedelta(seconds=1),
-    "m": timedelta(minutes=1),
-    "h": timedelta(hours=1),
-    "d": timedelta(days=1),
-    "w": timedelta(weeks=1),
-    "y": _YEAR,
-}
+# Units (and the Julian year) come from payapi.durations; monthly/quarterly are exact
+# twelfths/quarters of that year.
+_YEAR = YEAR
 _WORDS: dict[str, timedelta] = {
     "continuous": timedelta(0),
     "hourly": timedelta(hours=1),
@@ -88,7 +82,6 @@ _WORDS: dict[str, timedelta] = {
     "annually": _YEAR,
     "yearly": _YEAR,
 }
-_AMOUNT = re.compile(r"^(\d+)([smhdwy])$")
 _EVENT = re.compile(r"^on [a-z][a-z -]*[a-z]$")
 
 DurationKind = Literal["interval", "continuous", "event", "forever"]
@@ -115,8 +108,8 @@ class Duration:
         Raises ValueError (one line, quoting the input) for anything else.
         """
         norm = " ".join(text.split()).lower()
-        if m := _AMOUNT.match(norm):
-            return cls(text, int(m.group(1)) * _UNITS[m.group(2)], "interval")
+        if (amount := parse_amount(norm)) is not None:
+            return cls(text, amount, "interval")
         if norm == "continuous":
             return cls(text, timedelta(0), "continuous")
         if norm in _WORDS:

@@ -7,8 +7,10 @@ next test finds the lab whole.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,12 +67,24 @@ class LabHandle:
             self.lab.start(c)
 
 
+@pytest.fixture
+def outside_tmp() -> Iterator[Path]:
+    """A temp folder for a lab, not under pytest's temp root: pytest re-tightens that
+    root to 0700 whenever a pytest session starts, which would lock the unprivileged
+    PostgreSQL user out of a lab that runs while another session starts."""
+    root = Path(tempfile.mkdtemp(prefix="payapi-lab-"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabHandle]:
-    lab = Lab(tmp_path_factory.mktemp("lab"))
+def lab() -> Iterator[LabHandle]:
+    root = Path(tempfile.mkdtemp(prefix="payapi-lab-"))  # see outside_tmp
+    lab = Lab(root / "lab")
     status = lab.up()
     handle = LabHandle(lab, status)
     try:
         yield handle
     finally:
         lab.down()
+        shutil.rmtree(root, ignore_errors=True)

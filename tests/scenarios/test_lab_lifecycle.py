@@ -25,8 +25,8 @@ def _processes_mentioning(text: str) -> list[int]:
     return pids
 
 
-def test_up_down_twice_leaves_nothing(tmp_path: Path) -> None:
-    lab_dir = tmp_path / "cycle"
+def test_up_down_twice_leaves_nothing(outside_tmp: Path) -> None:
+    lab_dir = outside_tmp / "cycle"
     lab_dir.mkdir()
     (lab_dir / "unrelated.txt").write_text("kept")
     first = None

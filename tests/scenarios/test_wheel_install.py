@@ -29,7 +29,7 @@ def _run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
     return res  # type: ignore[no-any-return]
 
 
-def test_wheel_in_fresh_venv_runs_the_lab(tmp_path: Path) -> None:
+def test_wheel_in_fresh_venv_runs_the_lab(tmp_path: Path, outside_tmp: Path) -> None:
     wheels = tmp_path / "wheels"
     _run(
         [
@@ -69,7 +69,7 @@ def test_wheel_in_fresh_venv_runs_the_lab(tmp_path: Path) -> None:
     where = _run([str(py), "-c", "import payapi; print(payapi.__file__)"], env=env, cwd="/").stdout
     assert where.startswith(str(venv)), where
 
-    lab_dir = tmp_path / "somewhere else" / "lab"
+    lab_dir = outside_tmp / "somewhere else" / "lab"
     try:
         status = json.loads(
             _run([payapi, "lab", "up", "--dir", str(lab_dir), "--json"], env=env, cwd="/").stdout

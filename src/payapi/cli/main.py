@@ -60,9 +60,14 @@ app.add_typer(serve_cmd.app, name="serve", help="Run one service in the foregrou
 
 def main() -> None:
     """Entry point: known failures become one line on stderr and exit 1."""
+    import os
+
+    from payapi import logs
     from payapi.lab.procs import LabError
     from payapi.vault.client import VaultError
 
+    # Logs go to stderr so that stdout stays clean for --json output.
+    logs.configure(os.environ.get("PAYAPI_LOG_LEVEL", "WARNING"))
     try:
         app()
     except (ConfigError, LabError, VaultError) as exc:

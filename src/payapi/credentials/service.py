@@ -77,7 +77,7 @@ class Platform:
             return False
         import asyncpg
 
-        from payapi.audit import append
+        from payapi.audit import AuditError, append
 
         try:
             conn = await asyncpg.connect(dsn, timeout=5)
@@ -94,6 +94,11 @@ class Platform:
                 head_file=self.settings.audit.head_file,
             )
             return True
+        except (AuditError, asyncpg.PostgresError, OSError) as exc:
+            # A rotation in an emergency is never blocked by the audit log; the caller
+            # reports "audited": false and the operator sees it.
+            log.error("audit_append_failed", error_type=type(exc).__name__)
+            return False
         finally:
             await conn.close()
 

@@ -8,6 +8,7 @@ on a stopped one is fine, and ``down`` leaves no process behind.
 Layout::
 
     DIR/payapi.toml        the config every other command takes (--config / PAYAPI_CONFIG)
+    DIR/payapi.local.toml  optional overrides appended to payapi.toml (e.g. rate limits)
     DIR/lab.json           ports (no secrets)
     DIR/secrets/           0700: vault data key, admin / EAPI / SAPI API keys (0600 each)
     DIR/postgres/          data directory and log (owned by the unprivileged lab user)
@@ -181,6 +182,10 @@ url = {_toml_str(self.redis.url)}
 [audit]
 head_file = {_toml_str(self.dir / "audit" / "head.json")}
 """
+        local = self.dir / "payapi.local.toml"
+        if local.exists():
+            text += f"\n# --- from {local.name} (operator overrides, kept across lab up) ---\n"
+            text += local.read_text()
         tmp = self.config_path.with_suffix(".tmp")
         tmp.write_text(text)
         tmp.replace(self.config_path)

@@ -111,6 +111,9 @@ class PgCluster:
         chown_to_lab_user(conf)
 
     def start(self, timeout: float = 60.0) -> None:
+        # Someone may have closed a parent folder since init (pytest re-tightens its own
+        # temp root, for one): re-open the path before asking the lab user to use it.
+        make_reachable(self.datadir, self.note)
         if self.is_running():
             return
         self.write_settings()

@@ -146,6 +146,7 @@ def spawn(
 ) -> int:
     """Start a detached process in its own session (so a group kill reaches its children)."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    pidfile.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             list(argv),

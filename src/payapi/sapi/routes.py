@@ -8,7 +8,6 @@ conversions off the hot path.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 from starlette.responses import Response
 
+from payapi import audit
 from payapi.config import Settings
 from payapi.logs import get_logger
 from payapi.sapi import service
@@ -275,19 +275,24 @@ def build_router(state: SapiState) -> APIRouter:
             event = AuditEventCreate.model_validate(parsed)
         except ValidationError as exc:
             raise validation_error(exc) from None
-        try:
-            audit: Any = importlib.import_module("payapi.audit")
-        except ImportError:
-            raise _unavailable("audit_unavailable", "audit log not available") from None
         with _database_errors():
-            result = await audit.append(
-                db.side_pool,
-                type=event.type,
-                actor=event.actor,
-                subject=event.subject,
-                details=event.details,
-                head_file=state.settings.audit.head_file,
-            )
+            try:
+                result = await audit.append(
+                    db.side_pool,
+                    type=event.type,
+                    actor=event.actor,
+                    subject=event.subject,
+                    details=event.details,
+                    head_file=state.settings.audit.head_file,
+                )
+            except audit.AuditDetailsError as exc:
+                raise ApiError(
+                    422, "validation_error", "invalid", str(exc), param="details"
+                ) from None
+            except audit.AuditError:
+                # The chain refuses to grow (head mismatch): an operator must look.
+                log.error("audit_append_refused")
+                raise _unavailable("audit_unavailable", "audit log refuses appends") from None
         seq, digest = _seq_and_hash(result)
         return JSONResponse({"seq": seq, "hash": digest}, status_code=201)
 
