@@ -64,8 +64,15 @@ def main(argv: list[str] | None = None) -> int:
     creds = {"X-Client-ID": client_id, "X-Client-Secret": client_secret}
     with httpx.Client(base_url=status["eapi"], timeout=10, trust_env=False) as http:
         resp = http.post("/api/v1/authenticate", headers=creds)
-        _show("POST /api/v1/authenticate", resp)
         token = resp.json()["access_token"]
+        shown = {**resp.json(), "access_token": token[:6] + "… (hidden)"}
+        console.print(
+            Panel(
+                json.dumps(shown, indent=2),
+                title=f"POST /api/v1/authenticate → {resp.status_code}",
+                expand=False,
+            )
+        )
         payment = {"amount": 100.00, "currency": "USD", "reference": "TEST-12345"}
         resp = http.post("/api/v1/payments", headers=creds, json=payment)
         _show("POST /api/v1/payments (client headers, as the seed's curl)", resp)
