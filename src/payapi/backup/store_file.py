@@ -98,21 +98,19 @@ class FileStore(Store):
         tmp = path.with_name(f"{TEMP_PREFIX}{path.name}-{secrets.token_hex(6)}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            f = open(tmp, "xb")  # noqa: SIM115 - closed below, errors mapped
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise self.error(exc, "write", key) from None
         try:
-            with f:
+            try:
                 for block in blocks:  # errors of the source propagate unchanged
-                    try:
-                        f.write(block)
-                    except OSError as exc:
-                        raise self.error(exc, "write", key) from None
+                    self._write_all(fd, block, key)
                 try:
-                    f.flush()
-                    os.fsync(f.fileno())
+                    os.fsync(fd)
                 except OSError as exc:
                     raise self.error(exc, "write", key) from None
+            finally:
+                os.close(fd)
             try:
                 if exclusive:
                     self._link_exclusive(tmp, path, key)
@@ -124,6 +122,14 @@ class FileStore(Store):
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+
+    def _write_all(self, fd: int, block: bytes, key: str) -> None:
+        view = memoryview(block)
+        try:
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError as exc:
+            raise self.error(exc, "write", key) from None
 
     def _link_exclusive(self, tmp: Path, path: Path, key: str) -> None:
         try:
