@@ -88,6 +88,19 @@ class RedisSettings(BaseModel):
     socket_timeout_seconds: float = 0.5
 
 
+class BackupSettings(BaseModel):
+    """The backup repository. The key is referenced (file or env var), never stored here
+    and never in the repository."""
+
+    repository: str = ""
+    key_file: Path | None = None
+    key_env: str = "PAYAPI_REPOSITORY_KEY"
+    s3_endpoint_url: str | None = None
+    s3_sse: str | None = "AES256"
+    # Scratch space for restore tests and staging (defaults to a temp dir).
+    work_dir: Path | None = None
+
+
 class AuditSettings(BaseModel):
     # The chain head is kept outside the database it protects (a file here; WORM storage
     # in production), so deleting the newest events is detectable.
@@ -110,6 +123,7 @@ class Settings(BaseSettings):
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    backup: BackupSettings = Field(default_factory=BackupSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -174,6 +188,8 @@ def _resolve_relative_paths(settings: Settings, base: Path) -> None:
     settings.sapi.vault_api_key_file = fix(settings.sapi.vault_api_key_file)
     settings.eapi.vault_api_key_file = fix(settings.eapi.vault_api_key_file)
     settings.audit.head_file = fix(settings.audit.head_file)
+    settings.backup.key_file = fix(settings.backup.key_file)
+    settings.backup.work_dir = fix(settings.backup.work_dir)
 
 
 def read_secret_file(path: Path | None, what: str) -> SecretStr:
