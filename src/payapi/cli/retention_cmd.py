@@ -47,7 +47,9 @@ from payapi.plan import Plan, PlanError
 if TYPE_CHECKING:
     from payapi.backup.repository import Repository
 
-app = typer.Typer(help="GFS retention of backups and WAL: plan, purge, simulate.")
+app = typer.Typer(
+    help="GFS retention of backups and WAL: plan, purge, simulate.", no_args_is_help=True
+)
 
 REPOSITORY_ENV = "PAYAPI_BACKUP_REPOSITORY"
 WAL_COMPONENT = "database"
@@ -393,7 +395,7 @@ def purge_cmd(
     repository: str | None = REPOSITORY_OPTION,
     key_file: Path | None = KEY_FILE_OPTION,
 ) -> None:
-    """Apply the retention plan: remove what no rule keeps (``--dry-run`` first)."""
+    """Apply the retention plan: remove what no rule keeps (try --dry-run first)."""
     loaded = load_for_cli(ctx, plan)
     policy = _policy(loaded)
     comp = _resolve(loaded, component)
