@@ -226,7 +226,21 @@ def test_purge_never_runs_while_a_backup_holds_the_lock(repo: tuple[str, Path]) 
     assert len(plan["backups"]) == DAYS + 4  # nothing removed
 
 
-def test_plan_and_purge_need_a_repository() -> None:
+def test_plan_reads_the_repository_from_the_config(
+    repo: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, key_file = repo
+    config = tmp_path / "payapi.toml"
+    config.write_text(f'[backup]\nrepository = "{url}"\nkey_file = "{key_file.name}"\n')
+    monkeypatch.setenv("PAYAPI_CONFIG", str(config))
+    res = invoke("plan", "--json", "-c", "vault")
+    assert res.exit_code == 0, res.output
+    assert {b["component"] for b in json.loads(res.stdout)["backups"]} == {"vault"}
+
+
+def test_plan_and_purge_need_a_repository(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PAYAPI_CONFIG", raising=False)
+    monkeypatch.delenv("PAYAPI_BACKUP__REPOSITORY", raising=False)
     res = invoke("plan")
     assert res.exit_code == 1
     assert "no backup repository" in res.stderr.strip().splitlines()[-1]

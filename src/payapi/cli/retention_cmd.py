@@ -41,7 +41,7 @@ from payapi.backup.retention import (
 from payapi.cli.context import get_ctx
 from payapi.cli.output import EXIT_USAGE, console, emit, fail, info
 from payapi.cli.plan_cmd import PLAN_OPTION, load_for_cli
-from payapi.config import ConfigError, Settings
+from payapi.config import BackupSettings, ConfigError, Settings
 from payapi.plan import Plan, PlanError
 
 if TYPE_CHECKING:
@@ -51,7 +51,6 @@ app = typer.Typer(
     help="GFS retention of backups and WAL: plan, purge, simulate.", no_args_is_help=True
 )
 
-REPOSITORY_ENV = "PAYAPI_BACKUP_REPOSITORY"
 WAL_COMPONENT = "database"
 _EPOCH = datetime(
     1970, 1, 1, tzinfo=UTC
@@ -64,11 +63,10 @@ COMPONENT_OPTION = typer.Option(
 REPOSITORY_OPTION = typer.Option(
     None,
     "--repository",
-    envvar=REPOSITORY_ENV,
-    help=f"Backup repository URL (file:///path or s3://bucket/prefix; or ${REPOSITORY_ENV}).",
+    help="Backup repository URL, file:///path or s3://bucket/prefix (default: the config's).",
 )
 KEY_FILE_OPTION = typer.Option(
-    None, "--key-file", help="Repository key file (default: $PAYAPI_BACKUP_KEY)."
+    None, "--key-file", help="Repository key file (default: the config's backup key)."
 )
 NOW_OPTION = typer.Option(
     None, "--now", help="Decide as of this time (ISO 8601, UTC if no offset; default: now)."
@@ -154,29 +152,34 @@ class RepositorySource:
 def open_retention_source(
     settings: Settings | None, plan: Plan, repository: str | None, key_file: Path | None
 ) -> RetentionSource:
-    """ADAPTER: open the backup repository that ``plan``/``purge`` work on.
+    """Open the backup repository that ``plan``/``purge`` work on.
 
-    The URL is ``--repository`` / ``$PAYAPI_BACKUP_REPOSITORY``, else ``backup.repository``
-    of the config once Settings has a backup section; the key is ``--key-file``, else
-    ``backup.key_file`` of the config, else ``$PAYAPI_BACKUP_KEY``. This is the one place
-    to change when the backup settings land.
+    The URL is ``--repository``, else ``backup.repository`` of the config (or
+    ``$PAYAPI_BACKUP__REPOSITORY``); the key is ``--key-file``, else ``backup.key_file``,
+    else the variable named by ``backup.key_env``.
     """
     from payapi.backup.crypto import load_repository_key
     from payapi.backup.errors import RepositoryError
     from payapi.backup.repository import Repository
 
-    section = getattr(settings, "backup", None) if settings is not None else None
-    url = repository or getattr(section, "repository", None) or getattr(section, "url", None)
+    section = settings.backup if settings is not None else BackupSettings()
+    url = repository or section.repository
     if not url:
         raise RepositoryUnavailable(
-            f"no backup repository: pass --repository URL or set ${REPOSITORY_ENV}"
+            "no backup repository: set backup.repository in the config "
+            "(or $PAYAPI_BACKUP__REPOSITORY), or pass --repository URL"
         )
-    key_path = key_file or getattr(section, "key_file", None)
     try:
-        key = load_repository_key(key_path)
-        repo = Repository.open(str(url), key)
+        key = load_repository_key(key_file or section.key_file, env=section.key_env)
+        repo = Repository.open(
+            url, key, s3_endpoint_url=section.s3_endpoint_url, s3_sse=section.s3_sse
+        )
+    except RepositoryError as exc:
+        raise RepositoryUnavailable(str(exc)) from None
+    try:
         repo.require_config()
     except RepositoryError as exc:
+        repo.close()
         raise RepositoryUnavailable(str(exc)) from None
     return RepositorySource(repo, plan)
 
