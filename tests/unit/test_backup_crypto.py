@@ -225,6 +225,7 @@ def test_parse_key_raw_and_base64() -> None:
     assert parse_key(key, "x") == key
     assert parse_key(base64.b64encode(key) + b"\n", "x") == key
     assert parse_key(base64.urlsafe_b64encode(key).rstrip(b"="), "x") == key
+    assert parse_key(key.hex().encode() + b"\n", "x") == key
     for bad in (b"", b"short", base64.b64encode(os.urandom(16)), b"!" * 44):
         with pytest.raises(KeyUnavailable, match="not 32 bytes") as exc:
             parse_key(bad, "x")

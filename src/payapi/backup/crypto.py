@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import io
 import os
@@ -83,10 +84,13 @@ def generate_key() -> bytes:
 
 
 def parse_key(raw: bytes, source: str) -> bytes:
-    """Accept exactly 32 raw bytes, or their base64 (standard or URL-safe, padding optional)."""
+    """Accept exactly 32 raw bytes, their hex, or their base64 (standard or URL-safe)."""
     if len(raw) == KEY_BYTES:
         return bytes(raw)
     text = raw.strip()
+    if len(text) == 2 * KEY_BYTES:
+        with contextlib.suppress(ValueError):
+            return bytes.fromhex(text.decode("ascii"))
     try:
         padded = text + b"=" * (-len(text) % 4)
         decoded = base64.b64decode(padded.replace(b"-", b"+").replace(b"_", b"/"), validate=True)
@@ -94,7 +98,7 @@ def parse_key(raw: bytes, source: str) -> bytes:
         decoded = b""
     if len(decoded) != KEY_BYTES:
         raise KeyUnavailable(
-            f"repository key from {source} is not 32 bytes (raw) or their base64 encoding"
+            f"repository key from {source} is not 32 bytes (raw, hex or base64 encoded)"
         )
     return decoded
 

@@ -438,8 +438,6 @@ class Repository:
         _check_backup_id(backup_id)
         try:
             manifest = self.get_model(MANIFESTS + backup_id, Manifest, backup_id, "manifest")
-        except MissingObject:
-            raise
         except NotFound:
             raise NotFound(f"backup {backup_id} not found in {self.url}") from None
         if manifest.backup_id != backup_id or manifest.repository_id != config.repository_id:
@@ -478,6 +476,8 @@ class Repository:
                 if strict:
                     raise
                 log.warning("skipping unreadable backup: %s", exc)
+                continue
+            except NotFound:  # deleted while listing
                 continue
             infos.append(manifest.info(verified_at))
         infos.sort(key=lambda i: (i.finished_at, i.backup_id))
@@ -565,7 +565,8 @@ class Repository:
         pruned anyway, its commit fails instead of writing a manifest with holes.)
         """
         self.require_config()
-        cutoff = self.now() - older_than if older_than is not None else None
+        # Store timestamps are wall-clock times, so the cutoff is too (not the injected clock).
+        cutoff = datetime.now(UTC) - older_than if older_than is not None else None
         manifests = set(self._manifest_ids())
         groups: dict[str, list[str]] = {}
         newest: dict[str, datetime] = {}
@@ -612,8 +613,6 @@ class Repository:
         for _attempt in range(2):
             try:
                 existing = self._wal_entry(name)
-            except MissingObject:
-                raise
             except NotFound:
                 existing = None
             if existing is not None:
@@ -650,8 +649,6 @@ class Repository:
         check_wal_name(name)
         try:
             entry = self._wal_entry(name)
-        except MissingObject:
-            raise
         except NotFound:
             raise NotFound(f"WAL segment {name} not found in {self.url}") from None
         key = WAL + name
@@ -679,8 +676,6 @@ class Repository:
         self.require_config()
         try:
             return self._wal_entry(check_wal_name(name))
-        except MissingObject:
-            raise
         except NotFound:
             raise NotFound(f"WAL segment {name} not found in {self.url}") from None
 
