@@ -91,6 +91,30 @@ def test_error_envelopes(lab: LabHandle) -> None:
         assert r.status_code == 401
 
 
+def test_token_revocation_and_security_events_are_audited(lab: LabHandle) -> None:
+    c = lab.create_client("audited")
+    with lab.http() as http:
+        token = http.post("/api/v1/authenticate", headers=c.headers).json()["access_token"]
+        bearer = {"Authorization": f"Bearer {token}"}
+        assert http.post("/api/v1/revoke", headers=bearer).json() == {"revoked": True}
+        assert http.get("/api/v1/payments/x", headers=bearer).status_code == 401
+        bad = {"X-Client-ID": c.client_id, "X-Client-Secret": "not-the-secret"}
+        assert http.post("/api/v1/authenticate", headers=bad).status_code == 401
+    events: list[dict[str, object]] = []
+    for _ in range(50):  # EAPI sends audit events off the request path
+        events = json.loads(
+            run_cli("audit", "list", "--json", "--limit", "200", config=lab.config).stdout
+        )
+        types = {(e["type"], e["actor"]) for e in events}
+        if ("token.revoked", c.client_id) in types and ("auth.failure", c.client_id) in types:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"audit events missing: {events[-5:]}")
+    assert json.loads(run_cli("audit", "verify", "--json", config=lab.config).stdout)["ok"]
+    assert "not-the-secret" not in json.dumps(events)
+
+
 def test_idempotent_replay_through_eapi(lab: LabHandle) -> None:
     c = lab.create_client("idem")
     body = {"amount": "5.00", "currency": "USD", "reference": "IDEM-1"}

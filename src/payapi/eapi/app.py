@@ -263,6 +263,28 @@ def create_app(
             raise _unavailable(deps, "redis") from None
         return JSONResponse({"access_token": token, "token_type": "Bearer", "expires_in": ttl})
 
+    @app.post("/api/v1/revoke")
+    async def revoke(request: Request) -> JSONResponse:
+        """The presented bearer token revokes itself (logout; RFC 7009 in spirit)."""
+        deps = _deps(request)
+        client_id = await authenticate_caller(deps, request)
+        auth = request.headers.get("authorization") or ""
+        if auth[:7].lower() != "bearer ":
+            raise ApiError(
+                400, "invalid_request_error", "bearer_required", "send the token to revoke"
+            )
+        try:
+            revoked = await deps.cache.revoke_token(auth[7:].strip())
+        except CacheDown:
+            raise _unavailable(deps, "redis") from None
+        deps.audit.emit(
+            "token.revoked",
+            actor=client_id,
+            subject=client_id,
+            details={"request_id": request_id(request)},
+        )
+        return JSONResponse({"revoked": revoked})
+
     @app.post("/api/v1/payments", status_code=201)
     async def create_payment(request: Request) -> Response:
         deps = _deps(request)
