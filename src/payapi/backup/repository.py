@@ -275,6 +275,8 @@ class BackupWriter:
         if self._state != "open":
             return
         self._state = "aborted"
+        # A commit whose manifest write landed but whose reply was lost: manifest first.
+        self._repo.store.delete(MANIFESTS + self.backup_id)
         leftovers = {e.key for e in self._repo.store.list(f"{DATA}{self.backup_id}/")}
         self._repo.store.delete_many(sorted(leftovers | set(self._written)))
 

@@ -100,7 +100,6 @@ class S3Store(Store):
         read_timeout: float = 60.0,
         part_size: int = DEFAULT_PART_SIZE,
         client: S3Client | None = None,
-        **_ignored: Any,
     ) -> None:
         if not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE:
             raise RepositoryError(f"S3 part size must be {MIN_PART_SIZE}..{MAX_PART_SIZE} bytes")
