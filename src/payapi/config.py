@@ -94,7 +94,7 @@ class BackupSettings(BaseModel):
 
     repository: str = ""
     key_file: Path | None = None
-    key_env: str = "PAYAPI_REPOSITORY_KEY"
+    key_env: str = "PAYAPI_BACKUP_KEY"  # the same default as payapi.backup.crypto
     s3_endpoint_url: str | None = None
     s3_sse: str | None = "AES256"
     # Scratch space for restore tests and staging (defaults to a temp dir).

@@ -16,6 +16,7 @@ from payapi.cli import (
     credentials_cmd,
     lab_cmd,
     plan_cmd,
+    retention_cmd,
     serve_cmd,
 )
 from payapi.cli.context import CliContext
@@ -55,6 +56,11 @@ app.add_typer(audit_cmd.app, name="audit", help="The hash-chained audit log.")
 app.add_typer(clients_cmd.app, name="clients", help="API clients of the payment platform.")
 app.add_typer(credentials_cmd.app, name="credentials", help="Rotate and verify credentials.")
 app.add_typer(lab_cmd.app, name="lab", help="The local platform on loopback.")
+app.add_typer(
+    retention_cmd.app,
+    name="retention",
+    help="GFS retention of backups and WAL: plan, purge, simulate.",
+)
 app.add_typer(serve_cmd.app, name="serve", help="Run one service in the foreground.")
 
 
