@@ -274,8 +274,7 @@ def jobs_from_plan(plan: Plan) -> Schedule:
             continue
         name = f"{row.component}-{row.type}"
         offset = TIMES.get(name, DEFAULT_OFFSET if every >= timedelta(hours=1) else timedelta(0))
-        if offset >= every:
-            offset = timedelta(0)
+        offset %= every
         args = (
             "backup",
             "run",
