@@ -32,6 +32,7 @@ from conjur_api.errors.errors import HttpStatusError
 from conjur_api.models import ConjurConnectionInfo, CredentialsData, Resource, SslVerificationMode
 from conjur_api.providers import AuthnAuthenticationStrategy, SimpleCredentialsProvider
 
+from payapi.audit import append as audit_append
 from payapi.backup.crypto import generate_key
 from payapi.backup.lock import Lock, lock_name
 from payapi.backup.repository import Repository
@@ -48,6 +49,7 @@ from payapi.backup.vault_backup import (
 from payapi.config import Settings, VaultSettings
 from payapi.credentials.service import EPOCH
 from payapi.lab.postgres import PgCluster
+from payapi.sapi.migrate import migrate as sapi_migrate
 from payapi.vault.app import create_app
 from payapi.vault.crypto import SecretCipher
 from payapi.vault.testing import RunningVault, ServerThread, running_vault
@@ -252,6 +254,7 @@ async def test_full_and_two_incrementals_restore_into_a_fresh_vault(
         assert result.chain == [full.backup_id, inc1.backup_id, inc2.backup_id]
         assert result.backup_id == inc2.backup_id
         assert not result.in_place and result.healthy is None
+        assert result.warnings == []  # the live vault is exactly what was backed up
         assert result.counts["variables"] == 3
         assert result.counts["secret_versions"] == 4 + 2 + 1
         assert result.rows["secrets"] == 7
@@ -270,6 +273,17 @@ async def test_full_and_two_incrementals_restore_into_a_fresh_vault(
             batch = client(url, BATCH, batch_key)
             assert await batch.get(DB_PW) == b"pw-4"
             assert await batch.get(API_TOKEN, version="1") == b"tok-1"
+
+        # An older point of the chain: the variable the replace deleted is still there.
+        older = make_db()
+        mid = restore_vault(repo, v.settings, backup_id=inc1.backup_id, target_dsn=older)
+        assert mid.chain == [full.backup_id, inc1.backup_id]
+        assert any("created after this backup" in w for w in mid.warnings)
+        async with serve(older, restored_key_file) as url:
+            older_admin = admin_of(v, url)
+            assert await older_admin.get(LEGACY) == b"ftp-1"
+            assert await older_admin.get(DB_PW) == b"pw-3"
+            assert not await older_admin.resource_exists("variable", FLAG)
 
 
 async def test_incremental_without_parent_is_taken_as_full(
@@ -444,6 +458,43 @@ async def test_in_place_restore_while_serving_warns_about_an_emergency_rotation(
         # After a restore the vault is a new lineage: the next incremental is a full.
         nxt = run_vault_backup(repo, v.settings, kind="incremental")
         assert nxt.type == "full" and "restored since" in nxt.meta["promotion_reason"]
+
+
+async def test_lost_vault_restore_warns_from_the_audit_log(
+    make_db: MakeDb, repo: Repository, tmp_path: Path
+) -> None:
+    """The vault database is gone: rotations after the backup are found in the audit log."""
+    async with vault_on(make_db) as v:
+        admin = admin_of(v)
+        await load(admin, "root", ROOT_POLICY, tmp_path)
+        await load(admin, "app", APP_POLICY, tmp_path)
+        await admin.set(DB_PW, "pw-1")
+        run_vault_backup(repo, v.settings, kind="full")
+    payment_dsn = make_db()
+    await sapi_migrate(payment_dsn)
+    conn = await asyncpg.connect(payment_dsn)
+    try:
+        await audit_append(
+            conn,
+            type="credentials.emergency_rotation",
+            actor="payapi-cli",
+            subject="all-clients",
+            details={"reason": "drill", "clients": 5, "failed": 0, "tokens_revoked": 0},
+            head_file=None,
+        )
+    finally:
+        await conn.close()
+    settings = v.settings.model_copy(deep=True)
+    settings.vault.dsn = ""  # the live vault database is lost
+    settings.postgres.payment_dsn = payment_dsn
+    assert v.settings.vault.data_key_file is not None
+    settings.vault.data_key_file = key_file(tmp_path, v.data_key)
+    target = make_db()
+    result = restore_vault(repo, settings, target_dsn=target)
+    assert any("emergency rotation of 5 clients on" in w for w in result.warnings)
+    assert any("could not be compared" in w for w in result.warnings)
+    async with serve(target, settings.vault.data_key_file) as url:
+        assert await admin_of(v, url).get(DB_PW) == b"pw-1"
 
 
 async def test_restore_into_a_database_that_holds_a_vault_is_refused(

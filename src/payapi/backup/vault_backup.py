@@ -99,8 +99,10 @@ COMPONENT = "vault"
 FORMAT = "payapi-vault/1"
 BackupKind = Literal["full", "incremental"]
 
-# Cursor batch (rows) and the size of the blocks handed to the repository.
+# Batches are bounded by rows AND bytes: a secret version may be 1 MiB (2 MiB as hex) and
+# a policy text 5 MiB, so a fixed row count alone would not bound memory.
 _BATCH_ROWS = 1000
+_BATCH_BYTES = 8 * 1024 * 1024
 _BLOCK_BYTES = 256 * 1024
 # A restore in place waits at most this long for the vault's own transactions to finish.
 _LOCK_TIMEOUT = "30s"
@@ -166,11 +168,8 @@ SELECT
 # --------------------------------------------------------------------------- errors
 
 
-class VaultBackupError(Exception):
+class VaultBackupError(RepositoryError):
     """A vault backup or restore failed; one line for the operator, never a secret."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(" ".join(str(message).split()))
 
 
 class VaultRestoreError(VaultBackupError):
@@ -290,18 +289,24 @@ class _Db:
     def fetchval(self, sql: str, *args: Any) -> Any:
         return self.run(self.conn.fetchval(sql, *args))
 
-    def batches(self, sql: str, *args: Any, size: int = _BATCH_ROWS) -> Iterator[list[Any]]:
-        """Rows of ``sql`` in batches through a server-side cursor (needs a transaction)."""
+    def batches(self, sql: str, *args: Any) -> Iterator[list[Any]]:
+        """Rows of ``sql`` through a server-side cursor (needs a transaction), in batches
+        of at most ``_BATCH_ROWS`` rows and about ``_BATCH_BYTES`` (sized by the rows'
+        first column, the large one in every query here)."""
 
         async def open_cursor() -> Any:
             return await self.conn.cursor(sql, *args)
 
         cur = self.run(open_cursor())
+        size = 16  # the first batch learns the row size
         while True:
             rows: list[Any] = self.run(cur.fetch(size))
             if not rows:
                 return
             yield rows
+            nbytes = sum(len(r[0]) if isinstance(r[0], (str, bytes)) else 64 for r in rows)
+            per_row = max(1, nbytes // len(rows))
+            size = max(1, min(_BATCH_ROWS, _BATCH_BYTES // per_row))
 
     def copy_records(
         self, table: str, records: Sequence[tuple[Any, ...]], columns: Sequence[str]
@@ -351,14 +356,16 @@ def _lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
         yield rest
 
 
-def _json_batches(lines: Iterable[bytes], size: int = _BATCH_ROWS) -> Iterator[tuple[str, int]]:
-    """Lines of JSON objects → (JSON array text, count), at most ``size`` per batch."""
+def _json_batches(lines: Iterable[bytes]) -> Iterator[tuple[str, int]]:
+    """Lines of JSON objects → (JSON array text, count), bounded by rows and bytes."""
     batch: list[bytes] = []
+    nbytes = 0
     for line in lines:
         batch.append(line)
-        if len(batch) >= size:
+        nbytes += len(line)
+        if len(batch) >= _BATCH_ROWS or nbytes >= _BATCH_BYTES:
             yield "[" + b",".join(batch).decode("utf-8") + "]", len(batch)
-            batch = []
+            batch, nbytes = [], 0
     if batch:
         yield "[" + b",".join(batch).decode("utf-8") + "]", len(batch)
 
@@ -404,11 +411,14 @@ def run_vault_backup(
     *,
     kind: BackupKind,
     progress: Callable[[str], None] | None = None,
+    lock_wait: timedelta = timedelta(0),
 ) -> BackupInfo:
     """Back up the vault database into ``repo`` (component ``vault``, type ``kind``).
 
     An incremental that has no usable parent is taken as a full backup (``type`` of the
-    result says which; ``meta["promoted_from"]`` and ``progress`` say why).
+    result says which; ``meta["promoted_from"]`` and ``progress`` say why). Holds the
+    component's repository lock (waiting up to ``lock_wait`` for a purge to finish). The
+    vault's data key is not needed: ciphertexts are copied as they are.
     """
     if kind not in ("full", "incremental"):
         raise ValueError(f"vault backup kind must be full or incremental, not {kind!r}")
@@ -419,7 +429,7 @@ def run_vault_backup(
     holder = f"vault {kind} backup (pid {os.getpid()})"
     try:
         with (
-            lock.hold(lock_name(COMPONENT), holder, DEFAULT_LEASE) as held,
+            lock.hold(lock_name(COMPONENT), holder, DEFAULT_LEASE, wait=lock_wait) as held,
             _Db(dsn, "the vault database") as db,
         ):
             return _backup_and_prune(repo, db, kind, held, say)
