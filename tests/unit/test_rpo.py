@@ -125,9 +125,7 @@ def test_vault_exposure_against_its_5m_rpo(age: timedelta, expected: Status) -> 
     assert status(obs, "vault") is expected
 
 
-def test_vault_turns_violation_when_its_last_backup_is_older_than_its_rpo_as_time_passes() -> (
-    None
-):
+def test_vault_turns_violation_when_its_last_backup_is_older_than_its_rpo_as_time_passes() -> None:
     obs = healthy()  # vault incremental 1 min old (started 1m30s ago)
     assert status(obs, "vault", NOW) is Status.OK
     assert status(obs, "vault", NOW + timedelta(minutes=3)) is Status.AT_RISK
@@ -417,7 +415,7 @@ def test_report_json_contract_and_exit_code() -> None:
 
 def test_assess_rejects_naive_times() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
-        assess(PLAN, healthy(), datetime(2026, 1, 1))  # noqa: DTZ001
+        assess(PLAN, healthy(), datetime(2026, 1, 1))
 
 
 @pytest.mark.parametrize(
