@@ -17,8 +17,8 @@ Invariants:
 - A job is *due* at ``now`` when it has never run, or when a slot has passed
   (``slot <= now``) since it last started. Missed slots coalesce: a scheduler that was
   down for a day runs each job once when it comes back, not once per missed slot.
-- Jobs run one at a time, in the order of their slots (a full before the incremental that
-  follows it in the same hour). A job that fails is logged with its exit code and is not
+- Jobs run one at a time: due backups first (in the order of their slots, so a full
+  before the incremental that follows it), then verification, the restore test, the purge. A job that fails is logged with its exit code and is not
   retried before its next slot; the scheduler itself carries on.
 - A job never runs longer than its period (:attr:`Job.timeout`): a hung hourly backup is
   stopped before the next hour's is due. A killed backup leaves no valid manifest (see
@@ -43,7 +43,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from payapi.plan import Plan, PlanError
+from payapi.plan import Duration, Plan, PlanError
 
 __all__ = [
     "EPOCH",
@@ -68,7 +68,8 @@ log = logging.getLogger(__name__)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 """Slots are counted from here (a Thursday, 00:00 UTC)."""
 
-JobKind = Literal["backup", "verify", "purge"]
+JobKind = Literal["backup", "verify", "restore-test", "purge"]
+_KIND_ORDER: Mapping[str, int] = {"backup": 0, "verify": 1, "restore-test": 2, "purge": 3}
 
 # Components payapi has a backup engine for, by the canonical names of the packaged plan
 # (a plan of your own may rename them; aliases resolve). Their WAL is not scheduled: it is
@@ -86,6 +87,8 @@ TIMES: Mapping[str, timedelta] = {
     "redis-snapshot": timedelta(minutes=10),
     "verify": timedelta(hours=3),
     "purge": timedelta(hours=4),
+    # Weekly, counted from the epoch (a Thursday): Saturday 05:00 UTC.
+    "restore-test": timedelta(days=2, hours=5),
 }
 # Hourly-or-slower jobs not named above start at this offset.
 DEFAULT_OFFSET = timedelta(minutes=30)
@@ -151,7 +154,8 @@ class Job:
     def cron(self) -> str:
         """The same slots as a cron expression (UTC), for Kubernetes CronJobs.
 
-        Supported periods: n minutes dividing an hour, n hours dividing a day, one day.
+        Supported periods: n minutes dividing an hour, n hours dividing a day, one day,
+        one week (slots count from the epoch, a Thursday).
         """
         minutes = int(self.every.total_seconds()) // 60
         off = int(self.offset.total_seconds()) // 60
@@ -167,6 +171,10 @@ class Job:
             if hours == 24:
                 return f"{m} {h} * * *"
             return f"{m} {h}-23/{hours} * * *"
+        if minutes == 7 * 1440:
+            days, rest = divmod(off, 1440)
+            h, m = divmod(rest, 60)
+            return f"{m} {h} * * {(4 + days) % 7}"  # the epoch is a Thursday (4)
         raise ValueError(f"job {self.name}: no cron expression for a period of {self.every}")
 
     def to_json(self) -> dict[str, Any]:
@@ -229,10 +237,12 @@ def _engine_names(plan: Plan) -> dict[str, str]:
     return out
 
 
-def _backup_flag(backup_type: str) -> str:
-    """``payapi backup run`` takes ``--incremental`` or ``--full``; a snapshot (Redis),
-    an export or a Git copy is a complete copy, so it is a ``--full``."""
-    return "--incremental" if backup_type == "incremental" else "--full"
+def _backup_flags(backup_type: str) -> tuple[str, ...]:
+    """``payapi backup run`` takes ``--full`` or ``--incremental``; a snapshot (Redis) or a
+    Git copy (configuration) is the engine's one kind of backup: no flag, its default."""
+    if backup_type in ("full", "incremental"):
+        return (f"--{backup_type}",)
+    return ()
 
 
 def jobs_from_plan(plan: Plan) -> Schedule:
@@ -275,14 +285,7 @@ def jobs_from_plan(plan: Plan) -> Schedule:
         name = f"{row.component}-{row.type}"
         offset = TIMES.get(name, DEFAULT_OFFSET if every >= timedelta(hours=1) else timedelta(0))
         offset %= every
-        args = (
-            "backup",
-            "run",
-            "--component",
-            row.component,
-            _backup_flag(row.type),
-            "--json",
-        )
+        args = ("backup", "run", "--component", row.component, *_backup_flags(row.type), "--json")
         jobs.append(
             Job(
                 name=name,
@@ -305,6 +308,20 @@ def jobs_from_plan(plan: Plan) -> Schedule:
             frequency="daily",
         )
     )
+    restore = _restore_test_row(plan, engines)
+    if restore is not None:
+        canonical, freq = restore
+        jobs.append(
+            Job(
+                name="restore-test",
+                kind="restore-test",
+                every=freq.delta,
+                offset=TIMES["restore-test"] % freq.delta,
+                args=("backup", "verify", "--restore-test", "--json"),
+                frequency=freq.text,
+                component=canonical,
+            )
+        )
     jobs.append(
         Job(
             name="purge",
@@ -321,20 +338,48 @@ def jobs_from_plan(plan: Plan) -> Schedule:
     return Schedule(tuple(jobs), tuple(skipped))
 
 
+_DATABASE = "database"
+
+
+def _restore_test_row(plan: Plan, engines: Mapping[str, str]) -> tuple[str, Duration] | None:
+    """The plan's test-restore cadence of the database (``backup verify --restore-test``
+    boots the newest database backup; other components have no restore test yet)."""
+    canonical = next((c for c, e in engines.items() if e == _DATABASE), None)
+    if canonical is None:
+        return None
+    rows = [
+        v.frequency
+        for v in plan.verifications_for(canonical)
+        if v.kind == "test-restore"
+        and v.component == canonical
+        and v.frequency.kind == "interval"
+        and v.frequency.delta > timedelta(0)
+    ]
+    if not rows:
+        return None
+    return canonical, min(rows, key=lambda d: d.delta)
+
+
 def backup_interval(plan: Plan, component: str) -> timedelta | None:
     """How often the schedule backs ``component`` up (its most frequent job), or None."""
     try:
         canonical = plan.resolve(component)
     except PlanError:
         return None
-    periods = [j.every for j in jobs_from_plan(plan).jobs if j.component == canonical]
+    periods = [
+        j.every
+        for j in jobs_from_plan(plan).jobs
+        if j.component == canonical and j.kind == "backup"
+    ]
     return min(periods) if periods else None
 
 
 def due_jobs(jobs: Iterable[Job], now: datetime, last_started: Mapping[str, datetime]) -> list[Job]:
-    """The jobs due at ``now``, in the order of their (newest passed) slots."""
+    """The jobs due at ``now``: backups first, then verification, restore tests and the
+    purge (so a catch-up verifies what it just made, and purges last); within a kind, in
+    the order of their slots."""
     due = [j for j in jobs if j.is_due(now, last_started.get(j.name))]
-    return sorted(due, key=lambda j: (j.slot_at_or_before(now), j.name))
+    return sorted(due, key=lambda j: (_KIND_ORDER[j.kind], j.slot_at_or_before(now), j.name))
 
 
 def payapi_command(config: Path | None) -> list[str]:

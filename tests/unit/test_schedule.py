@@ -41,6 +41,7 @@ def test_the_plans_jobs() -> None:
         "redis-snapshot",
         "configuration-git",
         "verify",
+        "restore-test",
         "purge",
     }
     day, hour = timedelta(days=1), timedelta(hours=1)
@@ -50,9 +51,13 @@ def test_the_plans_jobs() -> None:
     assert got["redis-snapshot"][0] == hour
     assert got["configuration-git"][0] == day  # "on change", swept daily
     assert got["verify"][0] == day and got["purge"][0] == day
+    assert got["restore-test"][0] == timedelta(weeks=1)  # the plan's weekly test restore
     assert got["vault-full"][1] == ("backup", "run", "--component", "vault", "--full", "--json")
     assert got["vault-incremental"][1][-2] == "--incremental"
     assert got["database-full"][1][3] == "database"
+    # A snapshot or a Git copy is the engine's one kind of backup: its default, no flag.
+    assert got["redis-snapshot"][1] == ("backup", "run", "--component", "redis", "--json")
+    assert got["restore-test"][1] == ("backup", "verify", "--restore-test", "--json")
 
 
 def test_rows_payapi_does_not_run_are_listed_with_the_reason() -> None:
@@ -108,6 +113,13 @@ def test_cron_expressions_match_the_slots() -> None:
     assert job("configuration-git").cron == "40 1 * * *"
     assert job("verify").cron == "0 3 * * *"
     assert job("purge").cron == "0 4 * * *"
+    assert job("restore-test").cron == "0 5 * * 6"  # Saturdays
+
+
+def test_weekly_restore_test_runs_on_saturdays() -> None:
+    nxt = job("restore-test").next_run(T0)  # T0 is Monday 2026-06-15
+    assert nxt == datetime(2026, 6, 20, 5, 0, tzinfo=UTC)
+    assert nxt.strftime("%A") == "Saturday"
 
 
 def test_due_never_run_jobs_are_due_in_slot_order() -> None:
@@ -116,10 +128,11 @@ def test_due_never_run_jobs_are_due_in_slot_order() -> None:
         "database-full",
         "vault-full",
         "configuration-git",
-        "verify",
-        "purge",
         "vault-incremental",
         "redis-snapshot",
+        "verify",
+        "restore-test",
+        "purge",
     ]
 
 
@@ -212,7 +225,7 @@ def test_run_once_runs_everything_due_with_the_same_config(tmp_path: Path) -> No
     runner = FakeRunner(clock)
     s, events = make(tmp_path, clock, runner)
     runs = s.run_once()
-    assert len(runs) == 7 and all(r.ok for r in runs)
+    assert len(runs) == 8 and all(r.ok for r in runs)
     assert runner.calls[0] == [
         "payapi",
         "--config",
@@ -225,7 +238,7 @@ def test_run_once_runs_everything_due_with_the_same_config(tmp_path: Path) -> No
         "--json",
     ]
     finished = [e for e in events if e["event"] == "job_finished"]
-    assert len(finished) == 7
+    assert len(finished) == 8
     assert finished[0]["duration_seconds"] is not None and finished[0]["exit_code"] == 0
     # Nothing more is due until the next slot (vault-incremental at 11:05).
     assert s.run_once() == []
@@ -238,7 +251,7 @@ def test_a_failing_job_is_logged_and_the_others_still_run(tmp_path: Path) -> Non
     runner = FakeRunner(clock, fail=["--component vault --full"], raise_on="redis")
     s, events = make(tmp_path, clock, runner)
     runs = s.run_once()
-    assert len(runs) == 7
+    assert len(runs) == 8
     bad = {r.job: r.exit_code for r in runs if not r.ok}
     assert bad == {"vault-full": 3, "redis-snapshot": -1}
     failed = [e for e in events if e["event"] == "job_failed"]
