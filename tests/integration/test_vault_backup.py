@@ -379,6 +379,29 @@ async def test_wrong_key_is_one_clear_error_and_nothing_is_replaced(
         assert await admin.get(DB_PW) == b"after"
 
 
+async def test_a_corrupt_backup_replaces_nothing(
+    make_db: MakeDb, repo: Repository, tmp_path: Path
+) -> None:
+    async with vault_on(make_db) as v:
+        admin = admin_of(v)
+        await load(admin, "root", ROOT_POLICY, tmp_path)
+        await load(admin, "app", APP_POLICY, tmp_path)
+        await admin.set(DB_PW, "before")
+        info = run_vault_backup(repo, v.settings, kind="full")
+        await admin.set(DB_PW, "after")
+        root = Path(repo.url.removeprefix("file://"))
+        victim = root / "data" / info.backup_id / "secrets.rows.jsonl"
+        raw = bytearray(victim.read_bytes())
+        raw[-5] ^= 0xFF
+        victim.write_bytes(bytes(raw))
+        with pytest.raises(VaultRestoreError) as err:
+            restore_vault(repo, v.settings)
+        assert "corrupt object secrets.rows.jsonl" in str(err.value)
+        assert "nothing was changed" in str(err.value)
+        assert await admin.get(DB_PW) == b"after"
+        wait_vault_healthy(v.settings, 10)
+
+
 async def test_wrong_key_is_caught_by_decrypting_when_the_check_value_is_absent(
     make_db: MakeDb, repo: Repository, tmp_path: Path
 ) -> None:

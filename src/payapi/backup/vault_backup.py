@@ -157,11 +157,11 @@ _SUMMARY_SQL = """
 SELECT
   (SELECT count(*) FROM accounts) AS accounts,
   (SELECT count(*) FROM resources WHERE kind = 'variable') AS variables,
-  (SELECT count(*) FROM {secrets}) AS secret_versions,
+  (SELECT count(*) FROM secrets) AS secret_versions,
   (SELECT count(*) FROM resources WHERE kind = 'policy') AS policies,
   (SELECT count(*) FROM resources WHERE kind IN ('host', 'user')) AS identities,
-  (SELECT count(*) FROM {roles}) AS roles,
-  (SELECT count(*) FROM {credentials}) AS api_keys
+  (SELECT count(*) FROM roles) AS roles,
+  (SELECT count(*) FROM credentials) AS api_keys
 """
 
 
@@ -533,9 +533,7 @@ def _backup(
                     _dump_changes(db, writer, held, table, psnap, entry)
                 tables_meta[table.name] = entry
                 say(f"vault: {table.name}: {entry['rows']} rows")
-            summary = db.fetchrow(
-                _SUMMARY_SQL.format(secrets="secrets", roles="roles", credentials="credentials")
-            )
+            summary = db.fetchrow(_SUMMARY_SQL)
             assert summary is not None
             meta: dict[str, Any] = {
                 "format": FORMAT,
@@ -806,9 +804,7 @@ def _restore(
     _check_key(db, settings, data_key, last.backup_id, say)
     warnings = _warnings(db, settings, chain, data_key, in_place, dsn, say)
     rows = _replace(db, chain, columns)
-    summary = db.fetchrow(
-        _SUMMARY_SQL.format(secrets="secrets", roles="roles", credentials="credentials")
-    )
+    summary = db.fetchrow(_SUMMARY_SQL)
     assert summary is not None
     snapshot_at = last.meta.get("snapshot_at")
     return VaultRestoreResult(
