@@ -60,6 +60,11 @@ def server(tmp_path: Path) -> Iterator[RedisServer]:
     s.stop()
 
 
+def _int(raw: object) -> int:
+    assert isinstance(raw, bytes | str)
+    return int(raw)
+
+
 def _client(server: RedisServer, db: int = 0) -> redis_sync.Redis:
     return redis_sync.Redis(host="127.0.0.1", port=server.port, db=db)
 
@@ -160,7 +165,7 @@ def test_snapshot_under_write_load_restores_the_recorded_key_count(
     try:
         assert c.exists(f"load:{recorded[0] - 60_000 - 1}")  # the last key in the snapshot
         assert not c.exists(f"load:{writer.written - 1}")  # written after it
-        assert int(c.get(GEN_KEY)) == result.generation
+        assert _int(c.get(GEN_KEY)) == result.generation
     finally:
         c.close()
     # The restored file is gone from the persistence-less Redis's dir, staging too.
@@ -210,7 +215,7 @@ async def test_restore_drops_verifications_and_tokens_revoked_since(
     cache = Cache.from_url(server.url, timeout=2.0)
     try:
         assert await cache.revoke_token("token-alice-1")
-        live_gen = int(await cache.redis.get(GEN_KEY))
+        live_gen = _int(await cache.redis.get(GEN_KEY))
     finally:
         await cache.aclose()
     revs = revocations_from_events(
@@ -227,7 +232,7 @@ async def test_restore_drops_verifications_and_tokens_revoked_since(
         assert not list(c.scan_iter(match="payapi:ver:*"))
         assert not c.exists("payapi:ctok:alice")
         assert c.exists("payapi:ctok:bob")
-        gen = int(c.get(GEN_KEY))
+        gen = _int(c.get(GEN_KEY))
     finally:
         c.close()
     assert gen == result.generation > live_gen
@@ -308,7 +313,7 @@ def test_rebuild_starts_empty_and_serving(repo: Repository, server: RedisServer)
     assert _keyspace(server) == {0: 1}
     c = _client(server)
     try:
-        assert int(c.get(GEN_KEY)) == result.generation > 7
+        assert _int(c.get(GEN_KEY)) == result.generation > 7
         assert c.ping()
         c.set("after-rebuild", "1")
         assert c.get("after-rebuild") == b"1"
