@@ -18,8 +18,9 @@ Invariants:
   (``slot <= now``) since it last started. Missed slots coalesce: a scheduler that was
   down for a day runs each job once when it comes back, not once per missed slot.
 - Jobs run one at a time: due backups first (in the order of their slots, so a full
-  before the incremental that follows it), then verification, the restore test, the purge. A job that fails is logged with its exit code and is not
-  retried before its next slot; the scheduler itself carries on.
+  before the incremental that follows it), then verification, the restore test, the
+  purge. A job that fails is logged with its exit code and is not retried before its
+  next slot; the scheduler itself carries on.
 - A job never runs longer than its period (:attr:`Job.timeout`): a hung hourly backup is
   stopped before the next hour's is due. A killed backup leaves no valid manifest (see
   ``docs/repository-format.md``), so stopping one is always safe.
@@ -37,7 +38,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -588,15 +589,21 @@ class Scheduler:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
-    def install_signal_handlers(self) -> None:
-        """SIGTERM and SIGINT stop the scheduler cleanly (main thread only)."""
+    @contextlib.contextmanager
+    def signals_stop(self) -> Iterator[None]:
+        """While inside, SIGTERM and SIGINT stop the scheduler cleanly (main thread only);
+        the previous handlers are put back on the way out."""
 
         def handler(signum: int, _frame: object) -> None:
             self.log("signal", signal=signal.Signals(signum).name)
             self.stop()
 
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
 
     # --- events -----------------------------------------------------------------------
 
@@ -717,6 +724,7 @@ class Scheduler:
             ],
             state_file=str(self.state_file) if self.state_file else None,
         )
+        self.tick(self.clock(), force=True)  # /metrics has figures before the first job ends
         while not self.stopping:
             for job in self.due():
                 if self.stopping:

@@ -17,6 +17,7 @@ from payapi.cli import (
     lab_cmd,
     plan_cmd,
     retention_cmd,
+    schedule_cmd,
     serve_cmd,
 )
 from payapi.cli.context import CliContext
@@ -62,6 +63,7 @@ app.add_typer(
     help="GFS retention of backups and WAL: plan, purge, simulate.",
 )
 app.add_typer(serve_cmd.app, name="serve", help="Run one service in the foreground.")
+app.add_typer(schedule_cmd.app, name="schedule", help="The backup schedule: show, run.")
 
 
 def main() -> None:

@@ -1,12 +1,18 @@
-"""`payapi plan` commands: show the DR plan that every other command enforces.
+"""`payapi plan` commands: show the DR plan that every other command enforces, and check
+what exists now against it.
 
 Which plan: ``--plan PATH``, else ``plan_file`` from the config, else the default shipped in
 the wheel. ``plan show`` needs no config at all, so an operator can read the plan on a
 machine where nothing else is set up yet.
+
+``plan check`` exits 0 when no component is in VIOLATION, 1 when one is, 2 when it could
+not check (no repository, no key, an invalid plan or config). Deciding is
+:func:`payapi.rpo.assess`; this module only prints.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +20,7 @@ import typer
 from rich.table import Table
 
 from payapi.cli.context import get_ctx
-from payapi.cli.output import console, emit, fail, info
+from payapi.cli.output import EXIT_USAGE, console, emit, fail, info
 from payapi.config import ConfigError
 from payapi.plan import Duration, Plan, PlanError, load_plan
 
@@ -98,3 +104,140 @@ def show(
     """Print the plan: components with RTO/RPO/priority/approach, and the backup policy."""
     loaded = load_for_cli(ctx, plan)
     emit(plan_as_json(loaded) if as_json else loaded, as_json=as_json, human=_print_human)
+
+
+# --------------------------------------------------------------------------- check
+
+_STATUS_STYLE = {
+    "OK": "green",
+    "AT RISK": "yellow",
+    "VIOLATION": "bold red",
+    "NOT MANAGED": "dim",
+}
+EXIT_CANNOT_CHECK = 2
+
+
+def _parse_now(text: str | None) -> datetime:
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        fail(f"--now: not an ISO 8601 time: {text!r} (e.g. 2026-06-15T12:00:00Z)", EXIT_USAGE)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _print_check(rep: Any) -> None:
+    from payapi.rpo import RpoReport, human_duration
+
+    assert isinstance(rep, RpoReport)
+    table = Table(
+        title=f"RPO check at {rep.checked_at.astimezone(UTC):%Y-%m-%d %H:%M:%SZ}",
+        title_justify="left",
+    )
+    for col in ("Component", "Status", "RPO", "Exposure", "Last backup", "Last verified"):
+        table.add_column(col)
+    for c in rep.components:
+        last = "-"
+        if c.last_backup is not None:
+            last = f"{human_duration(c.last_backup_age)} ago ({c.last_backup.type})"
+        verified = "-"
+        if c.last_verified is not None:
+            verified = f"{human_duration(c.last_verified_age)} ago"
+        elif c.last_backup is not None:
+            verified = "never"
+        style = _STATUS_STYLE.get(c.status.value, "")
+        table.add_row(
+            c.name,
+            f"[{style}]{c.status.value}[/{style}]" if style else c.status.value,
+            human_duration(c.rpo),
+            human_duration(c.exposure),
+            last,
+            verified,
+        )
+    console.print(table)
+    for c in rep.components:
+        if c.wal is not None:
+            w = c.wal
+            line = (
+                f"{c.name} WAL archiving: {w.archiving}; last segment "
+                f"{w.last_archived_wal or w.repository_newest_wal or 'none'}, "
+                f"archive lag {human_duration(w.lag)}, {w.failed_count} failed attempts"
+            )
+            console.print(line, highlight=False)
+    for c in rep.components:
+        if c.status.value in ("OK", "NOT MANAGED") and not c.notes:
+            continue
+        for reason in c.reasons:
+            console.print(f"{c.name}: {reason}", highlight=False)
+        for note in c.notes:
+            info(f"{c.name}: note: {note}")
+    counts = rep.counts()
+    console.print(
+        ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no components",
+        highlight=False,
+    )
+
+
+@app.command("check")
+def check(
+    ctx: typer.Context,
+    plan: Path | None = PLAN_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (for automation)."),
+    metrics_file: Path | None = typer.Option(
+        None,
+        "--metrics-file",
+        help="Also write the figures as Prometheus metrics to this file (atomically; "
+        "for node_exporter's textfile collector).",
+    ),
+    repository: str | None = typer.Option(
+        None, "--repository", help="Backup repository URL (default: the config's)."
+    ),
+    key_file: Path | None = typer.Option(
+        None, "--key-file", help="Repository key file (default: the config's backup key)."
+    ),
+    now: str | None = typer.Option(
+        None, "--now", help="Judge as of this time (ISO 8601, UTC if no offset; default: now)."
+    ),
+    no_database: bool = typer.Option(
+        False,
+        "--no-database",
+        help="Do not ask PostgreSQL about WAL archiving (the database is then AT RISK at best).",
+    ),
+) -> None:
+    """Per component: last backup, last verified backup, WAL archive lag, exposure
+    against the RPO, and OK / AT RISK / VIOLATION / NOT MANAGED.
+
+    Exit 0 when no component is in VIOLATION, 1 when one is, 2 when it could not check.
+    """
+    from payapi import dr_metrics, rpo
+
+    when = _parse_now(now)
+    try:
+        loaded = load_plan(resolve_plan_path(ctx, plan))
+        settings = get_ctx(ctx).settings
+        observations = rpo.observe(
+            settings,
+            loaded,
+            repository=repository,
+            key_file=key_file,
+            database=not no_database,
+        )
+    except (PlanError, ConfigError, rpo.CheckError) as exc:
+        if metrics_file is not None:
+            _write_metrics(metrics_file, dr_metrics.render(None))
+        fail(f"plan check: {exc}", EXIT_CANNOT_CHECK)
+    result = rpo.report(loaded, observations, when)
+    if metrics_file is not None:
+        _write_metrics(metrics_file, dr_metrics.render(result))
+    emit(result.to_json() if as_json else result, as_json=as_json, human=_print_check)
+    raise typer.Exit(result.exit_code)
+
+
+def _write_metrics(path: Path, data: bytes) -> None:
+    from payapi.dr_metrics import write_textfile
+
+    try:
+        write_textfile(path, data)
+    except OSError as exc:
+        fail(f"cannot write metrics to {path}: {exc.strerror or exc}", EXIT_CANNOT_CHECK)
