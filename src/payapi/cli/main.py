@@ -5,20 +5,32 @@ Global options come before the subcommand: ``payapi --config PATH clients create
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+
+from payapi.backup.wal import fast_path
+
+# The `payapi` script imports this module before calling main(). A plain
+# `payapi wal push %p` (archive_command: once per WAL segment) is served here, before
+# typer and the command modules are imported; `python -m payapi` does the same.
+if sys.argv and Path(sys.argv[0]).name == "payapi":
+    fast_path(sys.argv[1:])
 
 import typer
 
 from payapi import __version__
 from payapi.cli import (
     audit_cmd,
+    backup_cmd,
     clients_cmd,
     credentials_cmd,
     lab_cmd,
     plan_cmd,
+    restore_cmd,
     retention_cmd,
     schedule_cmd,
     serve_cmd,
+    wal_cmd,
 )
 from payapi.cli.context import CliContext
 from payapi.cli.output import fail
@@ -64,6 +76,9 @@ app.add_typer(
 )
 app.add_typer(serve_cmd.app, name="serve", help="Run one service in the foreground.")
 app.add_typer(schedule_cmd.app, name="schedule", help="The backup schedule: show, run.")
+app.add_typer(backup_cmd.app, name="backup", help="Back up, list and verify backups.")
+app.add_typer(wal_cmd.app, name="wal", help="WAL archiving (archive/restore_command).")
+app.command("restore")(restore_cmd.restore)
 
 
 def main() -> None:

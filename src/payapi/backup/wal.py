@@ -1,0 +1,324 @@
+"""WAL archiving: ``payapi wal push %p`` (archive_command), ``payapi wal fetch %f %p``
+(restore_command).
+
+PostgreSQL runs ``archive_command`` once per WAL segment, so start-up cost is paid per
+16 MB of WAL. This module therefore imports only the standard library at import time,
+and the repository (cryptography, zstandard, its pydantic models) when it acts — never
+typer, rich, pydantic-settings, FastAPI or an SDK for a store that is not used.
+``python -m payapi`` and the ``payapi`` script hand a plain ``wal push``/``wal fetch``
+command line to :func:`fast_path` before the CLI framework is imported; anything else
+(``--help``, a typo) goes to the full CLI, which calls the same functions.
+
+Semantics (the repository enforces them, see ``docs/repository-format.md``):
+
+- push: the segment is compressed, encrypted and checksummed; pushing the same content
+  twice succeeds and changes nothing; a different segment under an archived name is
+  refused (exit 1, PostgreSQL keeps the segment and retries; an operator must look).
+- fetch: exit 1 when the file is not in the archive (PostgreSQL's way of finding the end
+  of the archive). With ``--abort-on-damage`` (what :mod:`payapi.backup.restore` writes
+  into ``restore_command``), a segment that *is* archived but fails its checks, or a
+  repository that cannot be reached, exits 126, which makes PostgreSQL abort recovery
+  instead of treating the damage as the end of the archive and silently stopping early.
+
+The repository settings are the ``[backup]`` section of ``payapi.toml`` (``--config`` or
+``$PAYAPI_CONFIG``), overridden by ``$PAYAPI_BACKUP__REPOSITORY`` etc. like every other
+setting, or by ``--repository``/``--key-file``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from payapi.backup.repository import Repository
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_ABORT_RECOVERY = 126  # > 125: PostgreSQL treats it as fatal, not as "no such file"
+
+CONFIG_ENV = "PAYAPI_CONFIG"
+DEFAULT_KEY_ENV = "PAYAPI_BACKUP_KEY"  # = payapi.backup.crypto.KEY_ENV (not imported: light)
+
+
+class WalError(Exception):
+    """A push or fetch could not be done; one line for the operator (or the server log)."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(" ".join(str(message).split()))
+        self.code = code
+
+
+@dataclass(frozen=True)
+class RepositoryRef:
+    """Where the repository is and where its key comes from (never the key itself)."""
+
+    url: str
+    key_file: Path | None = None
+    key_env: str = DEFAULT_KEY_ENV
+    s3_endpoint_url: str | None = None
+    s3_sse: str | None = "AES256"
+
+
+def _env(environ: Mapping[str, str], name: str) -> str | None:
+    """``PAYAPI_BACKUP__<NAME>``, case-insensitively (as pydantic-settings reads it)."""
+    want = f"PAYAPI_BACKUP__{name}".upper()
+    for key, value in environ.items():
+        if key.upper() == want:
+            return value
+    return None
+
+
+def repository_ref(
+    config: Path | str | None = None,
+    *,
+    repository: str | None = None,
+    key_file: Path | str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> RepositoryRef:
+    """Read the ``[backup]`` section without the settings framework (it costs ~0.2 s).
+
+    Same precedence as :func:`payapi.config.load_settings`: explicit arguments, then
+    ``$PAYAPI_BACKUP__*``, then the TOML file; relative paths are relative to the file.
+    """
+    env = os.environ if environ is None else environ
+    raw = config if config is not None else env.get(CONFIG_ENV)
+    section: dict[str, object] = {}
+    base: Path | None = None
+    if raw:
+        import tomllib
+
+        path = Path(raw).expanduser().resolve()
+        try:
+            with open(path, "rb") as f:
+                doc = tomllib.load(f)
+        except FileNotFoundError:
+            raise WalError(f"config file not found: {path}") from None
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise WalError(f"cannot read config {path}: {exc}") from None
+        found = doc.get("backup", {})
+        section = dict(found) if isinstance(found, dict) else {}
+        base = path.parent
+
+    def pick(name: str) -> str | None:
+        value = _env(env, name.upper())
+        if value is None:
+            v = section.get(name)
+            value = None if v is None else str(v)
+        return value
+
+    url = repository or pick("repository") or ""
+    if not url:
+        raise WalError(
+            "no backup repository: set [backup] repository in the config "
+            "(or $PAYAPI_BACKUP__REPOSITORY)",
+            EXIT_USAGE,
+        )
+    kf: str | Path | None = key_file if key_file is not None else pick("key_file")
+    key_path: Path | None = None
+    if kf:
+        key_path = Path(kf).expanduser()
+        if not key_path.is_absolute():
+            key_path = ((base or Path.cwd()) / key_path).resolve()
+    sse = pick("s3_sse")
+    return RepositoryRef(
+        url=url,
+        key_file=key_path,
+        key_env=pick("key_env") or DEFAULT_KEY_ENV,
+        s3_endpoint_url=pick("s3_endpoint_url"),
+        s3_sse=None if sse in ("", "none", "None") else (sse or "AES256"),
+    )
+
+
+def open_repository(ref: RepositoryRef) -> Repository:
+    from payapi.backup.crypto import load_repository_key
+    from payapi.backup.repository import Repository
+
+    key = load_repository_key(ref.key_file, env=ref.key_env)
+    repo = Repository.open(ref.url, key, s3_endpoint_url=ref.s3_endpoint_url, s3_sse=ref.s3_sse)
+    try:
+        repo.require_config()
+    except BaseException:
+        repo.close()
+        raise
+    return repo
+
+
+def push(repo: Repository, path: Path | str) -> bool:
+    """Archive the file at ``path`` under its own name. True if stored, False if the same
+    content was already there; :class:`WalConflict` if different content was."""
+    p = Path(path)
+    if not p.is_file():
+        raise WalError(f"WAL file {p} does not exist")
+    return repo.put_wal(p.name, p)
+
+
+def fetch(repo: Repository, name: str, dest: Path | str) -> None:
+    """Write archived file ``name`` to ``dest`` (checked before it is renamed into place)."""
+    repo.get_wal(name, dest)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _quote(word: str) -> str:
+    import shlex
+
+    return shlex.quote(word)
+
+
+def _options(repository: str | None, key_file: Path | str | None) -> str:
+    out = ""
+    if repository:
+        out += f" --repository {_quote(repository)}"
+    if key_file:
+        out += f" --key-file {_quote(str(Path(key_file).absolute()))}"
+    return out
+
+
+def _base(python: str | None, config: Path | str | None) -> str:
+    words = [str(Path(python or sys.executable).absolute()), "-m", "payapi"]
+    if config is not None:
+        words += ["--config", str(Path(config).absolute())]
+    return " ".join(_quote(w) for w in words)
+
+
+def archive_command(
+    config: Path | str | None,
+    *,
+    python: str | None = None,
+    repository: str | None = None,
+    key_file: Path | str | None = None,
+) -> str:
+    """The ``archive_command`` value (unquoted) that pushes into the configured repository."""
+    return f"{_base(python, config)} wal push{_options(repository, key_file)} %p"
+
+
+def restore_command(
+    config: Path | str | None,
+    *,
+    python: str | None = None,
+    repository: str | None = None,
+    key_file: Path | str | None = None,
+) -> str:
+    """The ``restore_command`` value (unquoted); damage aborts recovery (see module doc)."""
+    opts = _options(repository, key_file)
+    return f"{_base(python, config)} wal fetch --abort-on-damage{opts} %f %p"
+
+
+def guc_string(value: str) -> str:
+    """A value quoted for ``postgresql.conf``."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+# --------------------------------------------------------------------------- the fast path
+
+
+@dataclass(frozen=True)
+class Invocation:
+    action: str  # push | fetch
+    args: tuple[str, ...]
+    config: str | None = None
+    repository: str | None = None
+    key_file: str | None = None
+    abort_on_damage: bool = False
+
+
+def parse_argv(argv: Sequence[str]) -> Invocation | None:
+    """A plain ``[--config C] wal push|fetch [options] ARGS`` command line, or None.
+
+    None means "not for the fast path": help, an unknown option or a wrong number of
+    arguments is left to the full CLI, which prints proper usage.
+    """
+    args = list(argv)
+    config: str | None = None
+    while args and args[0].startswith("--config"):
+        if args[0] == "--config" and len(args) >= 2:
+            config, args = args[1], args[2:]
+        elif args[0].startswith("--config="):
+            config, args = args[0].split("=", 1)[1], args[1:]
+        else:
+            return None
+    if len(args) < 2 or args[0] != "wal" or args[1] not in ("push", "fetch"):
+        return None
+    inv = Invocation(action=args[1], args=(), config=config)
+    rest = args[2:]
+    positional: list[str] = []
+    while rest:
+        word = rest.pop(0)
+        if word == "--":
+            positional += rest
+            break
+        name, eq, value = word.partition("=")
+        if name in ("--repository", "--key-file") and (eq or rest):
+            value = value if eq else rest.pop(0)
+            if name == "--repository":
+                inv = replace(inv, repository=value)
+            else:
+                inv = replace(inv, key_file=value)
+        elif word == "--abort-on-damage" and inv.action == "fetch":
+            inv = replace(inv, abort_on_damage=True)
+        elif word.startswith("-") and word != "-":
+            return None
+        else:
+            positional.append(word)
+    want = 1 if inv.action == "push" else 2
+    if len(positional) != want:
+        return None
+    return replace(inv, args=tuple(positional))
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(f"error: {' '.join(message.split())}\n")
+    sys.stderr.flush()
+
+
+def run(inv: Invocation) -> int:
+    """Do one push or fetch; the exit code PostgreSQL (and the contract) expects.
+
+    For a fetch, only "not in the archive" is exit 1; with ``--abort-on-damage`` every
+    other failure (damaged segment, unreadable key, unreachable repository, bad config)
+    is 126, so that recovery stops loudly rather than ending early in silence.
+    """
+    from payapi.backup.errors import CorruptObject, NotFound, RepositoryError
+
+    fetching = inv.action == "fetch"
+    failed = EXIT_ABORT_RECOVERY if (fetching and inv.abort_on_damage) else EXIT_FAILED
+    try:
+        ref = repository_ref(inv.config, repository=inv.repository, key_file=inv.key_file)
+        with open_repository(ref) as repo:
+            if fetching:
+                try:
+                    fetch(repo, inv.args[0], inv.args[1])
+                except CorruptObject:
+                    raise
+                except NotFound:
+                    return EXIT_FAILED  # the normal end of the archive: say nothing
+            else:
+                push(repo, inv.args[0])
+        return EXIT_OK
+    except CorruptObject as exc:  # includes MissingObject: indexed, yet absent
+        _say(str(exc))
+        return failed
+    except WalError as exc:
+        _say(str(exc))
+        return failed if fetching else exc.code
+    except (RepositoryError, OSError) as exc:
+        _say(str(exc) if isinstance(exc, RepositoryError) else f"{inv.action}: {exc}")
+        return failed
+    except ValueError as exc:  # an invalid WAL file name
+        _say(str(exc))
+        return failed if fetching else EXIT_USAGE
+
+
+def fast_path(argv: Sequence[str]) -> None:
+    """If ``argv`` is a plain ``wal push``/``wal fetch``, do it and exit; else return."""
+    inv = parse_argv(argv)
+    if inv is None:
+        return
+    raise SystemExit(run(inv))

