@@ -399,3 +399,24 @@ def test_backup_of_an_unreachable_redis_is_one_clear_error(repo: Repository) -> 
         run_redis_backup(repo, RedisSettings(url=url))
     assert "unreachable" in str(err.value) and "hunter2" not in str(err.value)
     assert repo.list_backups() == []
+
+
+def test_a_snapshot_redis_refuses_leaves_the_live_redis_untouched(
+    repo: Repository, server: RedisServer, tmp_path: Path
+) -> None:
+    _fill(server, 50)
+    good = run_redis_backup(repo, _settings(server))
+    rdb = tmp_path / "good.rdb"
+    repo.restore_object(good.backup_id, OBJECT, rdb)
+    data = bytearray(rdb.read_bytes())
+    data[-1] ^= 0xFF  # a wrong CRC64: the scanner does not check it, Redis does
+    with repo.begin_backup(COMPONENT, TYPE, None) as w:
+        w.add_bytes(OBJECT, bytes(data))
+        w.set_meta(keys=good.meta["keys"])
+        bad = w.commit()
+    _fill(server, 10, prefix="live")
+    with pytest.raises(RedisRestoreError, match="private Redis"):
+        restore_redis(repo, _settings(server), RedisServerControl(server), backup_id=bad.backup_id)
+    assert server.is_running()
+    assert _keyspace(server) == {0: 60}
+    assert [p.name for p in server.workdir.iterdir() if p.name.startswith(".payapi")] == []

@@ -575,11 +575,20 @@ def _keyspace(client: redis_sync.Redis) -> dict[int, int]:
     return out
 
 
-def _wait_loaded(url: str, timeout: float, what: str, log_file: Path | None = None) -> None:
+def _wait_loaded(
+    url: str,
+    timeout: float,
+    what: str,
+    log_file: Path | None = None,
+    alive: Callable[[], bool] | None = None,
+) -> None:
     """Until Redis answers PING (not ``-LOADING``); an error if it dies or takes too long."""
     deadline = time.monotonic() + timeout
     last = "no answer"
+    hint = f" (see {log_file})" if log_file is not None else ""
     while time.monotonic() < deadline:
+        if alive is not None and not alive():
+            raise RedisRestoreError(f"{what} exited while loading the snapshot{hint}")
         client = _client(url, 2.0)
         try:
             if client.ping():
@@ -591,7 +600,6 @@ def _wait_loaded(url: str, timeout: float, what: str, log_file: Path | None = No
         finally:
             client.close()
         time.sleep(0.05)
-    hint = f" (see {log_file})" if log_file is not None else ""
     raise RedisRestoreError(f"{what} did not finish loading within {timeout:.0f} s: {last}{hint}")
 
 
@@ -879,7 +887,9 @@ def _restore(
         except LabError as exc:
             raise RedisRestoreError(f"private Redis did not start: {exc}") from None
         private_url = f"redis://127.0.0.1:{private.port}/0"
-        _wait_loaded(private_url, load_timeout, "the private Redis", private.logfile)
+        _wait_loaded(
+            private_url, load_timeout, "the private Redis", private.logfile, private.is_running
+        )
         client = _client(private_url, 30.0)
         try:
             result.loaded_keys = _keyspace(client)
