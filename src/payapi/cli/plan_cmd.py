@@ -137,6 +137,7 @@ def _print_check(rep: Any) -> None:
     )
     for col in ("Component", "Status", "RPO", "Exposure", "Last backup", "Last verified"):
         table.add_column(col)
+    table.add_column("Retention (plan)")
     for c in rep.components:
         last = "-"
         if c.last_backup is not None:
@@ -154,6 +155,7 @@ def _print_check(rep: Any) -> None:
             human_duration(c.exposure),
             last,
             verified,
+            ", ".join(f"{r.type} {r.retention.text}" for r in c.retention) or "-",
         )
     console.print(table)
     for c in rep.components:
