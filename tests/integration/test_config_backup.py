@@ -557,3 +557,13 @@ def test_export_from_a_real_cluster(
         doc = yaml.safe_load(p.read_text())
         assert "status" not in doc
         assert "managedFields" not in doc["metadata"]
+
+
+def test_odd_resource_names_become_safe_distinct_file_names() -> None:
+    from payapi.backup.config_export import _file_name
+
+    assert _file_name("payment-eapi") == "payment-eapi"
+    a, b = _file_name("system:deployers"), _file_name("system;deployers")
+    assert a != b and a.startswith("system_deployers-") and "/" not in a
+    assert not _file_name("../../etc").startswith(".")
+    assert "/" not in _file_name("../../etc")

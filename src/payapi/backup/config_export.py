@@ -400,7 +400,9 @@ class OfficialKubeSource:
         self.context = context
         try:
             self._api = k8s.config.new_client_from_config(
-                config_file=str(config_file) if config_file else None, context=context
+                config_file=str(config_file) if config_file else None,
+                context=context,
+                persist_config=False,  # a backup never rewrites the operator's kubeconfig
             )
         except Exception as exc:  # ConfigException and friends
             raise ConfigBackupError(f"kube context {context!r}: {exc}") from None
@@ -529,6 +531,15 @@ def _add_file(
     export.files[tree_path] = content
 
 
+def _file_name(name: str) -> str:
+    """A resource name as a file name: itself when safe (DNS names are), else a safe form
+    with a hash of the original so that two names never collide."""
+    if _NAME.match(name):
+        return name
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "_"
+    return f"{safe[:100]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
 def _source_list(sources: Sequence[Path | tuple[str, Path]]) -> list[tuple[str, Path]]:
     out: list[tuple[str, Path]] = []
     seen: set[str] = set()
@@ -575,7 +586,8 @@ def build_export(
         else:
             listed.append({"name": name, "kind": "file"})
             rel = PurePosixPath(name)
-            _add_file(export, f"files/{name}", path, rel, box, secret_patterns)
+            # A source named explicitly is followed if it is a symlink (folders are not).
+            _add_file(export, f"files/{name}", path.resolve(), rel, box, secret_patterns)
     if kube is not None:
         counts: dict[str, int] = {}
         for raw in kube.resources(namespace):
@@ -584,9 +596,8 @@ def build_export(
                 continue
             kind = str(doc.get("kind", "Unknown"))
             name = str((doc.get("metadata") or {}).get("name", ""))
-            if not _NAME.match(name) or not _NAME.match(kind):
-                raise ConfigBackupError(f"unexpected resource name {kind}/{name!r}")
-            tree_path = f"kubernetes/{namespace}/{kind.lower()}/{name}.yaml"
+            ns_dir = _file_name(namespace)
+            tree_path = f"kubernetes/{ns_dir}/{_file_name(kind.lower())}/{_file_name(name)}.yaml"
             if kind == "Secret":
                 export.secret_values += encrypt_secret_doc(doc, f"{tree_path}#0", box)
             export.files[tree_path] = _dump_yaml(doc)
