@@ -101,6 +101,48 @@ class BackupSettings(BaseModel):
     work_dir: Path | None = None
 
 
+DEFAULT_NAMESPACE = "payment-system"
+
+DEFAULT_SECRET_PATTERNS: tuple[str, ...] = (
+    "*.key",
+    "*.api_key",
+    "*.pem",
+    "*.p12",
+    "*.pfx",
+    "*.jks",
+    "*.keystore",
+    "*.secret",
+    "*.secrets",
+    ".env",
+    "*.env",
+    "id_rsa*",
+    "id_ecdsa*",
+    "id_ed25519*",
+    "*.kubeconfig",
+    "kubeconfig",
+)
+
+
+class ConfigBackupSettings(BaseModel):
+    """``[config_backup]``: where exports are committed and pushed, and what they hold.
+
+    Remote URLs should not embed credentials (use SSH keys or the environment): this file
+    never holds a secret. Reported URLs are shown without their user-info part anyway.
+    """
+
+    git_dir: Path | None = None  # the local working repository the exports are committed in
+    remotes: dict[str, str] = Field(default_factory=dict)  # name -> URL; all are pushed
+    branch: str = "main"
+    sources: list[Path] = Field(default_factory=list)  # more files/folders to export
+    deploy_dir: Path | None = None  # deploy/ (Kubernetes manifests, alert rules)
+    kube_context: str | None = None  # export the namespace's resources when set
+    kube_config_file: Path | None = None  # default: $KUBECONFIG or ~/.kube/config
+    kube_namespace: str = DEFAULT_NAMESPACE
+    secret_patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_SECRET_PATTERNS))
+    author_name: str = "payapi config export"
+    author_email: str = "payapi-config-export@localhost"
+
+
 class AuditSettings(BaseModel):
     # The chain head is kept outside the database it protects (a file here; WORM storage
     # in production), so deleting the newest events is detectable.
@@ -124,6 +166,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
+    config_backup: ConfigBackupSettings = Field(default_factory=ConfigBackupSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -190,6 +233,11 @@ def _resolve_relative_paths(settings: Settings, base: Path) -> None:
     settings.audit.head_file = fix(settings.audit.head_file)
     settings.backup.key_file = fix(settings.backup.key_file)
     settings.backup.work_dir = fix(settings.backup.work_dir)
+    cb = settings.config_backup
+    cb.git_dir = fix(cb.git_dir)
+    cb.deploy_dir = fix(cb.deploy_dir)
+    cb.kube_config_file = fix(cb.kube_config_file)
+    cb.sources = [p for p in (fix(s) for s in cb.sources) if p is not None]
 
 
 def read_secret_file(path: Path | None, what: str) -> SecretStr:

@@ -72,7 +72,6 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from pydantic import BaseModel, Field
 
 from payapi.backup.errors import NotFound, RepositoryError
 from payapi.backup.lock import (
@@ -86,6 +85,11 @@ from payapi.backup.lock import (
 )
 from payapi.backup.manifest import BackupInfo
 from payapi.backup.repository import Repository, repository_scheme
+from payapi.config import (
+    DEFAULT_NAMESPACE,
+    DEFAULT_SECRET_PATTERNS,
+    ConfigBackupSettings,
+)
 from payapi.logs import get_logger
 
 __all__ = [
@@ -111,27 +115,8 @@ TYPE = "git"  # the plan's backup type for it (retention: indefinite)
 OBJECT = "export.tar"
 EXPORT_FILE = "payapi-export.yaml"
 FORMAT = 1
-DEFAULT_NAMESPACE = "payment-system"
 MAX_FILE_BYTES = 16 << 20  # configuration, not data: anything larger is a mistake
 
-DEFAULT_SECRET_PATTERNS: tuple[str, ...] = (
-    "*.key",
-    "*.api_key",
-    "*.pem",
-    "*.p12",
-    "*.pfx",
-    "*.jks",
-    "*.keystore",
-    "*.secret",
-    "*.secrets",
-    ".env",
-    "*.env",
-    "id_rsa*",
-    "id_ecdsa*",
-    "id_ed25519*",
-    "*.kubeconfig",
-    "kubeconfig",
-)
 SECRET_DIRS = frozenset({"secrets", ".secrets", "secret"})
 
 _ENVELOPE = re.compile(
@@ -164,26 +149,6 @@ log = get_logger("payapi.backup.config")
 
 class ConfigBackupError(RepositoryError):
     """A configuration export or restore failed; one line for the operator."""
-
-
-class ConfigBackupSettings(BaseModel):
-    """``[config_backup]``: where exports are committed and pushed, and what they hold.
-
-    Remote URLs should not embed credentials (use SSH keys or the environment): this file
-    never holds a secret. Reported URLs are shown without their user-info part anyway.
-    """
-
-    git_dir: Path | None = None  # the local working repository the exports are committed in
-    remotes: dict[str, str] = Field(default_factory=dict)  # name -> URL; all are pushed
-    branch: str = "main"
-    sources: list[Path] = Field(default_factory=list)  # more files/folders to export
-    deploy_dir: Path | None = None  # deploy/ (Kubernetes manifests, alert rules)
-    kube_context: str | None = None  # export the namespace's resources when set
-    kube_config_file: Path | None = None  # default: $KUBECONFIG or ~/.kube/config
-    kube_namespace: str = DEFAULT_NAMESPACE
-    secret_patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_SECRET_PATTERNS))
-    author_name: str = "payapi config export"
-    author_email: str = "payapi-config-export@localhost"
 
 
 def _note(progress: Progress | None, message: str) -> None:
