@@ -10,9 +10,28 @@ Layout::
     DIR/payapi.toml        the config every other command takes (--config / PAYAPI_CONFIG)
     DIR/payapi.local.toml  optional overrides appended to payapi.toml (e.g. rate limits)
     DIR/lab.json           ports (no secrets)
-    DIR/secrets/           0700: vault data key, admin / EAPI / SAPI API keys (0600 each)
+    DIR/secrets/           0700: vault data key, admin / EAPI / SAPI API keys (0600 each);
+                           repository.key, the backup repository's key (0600)
     DIR/postgres/          data directory and log (owned by the unprivileged lab user)
+    DIR/backups/           the backup repository (file://), initialized at the first up
+    DIR/backup-work/       scratch space for restore tests
     DIR/redis/  DIR/logs/  DIR/run/  DIR/audit/
+
+PostgreSQL archives every WAL segment through ``payapi wal push`` (``archive_mode = on``,
+``archive_timeout = 60``; ``summarize_wal = on`` from the first start, so incremental
+backups work). When the lab runs as root, PostgreSQL — and so its archive_command — runs
+as the unprivileged lab user, which therefore must read the config and the repository
+key, and write WAL into the repository. The choice made here:
+
+- ``DIR/backups/`` is owned by the lab user (re-applied at every ``up``). Backups taken
+  by root write root-owned objects there; the lab user only ever writes ``wal/`` and
+  ``wal-index/`` and reads ``config``.
+- ``repository.key`` is owned by the lab user, mode 0600, and ``DIR/secrets/`` is
+  ``root:<lab group>`` 0710: the lab user can reach its key by name but cannot list the
+  folder, and every other key there stays root's (0600).
+- The Python interpreter (and the venv) must be reachable by the lab user: only the
+  search bit (o+x) is added to their parent folders (see ``make_reachable``), and
+  ``up`` checks that the lab user can actually open the repository.
 """
 
 from __future__ import annotations
@@ -20,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,6 +98,32 @@ class Lab:
     def key_file(self, name: str) -> Path:
         return self.secrets_dir / name
 
+    @property
+    def backups_dir(self) -> Path:
+        return self.dir / "backups"
+
+    @property
+    def repository_url(self) -> str:
+        return f"file://{self.backups_dir}"
+
+    @property
+    def repository_key_file(self) -> Path:
+        return self.key_file("repository.key")
+
+    @property
+    def backup_work_dir(self) -> Path:
+        return self.dir / "backup-work"
+
+    def archive_settings(self) -> dict[str, str]:
+        """PostgreSQL settings that archive every WAL segment into the lab's repository."""
+        from payapi.backup.wal import archive_command, guc_string
+
+        return {
+            "archive_mode": "on",
+            "archive_command": guc_string(archive_command(self.config_path)),
+            "archive_timeout": "60",
+        }
+
     def _ports(self) -> dict[str, int]:
         if self.state_path.exists():
             data = json.loads(self.state_path.read_text())
@@ -110,6 +156,7 @@ class Lab:
             datadir=self.dir / "postgres" / "data",
             port=self.ports["postgres"],
             logfile=self.dir / "postgres" / "postgres.log",
+            settings=self.archive_settings(),
             note=self.note,
         )
 
@@ -136,6 +183,10 @@ class Lab:
                 "vault_dsn": pg.dsn("vault_db"),
             },
             "redis": self.redis.url,
+            "backup": {
+                "repository": self.repository_url,
+                "key_file": str(self.repository_key_file),
+            },
             "components": {c: ("running" if self.running(c) else "stopped") for c in COMPONENTS},
         }
 
@@ -181,6 +232,11 @@ url = {_toml_str(self.redis.url)}
 
 [audit]
 head_file = {_toml_str(self.dir / "audit" / "head.json")}
+
+[backup]
+repository = {_toml_str(self.repository_url)}
+key_file = {_toml_str(self.repository_key_file)}
+work_dir = {_toml_str(self.backup_work_dir)}
 """
         local = self.dir / "payapi.local.toml"
         if local.exists():
@@ -273,6 +329,8 @@ head_file = {_toml_str(self.dir / "audit" / "head.json")}
         os.chmod(self.secrets_dir, 0o700)
         (self.dir / "audit").mkdir(exist_ok=True)
         self.write_config()
+        step("backup repository")
+        self.ensure_backup_repository()
         step("postgres")
         pg = self.pg
         pg.init()
@@ -294,6 +352,73 @@ head_file = {_toml_str(self.dir / "audit" / "head.json")}
     def down(self) -> None:
         for component in reversed(COMPONENTS):
             self.stop(component)
+
+    def ensure_backup_repository(self) -> None:
+        """Key (generated once), repository (initialized once), and the permissions the
+        archiver needs when it runs as the lab user (see the module docstring)."""
+        from payapi.backup.crypto import load_repository_key, write_key_file
+        from payapi.backup.repository import Repository
+        from payapi.lab.procs import (
+            as_lab_user,
+            chown_to_lab_user,
+            ensure_lab_user,
+            is_root,
+            make_reachable,
+        )
+
+        self.backups_dir.mkdir(exist_ok=True)
+        self.backup_work_dir.mkdir(exist_ok=True)
+        key_file = self.repository_key_file
+        if not key_file.exists():
+            write_key_file(key_file)
+        key = load_repository_key(key_file)
+        with Repository.open(self.repository_url, key) as repo:
+            if not repo.initialized:
+                repo.init()
+        for sub in ("wal", "wal-index"):
+            (self.backups_dir / sub).mkdir(exist_ok=True)
+        if not is_root():
+            return
+        user = ensure_lab_user()
+        chown_to_lab_user(self.backups_dir)
+        chown_to_lab_user(self.backup_work_dir)
+        os.chown(key_file, user.pw_uid, user.pw_gid)
+        key_file.chmod(0o600)
+        os.chown(self.secrets_dir, 0, user.pw_gid)
+        self.secrets_dir.chmod(0o710)
+        for path in (self.backups_dir, self.backup_work_dir, key_file, self.config_path):
+            make_reachable(path, self.note)
+        python = Path(sys.executable).absolute()
+        make_reachable(python, self.note)
+        make_reachable(python.resolve(), self.note)
+        # Can the archiver (the lab user) run, read its config and key, open the
+        # repository? A fetch of a name that is never archived answers 1 when it can.
+        probe = subprocess.run(
+            as_lab_user(
+                [
+                    str(python),
+                    "-m",
+                    "payapi",
+                    "--config",
+                    str(self.config_path),
+                    "wal",
+                    "fetch",
+                    "--abort-on-damage",
+                    "payapi-preflight",
+                    str(self.backup_work_dir / "preflight"),
+                ]
+            ),
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd="/",
+            timeout=60,
+        )
+        if probe.returncode != 1:
+            why = (probe.stderr.strip().splitlines() or [f"exit {probe.returncode}"])[-1]
+            raise LabError(
+                f"the WAL archiver (user {user.pw_name}) cannot use the backup repository: {why}"
+            )
 
     def _ensure_vault_bootstrap(self) -> None:
         from payapi.config import load_settings
