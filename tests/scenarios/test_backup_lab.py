@@ -173,3 +173,29 @@ def test_pitr_in_place_then_production_archives_its_new_timeline(pg_lab: Lab) ->
     after = json.loads(run_cli("backup", "run", "--component", "db", "--full", "--json",
                                config=pg_lab.config_path).stdout)  # fmt: skip
     assert after["wal_start"].startswith("00000002")
+
+
+def test_logical_dump_restores_in_place(pg_lab: Lab) -> None:
+    dsn = pg_lab.pg.dsn("payment_db")
+    _psql(dsn, "CREATE TABLE payments (id serial PRIMARY KEY, reference text NOT NULL)")
+    _psql(
+        dsn, "INSERT INTO payments (reference) SELECT 'dumped-' || g FROM generate_series(1, 7) g"
+    )
+    dump = json.loads(
+        run_cli(
+            "backup", "run", "--component", "db", "--logical", "--json", config=pg_lab.config_path
+        ).stdout
+    )
+    _psql(dsn, "DELETE FROM payments WHERE id > 2")
+    _psql(dsn, "INSERT INTO payments (reference) VALUES ('not-in-the-dump')")
+    refused = run_cli(
+        "restore", "--component", "db", "--backup", dump["backup_id"], "--in-place",
+        config=pg_lab.config_path, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "--yes" in refused.stderr  # no terminal to ask on
+    run_cli(
+        "restore", "--component", "db", "--backup", dump["backup_id"], "--in-place", "--yes",
+        config=pg_lab.config_path,
+    )  # fmt: skip
+    refs = _psql(dsn, "SELECT reference FROM payments ORDER BY id").splitlines()
+    assert refs == [f"dumped-{g}" for g in range(1, 8)]

@@ -529,10 +529,14 @@ def ensure_covered(
     timeout: float,
 ) -> dict[str, Any]:
     """Make sure the archive reaches past ``target``; RestoreError naming the last
-    archived commit when it does not. Returns what was checked (for the report)."""
+    archived commit when it does not. Returns what was checked (for the report).
+
+    ``latest`` (no target) with the source reachable also switches and waits, so that
+    "latest" includes what was committed until now; ``immediate`` needs no archive.
+    """
     seg_size = int(base.meta.get("wal_segment_size") or 16 << 20)
     major = int(base.meta.get("pg_major") or 0)
-    if not target.is_point:
+    if target.kind == "immediate":
         return {"checked": "not needed", "target": target.kind}
 
     def last_commit() -> datetime | None:
