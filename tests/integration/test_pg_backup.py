@@ -94,6 +94,7 @@ def test_incremental_stores_little_records_parent_and_combines(env: BackupEnv) -
     incr = _backup(env, "incremental")
     assert incr["parent"] == full["backup_id"]
     ratio = incr["stored_bytes"] / full["stored_bytes"]  # type: ignore[operator]
+    print(f"incremental: {incr['stored_bytes']} of {full['stored_bytes']} bytes ({ratio:.2%})")
     assert ratio < 0.10, f"incremental stores {ratio:.1%} of the full backup"
 
     listed = env.cli_json("backup", "list")
@@ -229,7 +230,8 @@ def _pg_basebackups(port: int) -> list[int]:
     return pids
 
 
-def test_killing_the_process_group_leaves_no_pg_basebackup(env: BackupEnv) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killing_the_process_group_leaves_no_pg_basebackup(env: BackupEnv, sig: int) -> None:
     with env.repo() as repo:
         before = {b.backup_id for b in repo.list_backups()}
     proc = subprocess.Popen(
@@ -243,8 +245,8 @@ def test_killing_the_process_group_leaves_no_pg_basebackup(env: BackupEnv) -> No
         seen = _pg_basebackups(env.cluster.port)
         time.sleep(0.005)
     assert seen, "pg_basebackup never ran (or finished before it could be seen)"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    os.killpg(proc.pid, sig)
+    assert proc.wait(timeout=60) != 0
     deadline = time.monotonic() + 10
     while _pg_basebackups(env.cluster.port) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -223,6 +223,7 @@ def _run_database(
         fail("no database to back up: set [postgres] payment_dsn or pass --dsn")
     lock = Lock(lock_store(repo))
     with (
+        _sigterm_unwinds(),
         lock.hold(lock_name(COMPONENT), f"database {kind} backup") as held,
         progress_bar(f"{kind} backup", enabled=not as_json) as bar,
     ):
@@ -242,6 +243,22 @@ def _run_database(
                 progress=progress,
             ),
         )
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM (a scheduler stopping us) unwinds like Ctrl-C: the unfinished backup's
+    objects are deleted, pg_basebackup is stopped and the lock is released."""
+    import signal
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run_vault(repo: Repository, settings: Settings, kind: str, as_json: bool) -> BackupInfo:
@@ -296,7 +313,8 @@ def list_cmd(
 
     def human(data: list[dict[str, Any]]) -> None:
         table = Table(show_header=True)
-        for col in ("backup", "type", "parent", "finished", "size", "stored", "verified"):
+        table.add_column("backup", no_wrap=True)
+        for col in ("type", "parent", "finished", "size", "stored", "verified"):
             table.add_column(col)
         for b in data:
             table.add_row(
