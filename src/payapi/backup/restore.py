@@ -554,6 +554,14 @@ def ensure_covered(
             else "no commit found in the last archived segments"
         )
 
+    if source is not None and not source.archiving:
+        if target.is_point:
+            raise RestoreError(
+                f"the source server does not archive WAL (archive_mode = "
+                f"{source.archive_mode}): recovery to the target {target.describe()} needs "
+                f"the archive; {ends_at()}"
+            )
+        return {"checked": "source does not archive", "target": target.kind}
     if source is not None and source_dsn:
         now = datetime.fromisoformat(psql(source_dsn, "SELECT now()")[0][0].replace(" ", "T"))
         now = now if now.tzinfo else now.replace(tzinfo=UTC)
@@ -658,15 +666,19 @@ def extract_object(repo: Repository, backup_id: str, name: str, dest: Path) -> N
         tar.extractall(dest, filter="tar")
 
 
-def materialize(
-    repo: Repository, chain: Sequence[BackupInfo], dest: Path, *, bindir: Path, step: Step
-) -> None:
-    """Write the data directory of ``chain``'s last backup into ``dest``."""
+def check_restorable(chain: Sequence[BackupInfo]) -> None:
     for b in chain:
         if b.meta.get("tablespaces"):
             raise RestoreError(
                 f"backup {b.backup_id} has tablespaces; restoring them is not supported yet"
             )
+
+
+def materialize(
+    repo: Repository, chain: Sequence[BackupInfo], dest: Path, *, bindir: Path, step: Step
+) -> None:
+    """Write the data directory of ``chain``'s last backup into ``dest``."""
+    check_restorable(chain)
     if len(chain) == 1:
         step(f"extracting {chain[0].backup_id}")
         extract_object(repo, chain[0].backup_id, BASE_TAR, dest)
@@ -865,6 +877,7 @@ def restore(repo: Repository, req: RestoreRequest) -> RestoreResult:
     if base.type == LOGICAL:
         return _restore_logical(repo, base, req, to, port, database)
     chain = backup_chain(backups, base)
+    check_restorable(chain)
     end = _end(base)
     if req.target.kind == "immediate" or (
         req.backup_id and end is not None and not lineage.includes(*end)
