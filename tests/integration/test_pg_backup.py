@@ -149,13 +149,14 @@ def test_logical_dump_restores(env: BackupEnv) -> None:
 _CRASH_SCRIPT = textwrap.dedent(
     """
     import os, signal, sys
+    from pathlib import Path
     from payapi.backup.crypto import load_repository_key
     from payapi.backup.lock import Lock, lock_name
     from payapi.backup.postgres import BackupRequest, run_backup
     from payapi.backup.repository import Repository
     from payapi.cli.backup_cmd import lock_store
 
-    repo_url, key_file, dsn, phase = sys.argv[1:5]
+    repo_url, key_file, dsn, phase, work = sys.argv[1:6]
     repo = Repository.open(repo_url, load_repository_key(key_file))
 
     def die(where):
@@ -184,7 +185,7 @@ _CRASH_SCRIPT = textwrap.dedent(
         store.put = put
 
     with Lock(lock_store(repo)).hold(lock_name("database"), "crash test"):
-        run_backup(repo, BackupRequest(kind="full", dsn=dsn, phase=hook))
+        run_backup(repo, BackupRequest(kind="full", dsn=dsn, phase=hook, work_dir=Path(work)))
     sys.exit(3)  # not reached
     """
 )
@@ -196,7 +197,7 @@ def test_a_backup_killed_at_any_phase_is_invisible(env: BackupEnv, phase: str) -
         before = {b.backup_id for b in repo.list_backups()}
     res = subprocess.run(
         [sys.executable, "-c", _CRASH_SCRIPT, f"file://{env.repo_dir}", str(env.key_file),
-         env.dsn, phase],
+         env.dsn, phase, str(env.root / "work")],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert res.returncode == -signal.SIGKILL, res.stderr

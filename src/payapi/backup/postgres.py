@@ -404,16 +404,9 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
         libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def _tail(path: Path, lines: int = 3) -> str:
-    try:
-        text = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return " / ".join(line.strip() for line in text[-lines:])
-
-
 class Child:
-    """A tool run as a child: stderr to a temp file, killed and reaped on exit."""
+    """A tool run as a child: stderr to an anonymous temp file (nothing is left behind
+    even if we are killed), the child killed and reaped on exit."""
 
     def __init__(
         self,
@@ -425,8 +418,7 @@ class Child:
         what: str = "",
     ) -> None:
         self.what = what or Path(argv[0]).name
-        self._err = tempfile.NamedTemporaryFile(prefix="payapi-", suffix=".err", delete=False)  # noqa: SIM115
-        self.err_path = Path(self._err.name)
+        self._err = tempfile.TemporaryFile(prefix="payapi-")  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(
             list(argv),
             stdout=stdout,
@@ -456,12 +448,11 @@ class Child:
                 with contextlib.suppress(OSError):
                     stream.close()
         self._err.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.err_path.unlink()
 
-    def stderr_tail(self) -> str:
-        self._err.flush()
-        return _tail(self.err_path)
+    def stderr_tail(self, lines: int = 3) -> str:
+        self._err.seek(0)
+        text = self._err.read()[-8192:].decode("utf-8", "replace").strip().splitlines()
+        return " / ".join(line.strip() for line in text[-lines:])
 
     def finish(self, timeout: float | None = None) -> None:
         """Wait for the exit; PgBackupError with the tool's last words if it failed."""
