@@ -31,8 +31,8 @@ JSON_OPTION = typer.Option(False, "--json", help="Print JSON (for automation).")
 
 # The components `backup run` has an engine for (each imported only when used):
 # database -> payapi.backup.postgres, vault -> payapi.backup.vault_backup,
-# redis -> payapi.backup.redis_backup.
-ENGINES = ("database", "vault", "redis")
+# redis -> payapi.backup.redis_backup, configuration -> payapi.backup.config_export.
+ENGINES = ("database", "vault", "redis", "configuration")
 
 
 def resolve_component(name: str) -> str:
@@ -171,6 +171,7 @@ def run_cmd(
     if canonical not in ENGINES:
         fail(f"no backup engine for component {canonical!r} (one of {', '.join(ENGINES)})")
     kind = kinds[0] if kinds else None
+    extra: dict[str, Any] = {}
     settings = get_ctx(ctx).settings
     with open_repository(settings) as repo:
         try:
@@ -178,6 +179,8 @@ def run_cmd(
                 result = _run_database(repo, settings, kind or FULL, dsn, wal_timeout, as_json)
             elif canonical == "vault":
                 result = _run_vault(repo, settings, kind or FULL, as_json)
+            elif canonical == "configuration":
+                result, extra = _run_config(repo, settings, kind, as_json)
             else:
                 result = _run_redis(repo, settings, kind, as_json)
         except (PgBackupError, RepositoryError, LockError) as exc:
@@ -196,6 +199,7 @@ def run_cmd(
         "objects": result.objects,
         "wal_start": result.wal_start,
         "wal_end": result.wal_end,
+        **{k: v for k, v in extra.items() if k not in ("started_at", "finished_at")},
     }
     emit(
         out,
@@ -205,6 +209,9 @@ def run_cmd(
             f"({_size(d['stored_bytes'])} stored), {d['objects']} objects"
         ),
     )
+    if extra.get("push_errors"):
+        remote, error = next(iter(extra["push_errors"].items()))
+        fail(f"configuration stored, but pushing to remote {remote} failed: {error}")
 
 
 def _run_database(
@@ -272,13 +279,43 @@ def _run_vault(repo: Repository, settings: Settings, kind: str, as_json: bool) -
 
 
 def _run_redis(repo: Repository, settings: Settings, kind: str | None, as_json: bool) -> BackupInfo:
-    from payapi.backup.lock import Lock, lock_name
-    from payapi.backup.redis_backup import COMPONENT, run_redis_backup
+    from payapi.backup.redis_backup import run_redis_backup
 
     if kind is not None:
         fail("a Redis backup is an RDB snapshot: no --full/--incremental/--logical", EXIT_USAGE)
-    with Lock(lock_store(repo)).hold(lock_name(COMPONENT), "redis snapshot backup"):
-        return run_redis_backup(repo, settings.redis, progress=None if as_json else info)
+    # run_redis_backup holds the component's lock itself.
+    return run_redis_backup(repo, settings.redis, progress=None if as_json else info)
+
+
+def config_git_dir(settings: Settings) -> Path:
+    """Where configuration exports are committed: ``[config_backup] git_dir``, else a
+    ``config-git`` folder beside the config file."""
+    section = settings.config_backup
+    if section.git_dir is not None:
+        return section.git_dir
+    if settings.config_path is None:
+        fail("set [config_backup] git_dir (or run with --config)", EXIT_USAGE)
+    return settings.config_path.parent / "config-git"
+
+
+def _run_config(
+    repo: Repository, settings: Settings, kind: str | None, as_json: bool
+) -> tuple[BackupInfo, dict[str, Any]]:
+    from payapi.backup.config_export import default_sources, run_config_backup
+
+    if kind is not None:
+        fail("a configuration backup is an export: no --full/--incremental/--logical", EXIT_USAGE)
+    section = settings.config_backup
+    result = run_config_backup(
+        repo,
+        section,
+        sources=default_sources(settings),
+        git_dir=config_git_dir(settings),
+        remotes=section.remotes,
+        kube_context=section.kube_context,
+        progress=None if as_json else info,
+    )
+    return result.backup, result.to_json()
 
 
 def _size(n: int) -> str:

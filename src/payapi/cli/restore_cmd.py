@@ -1,10 +1,13 @@
-"""`payapi restore --component db …`: restore a backup, optionally to a point in time.
+"""`payapi restore --component db|vault|redis|config …`: restore a backup.
 
     payapi restore --component db --to DIR [--backup ID]
                    [--target-time ISO8601 | --target-lsn LSN | --target-xid XID]
                    [--port P --start] [--json]
     payapi restore --component db --stop --to DIR
     payapi restore --component db --in-place [--yes] [target options]
+    payapi restore --component vault [--backup ID] [--yes | --to DSN]
+    payapi restore --component redis [--backup ID] [--yes] [--rebuild] [--keep-tokens]
+    payapi restore --component config --to DIR [--backup ID] [--decrypt-secrets]
 
 The work is :mod:`payapi.backup.restore`; this command parses, confirms and prints.
 """
@@ -37,7 +40,11 @@ def restore(
     target_immediate: bool = typer.Option(
         False, "--target-immediate", help="Stop as soon as the backup is consistent."
     ),
-    to: Path | None = typer.Option(None, "--to", help="The new data directory."),
+    to: str | None = typer.Option(
+        None,
+        "--to",
+        help="db, config: the new folder; vault: the DSN of a fresh database.",
+    ),
     port: int | None = typer.Option(
         None, "--port", help="Port of the restored server (0 or absent: a free one)."
     ),
@@ -56,18 +63,183 @@ def restore(
     recovery_timeout: float = typer.Option(
         1800.0, "--recovery-timeout", help="Seconds to wait for recovery to finish."
     ),
+    rebuild: bool = typer.Option(
+        False, "--rebuild", help="redis: start empty instead (clients re-authenticate)."
+    ),
+    keep_tokens: bool = typer.Option(
+        False,
+        "--keep-tokens",
+        help="redis: keep tokens the audit log does not show revoked since the snapshot.",
+    ),
+    decrypt_secrets: bool = typer.Option(
+        False, "--decrypt-secrets", help="config: write Secret values in clear (mode 0600)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (for automation)."),
 ) -> None:
-    """Restore the database into a new data directory (or in place), optionally to a
-    point in time; --start boots it on --port and prints its DSN."""
+    """Restore a backup. The database: into a new data directory (or in place), optionally
+    to a point in time; --start boots it on --port and prints its DSN. The vault and
+    Redis: in place (after confirmation, or --yes). The configuration: into --to DIR."""
+    from payapi.cli.backup_cmd import resolve_component
+
+    canonical = resolve_component(component)
+    if canonical == "database":
+        _restore_database(
+            ctx, backup, target_time, target_lsn, target_xid, target_immediate,
+            Path(to) if to is not None else None, port, start, stop, in_place, yes,
+            timeline, archive_timeout, recovery_timeout, as_json,
+        )  # fmt: skip
+    elif canonical == "vault":
+        _restore_vault(ctx, backup, to, yes, as_json)
+    elif canonical == "redis":
+        _restore_redis(ctx, backup, yes, rebuild, keep_tokens, as_json)
+    elif canonical == "configuration":
+        _restore_config(ctx, backup, to, decrypt_secrets, as_json)
+    else:
+        fail(f"no restore for component {canonical!r} (db, vault, redis, config)", EXIT_USAGE)
+
+
+def _confirm(question: str, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        fail(f"{question} Confirm with --yes", EXIT_USAGE)
+    if not typer.confirm(question):
+        fail("cancelled", EXIT_USAGE)
+
+
+def _restore_vault(
+    ctx: typer.Context, backup: str | None, to: str | None, yes: bool, as_json: bool
+) -> None:
+    from payapi.backup.vault_backup import VaultBackupError, restore_vault
+    from payapi.cli.backup_cmd import open_repository
+
+    settings = get_ctx(ctx).settings
+    if to is None:
+        _confirm(
+            f"Replace the vault's secrets, policies and keys with "
+            f"{'backup ' + backup if backup else 'the newest vault backup'}?",
+            yes,
+        )
+    with open_repository(settings) as repo:
+        try:
+            result = restore_vault(
+                repo,
+                settings,
+                backup_id=backup,
+                target_dsn=to,
+                progress=None if as_json else info,
+            )
+        except VaultBackupError as exc:
+            fail(str(exc))
+    out = result.to_json()
+
+    def human(d: dict[str, Any]) -> None:
+        console.print(
+            f"restored vault backup {d['backup_id']} (chain of {len(d['chain'])}) "
+            f"into {d['target']}"
+        )
+        for w in d.get("warnings", []):
+            console.print(f"[yellow]warning:[/yellow] {w}")
+
+    emit(out, as_json=as_json, human=human)
+    if result.healthy is False:
+        fail("the vault did not answer its health check after the restore")
+
+
+def _restore_redis(
+    ctx: typer.Context, backup: str | None, yes: bool, rebuild: bool, keep_tokens: bool,
+    as_json: bool,
+) -> None:  # fmt: skip
+    import asyncio
+
     from payapi.backup.errors import RepositoryError
-    from payapi.backup.postgres import COMPONENT, PgBackupError, is_component
+    from payapi.backup.redis_backup import LabRedisControl, restore_redis, revocations_from_audit
+    from payapi.cli.backup_cmd import open_repository
+    from payapi.lab.platform import Lab
+
+    settings = get_ctx(ctx).settings
+    cfg = settings.config_path
+    if cfg is None or not (cfg.parent / "lab.json").exists():
+        fail("restoring Redis in place controls the lab's Redis: use the config of a lab")
+    what = "an empty Redis (rebuild)" if rebuild else (f"backup {backup}" if backup else
+                                                       "the newest Redis snapshot")  # fmt: skip
+    _confirm(f"Stop the lab's Redis and replace its data with {what}?", yes)
+    dsn = settings.postgres.payment_dsn
+    revocations = None
+    if keep_tokens and dsn:
+
+        def revocations(since: Any) -> Any:
+            return asyncio.run(revocations_from_audit(dsn, since))
+
+    with open_repository(settings) as repo:
+        try:
+            result = restore_redis(
+                repo,
+                settings.redis,
+                LabRedisControl(Lab(cfg.parent)),
+                backup_id=backup,
+                rebuild=rebuild,
+                revocations=revocations,
+                progress=None if as_json else info,
+            )
+        except RepositoryError as exc:
+            fail(str(exc))
+    emit(
+        result.to_json(),
+        as_json=as_json,
+        human=lambda d: console.print(
+            f"redis {d['mode']}: {d['final_keys']} keys"
+            + (f" from backup {d['backup_id']}" if d.get("backup_id") else "")
+        ),
+    )
+
+
+def _restore_config(
+    ctx: typer.Context, backup: str | None, to: str | None, decrypt: bool, as_json: bool
+) -> None:
+    from payapi.backup.config_export import restore_config
+    from payapi.backup.errors import RepositoryError
+    from payapi.cli.backup_cmd import open_repository
+
+    if to is None:
+        fail("say where to check the export out: --to DIR", EXIT_USAGE)
+    settings = get_ctx(ctx).settings
+    with open_repository(settings) as repo:
+        try:
+            result = restore_config(repo, backup, Path(to), decrypt_secrets=decrypt)
+        except RepositoryError as exc:
+            fail(str(exc))
+    emit(
+        result.to_json(),
+        as_json=as_json,
+        human=lambda d: console.print(f"checked out configuration export into {to}"),
+    )
+
+
+def _restore_database(
+    ctx: typer.Context,
+    backup: str | None,
+    target_time: str | None,
+    target_lsn: str | None,
+    target_xid: str | None,
+    target_immediate: bool,
+    to: Path | None,
+    port: int | None,
+    start: bool,
+    stop: bool,
+    in_place: bool,
+    yes: bool,
+    timeline: int | None,
+    archive_timeout: float,
+    recovery_timeout: float,
+    as_json: bool,
+) -> None:
+    from payapi.backup.errors import RepositoryError
+    from payapi.backup.postgres import COMPONENT, PgBackupError
     from payapi.backup.restore import RestoreRequest, parse_target, stop_server
     from payapi.cli.backup_cmd import open_repository, restore_command_for
     from payapi.lab.procs import LabError
 
-    if not is_component(component):
-        fail(f"restore supports the database component (db), not {component!r}", EXIT_USAGE)
     if stop:
         if to is None:
             fail("--stop needs --to DIR (the restored data directory)", EXIT_USAGE)
