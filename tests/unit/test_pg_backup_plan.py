@@ -24,6 +24,7 @@ from payapi.backup.postgres import (
     lsn_segment,
     parse_backup_label,
     parse_lsn,
+    parse_major,
     parse_manifest,
     parse_segment,
     segment_name,
@@ -93,6 +94,20 @@ def test_backup_label_and_manifest() -> None:
     assert wal_range(summary, 1, SEG) == ("000000010000000000000002", "000000010000000000000002")
     with pytest.raises(PgBackupError):
         parse_manifest(b"{}")
+
+
+def test_version_1_manifest_has_no_system_identifier() -> None:
+    # PostgreSQL 13-16 write manifest version 1, without System-Identifier.
+    manifest = json.dumps(
+        {
+            "PostgreSQL-Backup-Manifest-Version": 1,
+            "Files": [{"Path": "backup_label"}],
+            "WAL-Ranges": [{"Timeline": 1, "Start-LSN": "0/2000028", "End-LSN": "0/2000100"}],
+        }
+    ).encode()
+    summary = parse_manifest(manifest)
+    assert summary.system_identifier == ""
+    assert (summary.timeline, summary.start_lsn, summary.end_lsn) == (1, 0x2000028, 0x2000100)
 
 
 def _tar(members: dict[str, bytes]) -> bytes:
@@ -322,3 +337,26 @@ def test_basebackup_command_line() -> None:
     assert argv[:5] == ["/b/pg_basebackup", "-d", "postgresql://x", "-D", "-"]
     assert "-X" in argv and argv[argv.index("-X") + 1] == "fetch"
     assert argv[-1] == "--incremental=/m"
+
+
+def test_parse_major_reads_distribution_version_strings() -> None:
+    assert parse_major("postgres (PostgreSQL) 18.6\n") == 18
+    assert parse_major("postgres (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)\n") == 15
+    assert parse_major("pg_basebackup (PostgreSQL) 17.2 (Ubuntu 17.2-1.pgdg24.04+1)") == 17
+    assert parse_major("postgres (PostgreSQL) 19devel") == 19
+    assert parse_major("nothing here") is None
+
+
+def test_settings_of_a_pre_17_data_directory_omit_summarize_wal(tmp_path: Path) -> None:
+    # A restored PostgreSQL 15 backup gets the lab's settings too; an unknown setting
+    # would stop it from starting.
+    from payapi.lab.postgres import PgCluster
+
+    for major, expected in (("15", False), ("18", True)):
+        datadir = tmp_path / major
+        datadir.mkdir()
+        (datadir / "PG_VERSION").write_text(f"{major}\n")
+        PgCluster(datadir=datadir, port=5999, logfile=datadir / "log").write_settings()
+        conf = (datadir / "postgresql.auto.conf").read_text()
+        assert ("summarize_wal" in conf) is expected
+        assert "port = 5999" in conf

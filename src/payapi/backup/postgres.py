@@ -164,7 +164,8 @@ def parse_backup_label(text: str) -> BackupLabel:
 
 @dataclass(frozen=True)
 class ManifestSummary:
-    """The parts of a ``backup_manifest`` the repository records."""
+    """The parts of a ``backup_manifest`` the repository records. ``system_identifier`` is
+    empty for a version 1 manifest (PostgreSQL 13-16 do not write one)."""
 
     system_identifier: str
     timeline: int
@@ -181,7 +182,7 @@ def parse_manifest(data: bytes) -> ManifestSummary:
         end = ranges[0]
         start = ranges[-1]
         return ManifestSummary(
-            system_identifier=str(doc["System-Identifier"]),
+            system_identifier=str(doc.get("System-Identifier", "")),
             timeline=int(end["Timeline"]),
             start_lsn=parse_lsn(start["Start-LSN"]),
             end_lsn=parse_lsn(end["End-LSN"]),
@@ -346,6 +347,15 @@ def basebackup_argv(
 # --------------------------------------------------------------------------- binaries
 
 
+def parse_major(version_output: str) -> int | None:
+    """The major version in ``postgres --version`` output: ``postgres (PostgreSQL) 18.6``,
+    or a distribution's ``postgres (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)``."""
+    m = re.search(r"\(PostgreSQL\)\s+(\d+)", version_output) or re.search(
+        r"(?<![\w.])(\d+)(?:\.\d+|devel|beta\d*|rc\d*)", version_output
+    )
+    return int(m.group(1)) if m else None
+
+
 def _major_of(bindir: Path, program: str = "postgres") -> int | None:
     try:
         out = subprocess.run(
@@ -357,8 +367,7 @@ def _major_of(bindir: Path, program: str = "postgres") -> int | None:
         ).stdout
     except OSError:
         return None
-    m = re.search(r"(\d+)(?:\.\d+)?", out.split(")")[-1] if ")" in out else out)
-    return int(m.group(1)) if m else None
+    return parse_major(out)
 
 
 def client_bindir() -> Path:
@@ -735,7 +744,7 @@ def _physical_backup(
             raise PgBackupError(f"the backup stream has no {exc.args[0]}") from None
         bl = parse_backup_label(label_text)
         summary = parse_manifest(manifest_bytes)
-        if summary.system_identifier != info.system_identifier:
+        if summary.system_identifier and summary.system_identifier != info.system_identifier:
             raise PgBackupError("the backup's system identifier differs from the server's")
         writer.add_bytes(MANIFEST_OBJECT, manifest_bytes)
         _phase(req, "objects")

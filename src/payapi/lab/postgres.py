@@ -112,8 +112,20 @@ class PgCluster:
         )
         self.write_settings()
 
+    def major(self) -> int | None:
+        """The data directory's PostgreSQL major version (``PG_VERSION``), if readable."""
+        try:
+            return int((self.datadir / "PG_VERSION").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
     def write_settings(self) -> None:
         merged = {**BASE_SETTINGS, "port": str(self.port), **self.settings}
+        major = self.major()
+        if major is not None and major < 17:
+            # Unknown settings are fatal at start-up: summarize_wal is PostgreSQL 17+
+            # (a restored PostgreSQL 15/16 backup must still boot).
+            merged.pop("summarize_wal", None)
         conf = self.datadir / "postgresql.auto.conf"
         lines = ["# Managed by payapi lab; rewritten on every start.\n"]
         lines += [f"{k} = {v}\n" for k, v in merged.items()]
