@@ -9,10 +9,12 @@ variable), because secrets have one home, the vault.
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -88,6 +90,50 @@ class RedisSettings(BaseModel):
     socket_timeout_seconds: float = 0.5
 
 
+PRIMARY = "primary"  # the name of ``[backup] repository`` among the repositories
+_REPOSITORY_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+WalCopyMode = Literal["push", "require", "copy"]
+
+
+class SecondaryRepository(BaseModel):
+    """``[backup.secondary.NAME]``: another repository (another folder, another bucket,
+    the DR region's) that receives a copy of every backup and WAL segment.
+
+    The key is the primary's unless ``key_file`` or ``key_env`` names another one.
+    ``wal`` says how WAL reaches it: ``push`` (``wal push`` also pushes there; a failure
+    is reported but does not fail the archive), ``require`` (a failure fails the archive,
+    so PostgreSQL retries), ``copy`` (only ``backup copy`` and ``backup run`` copy it).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str
+    key_file: Path | None = None
+    key_env: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_sse: str | None = "AES256"
+    s3_region: str | None = None
+    wal: WalCopyMode = "push"
+
+
+@dataclass(frozen=True)
+class RepositoryLocation:
+    """One repository, resolved: where it is and where its key comes from (never the key)."""
+
+    name: str
+    url: str
+    key_file: Path | None
+    key_env: str
+    s3_endpoint_url: str | None = None
+    s3_sse: str | None = "AES256"
+    s3_region: str | None = None
+    wal: WalCopyMode = "push"
+
+    @property
+    def primary(self) -> bool:
+        return self.name == PRIMARY
+
+
 class BackupSettings(BaseModel):
     """The backup repository. The key is referenced (file or env var), never stored here
     and never in the repository."""
@@ -99,6 +145,53 @@ class BackupSettings(BaseModel):
     s3_sse: str | None = "AES256"
     # Scratch space for restore tests and staging (defaults to a temp dir).
     work_dir: Path | None = None
+    # [backup.secondary.NAME] tables: copies of every backup and WAL segment.
+    secondaries: dict[str, SecondaryRepository] = Field(
+        default_factory=dict, validation_alias=AliasChoices("secondary", "secondaries")
+    )
+
+    @field_validator("secondaries")
+    @classmethod
+    def _check_names(cls, value: dict[str, SecondaryRepository]) -> dict[str, SecondaryRepository]:
+        for name in value:
+            if name == PRIMARY or not _REPOSITORY_NAME.match(name):
+                raise ValueError(
+                    f"secondary repository name {name!r}: lowercase letters, digits, - and _ "
+                    f"(and not {PRIMARY!r})"
+                )
+        return value
+
+    def location(self, name: str | None = None) -> RepositoryLocation:
+        """The primary repository (``name`` None or ``primary``) or a secondary by name;
+        :class:`ConfigError` for a name that is not configured."""
+        if name is None or name == PRIMARY:
+            return RepositoryLocation(
+                PRIMARY,
+                self.repository,
+                self.key_file,
+                self.key_env,
+                self.s3_endpoint_url,
+                self.s3_sse,
+            )
+        found = self.secondaries.get(name)
+        if found is None:
+            known = ", ".join([PRIMARY, *sorted(self.secondaries)])
+            raise ConfigError(f"no backup repository named {name!r} (configured: {known})")
+        own_key = found.key_file is not None or found.key_env is not None
+        return RepositoryLocation(
+            name,
+            found.url,
+            found.key_file if own_key else self.key_file,
+            (found.key_env or self.key_env) if own_key else self.key_env,
+            found.s3_endpoint_url,
+            found.s3_sse,
+            found.s3_region,
+            found.wal,
+        )
+
+    def locations(self) -> list[RepositoryLocation]:
+        """The primary, then every secondary (by name)."""
+        return [self.location(), *(self.location(n) for n in sorted(self.secondaries))]
 
 
 DEFAULT_NAMESPACE = "payment-system"
@@ -233,6 +326,8 @@ def _resolve_relative_paths(settings: Settings, base: Path) -> None:
     settings.audit.head_file = fix(settings.audit.head_file)
     settings.backup.key_file = fix(settings.backup.key_file)
     settings.backup.work_dir = fix(settings.backup.work_dir)
+    for secondary in settings.backup.secondaries.values():
+        secondary.key_file = fix(secondary.key_file)
     cb = settings.config_backup
     cb.git_dir = fix(cb.git_dir)
     cb.deploy_dir = fix(cb.deploy_dir)

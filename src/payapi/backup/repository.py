@@ -94,6 +94,9 @@ _WAL_NAME = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._-]{0,127}$")
 
 M = TypeVar("M", bound=BaseModel)
 
+SERIES_TAG = "payapi-series"
+WAL_SERIES = "database/wal"  # the repository's WAL archive is the PostgreSQL cluster's
+
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
@@ -122,6 +125,22 @@ def _check_object_name(name: str) -> str:
         return check_store_key(name)
     except RepositoryError:
         raise ValueError(f"invalid object name {name!r}") from None
+
+
+def object_tags(key: str) -> dict[str, str]:
+    """The tags an object is stored with (S3 object tags): ``payapi-series`` =
+    ``<component>/<type>`` of the backup it belongs to, or ``database/wal`` for WAL and
+    its index. Bucket lifecycle rules select on it (``payapi retention lifecycle``), so
+    that each series can expire after its own retention. Other keys get no tags."""
+    head, _, rest = key.partition("/")
+    if head in ("wal", "wal-index") and rest:
+        return {SERIES_TAG: WAL_SERIES}
+    if head in ("data", "manifests", "verified"):
+        backup_id = rest.split("/", 1)[0]
+        if _BACKUP_ID.match(backup_id):
+            _stamp, component, type_, _hex = backup_id.split("-")
+            return {SERIES_TAG: f"{component}/{type_}"}
+    return {}
 
 
 def _sha256_file(path: Path) -> tuple[int, str]:
@@ -179,6 +198,7 @@ class BackupWriter:
         self._wal_end: str | None = None
         self._meta: dict[str, Any] = {}
         self._state = "open"
+        self._manifest_attempted = False
 
     def __enter__(self) -> Self:
         return self
@@ -244,8 +264,11 @@ class BackupWriter:
             raise ValueError(f"backup metadata must be JSON: {exc}") from None
         self._meta.update(kv)
 
-    def commit(self) -> BackupInfo:
-        """Write the manifest, last and atomically; from now on the backup exists."""
+    def commit(self, *, finished_at: datetime | None = None) -> BackupInfo:
+        """Write the manifest, last and atomically; from now on the backup exists.
+
+        ``finished_at`` (default: now) is for copies, which keep the original's.
+        """
         self._check_open()
         repo = self._repo
         present = {e.key for e in repo.store.list(f"{DATA}{self.backup_id}/")}
@@ -259,13 +282,14 @@ class BackupWriter:
             type=self.type,
             parent=self.parent,
             started_at=self.started_at,
-            finished_at=max(repo.now(), self.started_at),
+            finished_at=finished_at or max(repo.now(), self.started_at),
             wal_start=self._wal_start,
             wal_end=self._wal_end,
             tool_version=__version__,
             meta=self._meta,
             objects=self._entries,
         )
+        self._manifest_attempted = True
         repo.put_model(MANIFESTS + self.backup_id, manifest, self._data_key, exclusive=True)
         self._state = "committed"
         return manifest.info()
@@ -276,7 +300,10 @@ class BackupWriter:
             return
         self._state = "aborted"
         # A commit whose manifest write landed but whose reply was lost: manifest first.
-        self._repo.store.delete(MANIFESTS + self.backup_id)
+        # (Only then: a copy keeps another repository's id, which this writer checked was
+        # free, and must never delete a manifest it did not write.)
+        if self._manifest_attempted:
+            self._repo.store.delete(MANIFESTS + self.backup_id)
         leftovers = {e.key for e in self._repo.store.list(f"{DATA}{self.backup_id}/")}
         self._repo.store.delete_many(sorted(leftovers | set(self._written)))
 
@@ -295,6 +322,7 @@ class Repository:
         if len(key) != KEY_BYTES:
             raise KeyUnavailable("a repository key is 32 bytes")
         self.store = store
+        store.tags_for = object_tags
         self.key = key
         self.now = clock or _utcnow
         self._chunk_size = chunk_size
@@ -421,15 +449,38 @@ class Repository:
 
     # --- backups -----------------------------------------------------------------------
 
-    def begin_backup(self, component: str, type: str, parent: str | None = None) -> BackupWriter:
+    def begin_backup(
+        self,
+        component: str,
+        type: str,
+        parent: str | None = None,
+        *,
+        backup_id: str | None = None,
+        started_at: datetime | None = None,
+    ) -> BackupWriter:
+        """Start a backup; its id is made from the start time, component and type.
+
+        ``backup_id`` and ``started_at`` are for copies of a backup from another
+        repository (:mod:`payapi.backup.copy`), which keep the original's: the id must
+        name this component and type, and no backup may have it here yet.
+        """
         self.require_config()
         _check_label(component, "component")
         _check_label(type, "backup type")
         if parent is not None and not self.store.exists(MANIFESTS + _check_backup_id(parent)):
             raise NotFound(f"parent backup {parent} not found in {self.url}")
-        started = self.now()
-        stamp = started.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-        backup_id = f"{stamp}-{component}-{type}-{secrets.token_hex(3)}"
+        if started_at is not None and started_at.utcoffset() is None:
+            raise ValueError("started_at must be timezone-aware")
+        started = started_at or self.now()
+        if backup_id is None:
+            stamp = started.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+            backup_id = f"{stamp}-{component}-{type}-{secrets.token_hex(3)}"
+        else:
+            _check_backup_id(backup_id)
+            if backup_id.split("-")[1:3] != [component, type]:
+                raise ValueError(f"backup id {backup_id} is not a {component} {type} backup")
+            if self.store.exists(MANIFESTS + backup_id):
+                raise AlreadyExists(f"backup {backup_id} already exists in {self.url}")
         return BackupWriter(self, backup_id, component, type, parent, started)
 
     def _manifest_ids(self) -> list[str]:
@@ -780,9 +831,32 @@ class Repository:
                     )
                 )
 
-    def _verify_wal(self, report: VerifyReport) -> None:
-        stored = {e.key[len(WAL) :] for e in self.store.list(WAL)}
-        for name in self.list_wal():
+    def verify_wal(self, names: Iterable[str]) -> VerifyReport:
+        """Check the named WAL segments end to end (as :meth:`verify` does for all)."""
+        self.require_config()
+        report = VerifyReport(started_at=self.now())
+        self._verify_wal(report, sorted(set(names)))
+        report.finished_at = self.now()
+        return report
+
+    def _verify_wal(self, report: VerifyReport, names: list[str] | None = None) -> None:
+        """Every archived segment, or only ``names`` (then a name that is not archived is
+        a problem, and objects are looked up one by one instead of listed)."""
+        if names is None:
+            listed = {e.key[len(WAL) :] for e in self.store.list(WAL)}
+            todo, explicit = self.list_wal(), False
+
+            def stored(name: str) -> bool:
+                return name in listed
+        else:
+            todo, explicit = names, True
+
+            def stored(name: str) -> bool:
+                return self.store.exists(WAL + name)
+
+        for name in todo:
+            if explicit:
+                check_wal_name(name)
             try:
                 entry = self._wal_entry(name)
             except CorruptObject as exc:
@@ -795,7 +869,16 @@ class Repository:
                     )
                 )
                 continue
-            except NotFound:  # deleted while verifying
+            except NotFound:  # deleted while verifying (or, when named, never archived)
+                if explicit:
+                    report.problems.append(
+                        VerifyProblem(
+                            backup_id=None,
+                            object=f"wal-index/{name}",
+                            kind="missing",
+                            detail="not archived in this repository",
+                        )
+                    )
                 continue
             report.wal_checked += 1
             if entry.name != name:
@@ -808,7 +891,7 @@ class Repository:
                     )
                 )
                 continue
-            if name not in stored:
+            if not stored(name):
                 report.problems.append(
                     VerifyProblem(
                         backup_id=None,

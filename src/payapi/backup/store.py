@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import abc
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -44,9 +44,15 @@ def check_key(key: str) -> str:
 
 
 class Store(abc.ABC):
-    """An object store holding a repository. ``url`` is safe to print (no credentials)."""
+    """An object store holding a repository. ``url`` is safe to print (no credentials).
+
+    ``tags_for``, when set (the repository sets it), gives the tags to attach to an object
+    by its key: S3 stores send them as object tags, which lifecycle rules can select on;
+    other stores ignore them.
+    """
 
     url: str
+    tags_for: Callable[[str], Mapping[str, str]] | None = None
 
     @abc.abstractmethod
     def put(self, key: str, blocks: Iterable[bytes], *, exclusive: bool = False) -> None:

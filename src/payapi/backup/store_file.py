@@ -83,6 +83,25 @@ class FileStore(Store):
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
+    def _owner(self) -> tuple[int, int] | None:
+        """Who new files and folders are given to: when root writes into a repository
+        that belongs to another user (the lab's PostgreSQL archives and fetches WAL as
+        its own user, also from copies that root made), that user; otherwise nobody."""
+        if os.geteuid() != 0:
+            return None
+        try:
+            st = self.root.stat()
+        except OSError:
+            return None
+        return None if st.st_uid == 0 else (st.st_uid, st.st_gid)
+
+    def _give(self, folder: Path, owner: tuple[int, int]) -> None:
+        for d in (folder, *folder.parents):
+            if d == self.root or self.root not in d.parents:
+                break
+            if d.stat().st_uid != owner[0]:
+                os.chown(d, *owner)
+
     @staticmethod
     def _fsync_dir(path: Path) -> None:
         fd = os.open(path, os.O_RDONLY)
@@ -96,9 +115,19 @@ class FileStore(Store):
     def put(self, key: str, blocks: Iterable[bytes], *, exclusive: bool = False) -> None:
         path = self._path(key)
         tmp = path.with_name(f"{TEMP_PREFIX}{path.name}-{secrets.token_hex(6)}")
+        owner = self._owner()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            if owner is not None:
+                self._give(path.parent, owner)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            if owner is not None:
+                try:
+                    os.fchown(fd, *owner)
+                except OSError:
+                    os.close(fd)
+                    tmp.unlink()
+                    raise
         except OSError as exc:
             raise self.error(exc, "write", key) from None
         try:

@@ -22,7 +22,7 @@ import io
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import boto3
 import botocore.exceptions as bexc
@@ -176,6 +176,10 @@ class S3Store(Store):
     def put(self, key: str, blocks: Iterable[bytes], *, exclusive: bool = False) -> None:
         full = self._key(key)
         cond: dict[str, Any] = {"IfNoneMatch": "*"} if exclusive else {}
+        extra = dict(self._extra)
+        tags = self.tags_for(key) if self.tags_for is not None else None
+        if tags:
+            extra["Tagging"] = urlencode(sorted(tags.items()))
         if exclusive and self.exists(key):  # for stores that ignore If-None-Match
             raise AlreadyExists(f"{key} already exists in {self.url}")
         buf = bytearray()
@@ -191,7 +195,7 @@ class S3Store(Store):
                             "write",
                             key,
                             lambda: self.client.create_multipart_upload(
-                                Bucket=self.bucket, Key=full, **self._extra
+                                Bucket=self.bucket, Key=full, **extra
                             )["UploadId"],
                         )
                     self._upload_part(full, key, upload_id, parts, bytes(buf[:size]))
@@ -203,7 +207,7 @@ class S3Store(Store):
                     "write",
                     key,
                     lambda: self.client.put_object(
-                        Bucket=self.bucket, Key=full, Body=body, **self._extra, **cond
+                        Bucket=self.bucket, Key=full, Body=body, **extra, **cond
                     ),
                 )
                 return

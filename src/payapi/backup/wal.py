@@ -28,11 +28,12 @@ setting, or by ``--repository``/``--key-file``.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from payapi.backup.repository import Repository
@@ -54,6 +55,11 @@ class WalError(Exception):
         self.code = code
 
 
+PRIMARY = "primary"  # = payapi.config.PRIMARY
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+_SECONDARY_FIELDS = ("url", "key_file", "key_env", "s3_endpoint_url", "s3_sse", "s3_region", "wal")
+
+
 @dataclass(frozen=True)
 class RepositoryRef:
     """Where the repository is and where its key comes from (never the key itself)."""
@@ -63,6 +69,9 @@ class RepositoryRef:
     key_env: str = DEFAULT_KEY_ENV
     s3_endpoint_url: str | None = None
     s3_sse: str | None = "AES256"
+    name: str = PRIMARY
+    s3_region: str | None = None
+    wal: str = "push"  # for a secondary: push | require | copy (see payapi.config)
 
 
 def _env(environ: Mapping[str, str], name: str) -> str | None:
@@ -72,6 +81,90 @@ def _env(environ: Mapping[str, str], name: str) -> str | None:
         if key.upper() == want:
             return value
     return None
+
+
+def _backup_section(
+    config: Path | str | None, env: Mapping[str, str]
+) -> tuple[dict[str, object], Path | None]:
+    raw = config if config is not None else env.get(CONFIG_ENV)
+    if not raw:
+        return {}, None
+    import tomllib
+
+    path = Path(raw).expanduser().resolve()
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except FileNotFoundError:
+        raise WalError(f"config file not found: {path}") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise WalError(f"cannot read config {path}: {exc}") from None
+    found = doc.get("backup", {})
+    return (dict(found) if isinstance(found, dict) else {}), path.parent
+
+
+def _secondaries(
+    section: Mapping[str, object], env: Mapping[str, str]
+) -> dict[str, dict[str, str]]:
+    """``[backup.secondary.NAME]`` tables, with ``$PAYAPI_BACKUP__SECONDARY__NAME__FIELD``
+    over them (names lowercased, as pydantic-settings reads them)."""
+    out: dict[str, dict[str, str]] = {}
+    tables = section.get("secondary", section.get("secondaries"))
+    if isinstance(tables, dict):
+        for name, table in tables.items():
+            if isinstance(table, dict):
+                out[str(name)] = {k: str(v) for k, v in table.items() if v is not None}
+    head = "PAYAPI_BACKUP__SECONDARY__"
+    for key, value in env.items():
+        if not key.upper().startswith(head):
+            continue
+        name, sep, field = key[len(head) :].partition("__")
+        if sep and field.lower() in _SECONDARY_FIELDS:
+            out.setdefault(name.lower(), {})[field.lower()] = value
+    return out
+
+
+def _resolve_key_path(kf: str | Path | None, base: Path | None) -> Path | None:
+    if not kf:
+        return None
+    key_path = Path(kf).expanduser()
+    if not key_path.is_absolute():
+        key_path = ((base or Path.cwd()) / key_path).resolve()
+    return key_path
+
+
+def _sse(value: str | None) -> str | None:
+    return None if value in ("", "none", "None") else (value or "AES256")
+
+
+def _secondary_ref(
+    name: str, table: Mapping[str, str], primary: RepositoryRef, base: Path | None
+) -> RepositoryRef:
+    url = table.get("url", "")
+    if not url:
+        raise WalError(f"secondary repository {name} has no url", EXIT_USAGE)
+    own_key = "key_file" in table or "key_env" in table
+    return RepositoryRef(
+        url=url,
+        key_file=_resolve_key_path(table.get("key_file"), base) if own_key else primary.key_file,
+        key_env=table.get("key_env") or primary.key_env,
+        s3_endpoint_url=table.get("s3_endpoint_url"),
+        s3_sse=_sse(table.get("s3_sse")),
+        name=name,
+        s3_region=table.get("s3_region"),
+        wal=table.get("wal", "push"),
+    )
+
+
+def secondary_refs(
+    config: Path | str | None = None, *, environ: Mapping[str, str] | None = None
+) -> list[RepositoryRef]:
+    """The configured secondary repositories (by name), read as lightly as the primary."""
+    env = os.environ if environ is None else environ
+    section, base = _backup_section(config, env)
+    primary = repository_ref(config, environ=env)
+    tables = _secondaries(section, env)
+    return [_secondary_ref(n, tables[n], primary, base) for n in sorted(tables)]
 
 
 def repository_ref(
@@ -85,25 +178,11 @@ def repository_ref(
 
     Same precedence as :func:`payapi.config.load_settings`: explicit arguments, then
     ``$PAYAPI_BACKUP__*``, then the TOML file; relative paths are relative to the file.
+    ``repository`` is a URL, or the name of a configured repository (``primary`` or a
+    ``[backup.secondary.NAME]``), whose own key and S3 settings are then used.
     """
     env = os.environ if environ is None else environ
-    raw = config if config is not None else env.get(CONFIG_ENV)
-    section: dict[str, object] = {}
-    base: Path | None = None
-    if raw:
-        import tomllib
-
-        path = Path(raw).expanduser().resolve()
-        try:
-            with open(path, "rb") as f:
-                doc = tomllib.load(f)
-        except FileNotFoundError:
-            raise WalError(f"config file not found: {path}") from None
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise WalError(f"cannot read config {path}: {exc}") from None
-        found = doc.get("backup", {})
-        section = dict(found) if isinstance(found, dict) else {}
-        base = path.parent
+    section, base = _backup_section(config, env)
 
     def pick(name: str) -> str | None:
         value = _env(env, name.upper())
@@ -112,6 +191,16 @@ def repository_ref(
             value = None if v is None else str(v)
         return value
 
+    if repository is not None and _NAME.match(repository):
+        tables = _secondaries(section, env)
+        if repository == PRIMARY:
+            repository = None
+        elif repository in tables:
+            primary = repository_ref(config, environ=env)
+            ref = _secondary_ref(repository, tables[repository], primary, base)
+            if key_file is not None:
+                ref = replace(ref, key_file=_resolve_key_path(key_file, base))
+            return ref
     url = repository or pick("repository") or ""
     if not url:
         raise WalError(
@@ -119,28 +208,26 @@ def repository_ref(
             "(or $PAYAPI_BACKUP__REPOSITORY)",
             EXIT_USAGE,
         )
-    kf: str | Path | None = key_file if key_file is not None else pick("key_file")
-    key_path: Path | None = None
-    if kf:
-        key_path = Path(kf).expanduser()
-        if not key_path.is_absolute():
-            key_path = ((base or Path.cwd()) / key_path).resolve()
-    sse = pick("s3_sse")
+    key_path = _resolve_key_path(key_file if key_file is not None else pick("key_file"), base)
     return RepositoryRef(
         url=url,
         key_file=key_path,
         key_env=pick("key_env") or DEFAULT_KEY_ENV,
         s3_endpoint_url=pick("s3_endpoint_url"),
-        s3_sse=None if sse in ("", "none", "None") else (sse or "AES256"),
+        s3_sse=_sse(pick("s3_sse")),
     )
 
 
-def open_repository(ref: RepositoryRef) -> Repository:
+def open_repository(ref: RepositoryRef, **store_options: Any) -> Repository:
     from payapi.backup.crypto import load_repository_key
     from payapi.backup.repository import Repository
 
     key = load_repository_key(ref.key_file, env=ref.key_env)
-    repo = Repository.open(ref.url, key, s3_endpoint_url=ref.s3_endpoint_url, s3_sse=ref.s3_sse)
+    if ref.s3_region is not None:
+        store_options.setdefault("region", ref.s3_region)
+    repo = Repository.open(
+        ref.url, key, s3_endpoint_url=ref.s3_endpoint_url, s3_sse=ref.s3_sse, **store_options
+    )
     try:
         repo.require_config()
     except BaseException:
@@ -273,9 +360,43 @@ def parse_argv(argv: Sequence[str]) -> Invocation | None:
     return replace(inv, args=tuple(positional))
 
 
-def _say(message: str) -> None:
-    sys.stderr.write(f"error: {' '.join(message.split())}\n")
+def _say(message: str, what: str = "error") -> None:
+    sys.stderr.write(f"{what}: {' '.join(message.split())}\n")
     sys.stderr.flush()
+
+
+# A secondary in ``push`` mode may not hold up archiving for long when it is unreachable
+# (the DR region is down): few retries, short timeouts. ``require`` keeps the defaults.
+_BEST_EFFORT_S3 = {"max_attempts": 2, "connect_timeout": 3.0, "read_timeout": 30.0}
+
+
+def push_to_secondaries(config: str | Path | None, path: Path | str) -> int:
+    """Push one WAL file to every configured secondary whose ``wal`` mode is ``push`` or
+    ``require``; the exit code: failed only if a ``require`` secondary failed. Failures
+    of ``push`` secondaries are one line on stderr (the server log): ``backup copy`` and
+    the next ``backup run`` fill the gap."""
+    from payapi.backup.errors import RepositoryError
+
+    code = EXIT_OK
+    try:
+        refs = secondary_refs(config)
+    except WalError as exc:
+        _say(str(exc))
+        return exc.code
+    for ref in refs:
+        if ref.wal not in ("push", "require"):
+            continue
+        required = ref.wal == "require"
+        try:
+            options: dict[str, Any] = {} if required else dict(_BEST_EFFORT_S3)
+            with open_repository(ref, **options) as repo:
+                push(repo, path)
+        except (RepositoryError, WalError, OSError, ValueError) as exc:
+            what = "error" if required else "warning"
+            _say(f"push to secondary {ref.name}: {exc}", what)
+            if required:
+                code = EXIT_FAILED
+    return code
 
 
 def run(inv: Invocation) -> int:
@@ -284,7 +405,19 @@ def run(inv: Invocation) -> int:
     For a fetch, only "not in the archive" is exit 1; with ``--abort-on-damage`` every
     other failure (damaged segment, unreadable key, unreachable repository, bad config)
     is 126, so that recovery stops loudly rather than ending early in silence.
+
+    A push without ``--repository`` goes to the primary repository, then to the
+    secondaries (:func:`push_to_secondaries`), also when the primary failed: the DR copy
+    then holds everything PostgreSQL handed over.
     """
+    fetching = inv.action == "fetch"
+    code = _run_one(inv)
+    if not fetching and inv.repository is None:
+        code = max(code, push_to_secondaries(inv.config, inv.args[0]))
+    return code
+
+
+def _run_one(inv: Invocation) -> int:
     from payapi.backup.errors import CorruptObject, NotFound, RepositoryError
 
     fetching = inv.action == "fetch"

@@ -11,11 +11,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.table import Table
 
+from payapi.cli import copy_cmd
 from payapi.cli.context import get_ctx
 from payapi.cli.output import EXIT_USAGE, console, emit, err_console, fail, info
 
@@ -28,6 +29,11 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Back up, list and verify backups.", no_args_is_help=True)
 
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON (for automation).")
+REPOSITORY_NAME_OPTION = typer.Option(
+    None,
+    "--repository",
+    help="A secondary repository by name (backup.secondary.NAME; default: the primary).",
+)
 
 # The components `backup run` has an engine for (each imported only when used):
 # database -> payapi.backup.postgres, vault -> payapi.backup.vault_backup,
@@ -50,33 +56,49 @@ def resolve_component(name: str) -> str:
     return canonical
 
 
-def open_repository(settings: Settings) -> Repository:
-    """The repository of ``[backup]`` (URL, key file or key variable); exit 1 if unusable."""
+def open_repository(
+    settings: Settings, name: str | None = None, *, exit_on_error: bool = True
+) -> Repository:
+    """The repository of ``[backup]`` (URL, key file or key variable), or with ``name``
+    the secondary ``[backup.secondary.NAME]`` (``primary`` is ``[backup]``); exit 1 if
+    unusable, 2 if no repository has that name. ``exit_on_error=False`` raises
+    :class:`RepositoryError` instead of exiting."""
     from payapi.backup.crypto import load_repository_key
     from payapi.backup.errors import RepositoryError
     from payapi.backup.repository import Repository
+    from payapi.config import ConfigError
 
-    section = settings.backup
-    if not section.repository:
-        fail(
+    def error(message: str) -> NoReturn:
+        if exit_on_error:
+            fail(message)
+        raise RepositoryError(message)
+
+    try:
+        where = settings.backup.location(name)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
+    if not where.url:
+        error(
             "no backup repository: set [backup] repository in the config "
             "(or $PAYAPI_BACKUP__REPOSITORY)"
         )
+    options: dict[str, Any] = {"region": where.s3_region} if where.s3_region else {}
     try:
-        key = load_repository_key(section.key_file, env=section.key_env)
+        key = load_repository_key(where.key_file, env=where.key_env)
         repo = Repository.open(
-            section.repository,
+            where.url,
             key,
-            s3_endpoint_url=section.s3_endpoint_url,
-            s3_sse=section.s3_sse,
+            s3_endpoint_url=where.s3_endpoint_url,
+            s3_sse=where.s3_sse,
+            **options,
         )
     except RepositoryError as exc:
-        fail(str(exc))
+        error(str(exc) if where.primary else f"repository {where.name}: {exc}")
     try:
         repo.require_config()
     except RepositoryError as exc:
         repo.close()
-        fail(str(exc))
+        error(str(exc) if where.primary else f"repository {where.name}: {exc}")
     return repo
 
 
@@ -90,10 +112,17 @@ def lock_store(repo: Repository) -> LockStore:
     return ObjectLockStore(repo.store, "locks/")
 
 
-def restore_command_for(settings: Settings) -> str:
-    """``restore_command`` for a restored server: the same repository and key as us."""
+def restore_command_for(settings: Settings, name: str | None = None) -> str:
+    """``restore_command`` for a restored server: the same repository and key as us
+    (a secondary by its name, which ``wal fetch`` resolves from the same config)."""
     from payapi.backup.wal import restore_command
+    from payapi.config import PRIMARY
 
+    if name is not None and name != PRIMARY:
+        if settings.config_path is not None:
+            return restore_command(settings.config_path, repository=name)
+        where = settings.backup.location(name)
+        return restore_command(None, repository=where.url, key_file=where.key_file)
     return restore_command(
         settings.config_path,
         repository=settings.backup.repository or None,
@@ -163,6 +192,8 @@ def run_cmd(
     from payapi.backup.errors import RepositoryError
     from payapi.backup.lock import LockError
     from payapi.backup.postgres import FULL, INCREMENTAL, LOGICAL, PgBackupError
+    from payapi.cli.copy_cmd import copy_after_backup
+    from payapi.cli.copy_cmd import describe as describe_copy
 
     kinds = [k for k, on in ((FULL, full), (INCREMENTAL, incremental), (LOGICAL, logical)) if on]
     if len(kinds) > 1:
@@ -187,6 +218,8 @@ def run_cmd(
             fail(str(exc))
         except OSError as exc:
             fail(f"backup failed: {exc}")
+        # Then into every secondary repository (everything they lack: self-healing).
+        copies, copy_failed = copy_after_backup(settings, repo, quiet=as_json)
     out = {
         "backup_id": result.backup_id,
         "component": result.component,
@@ -200,6 +233,7 @@ def run_cmd(
         "wal_start": result.wal_start,
         "wal_end": result.wal_end,
         **{k: v for k, v in extra.items() if k not in ("started_at", "finished_at")},
+        **({"copies": copies} if copies else {}),
     }
     emit(
         out,
@@ -212,6 +246,10 @@ def run_cmd(
     if extra.get("push_errors"):
         remote, error = next(iter(extra["push_errors"].items()))
         fail(f"configuration stored, but pushing to remote {remote} failed: {error}")
+    for entry in [] if as_json else copies:
+        info(describe_copy(entry))
+    if copy_failed:
+        fail(f"backup {result.backup_id} is committed, but {copy_failed}")
 
 
 def _run_database(
@@ -334,6 +372,7 @@ def _size(n: int) -> str:
 def list_cmd(
     ctx: typer.Context,
     component: str | None = typer.Option(None, "--component", "-c", help="Only this one."),
+    repository: str | None = REPOSITORY_NAME_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Committed backups, oldest first (a backup without its manifest never appears)."""
@@ -341,7 +380,7 @@ def list_cmd(
 
     canonical = resolve_component(component) if component else None
     settings = get_ctx(ctx).settings
-    with open_repository(settings) as repo:
+    with open_repository(settings, repository) as repo:
         try:
             backups = repo.list_backups(canonical)
         except RepositoryError as exc:
@@ -381,6 +420,7 @@ def verify_cmd(
         help="Also restore (the newest database backup, or --backup) into a scratch "
         "directory, boot it and query it.",
     ),
+    repository: str | None = REPOSITORY_NAME_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Check every object's checksum and authentication tag (and the WAL archive);
@@ -391,7 +431,7 @@ def verify_cmd(
     from payapi.backup.verify_restore import restore_test as run_restore_test
 
     settings = get_ctx(ctx).settings
-    with open_repository(settings) as repo:
+    with open_repository(settings, repository) as repo:
         try:
             if as_json or not err_console.is_terminal:
                 report = repo.verify(backup)
@@ -430,7 +470,7 @@ def verify_cmd(
                 result = run_restore_test(
                     repo,
                     target,
-                    restore_command=restore_command_for(settings),
+                    restore_command=restore_command_for(settings, repository),
                     work_dir=settings.backup.work_dir,
                     step=step,
                 )
@@ -479,3 +519,7 @@ def _restore_test_target(repo: Repository, backup: str | None, component: str) -
     if not backups:
         fail("no database backup to restore-test")
     return backups[-1]
+
+
+# `backup copy` (into the secondary repositories) lives in payapi.cli.copy_cmd.
+app.command("copy")(copy_cmd.copy_cmd)

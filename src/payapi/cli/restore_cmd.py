@@ -74,6 +74,11 @@ def restore(
     decrypt_secrets: bool = typer.Option(
         False, "--decrypt-secrets", help="config: write Secret values in clear (mode 0600)."
     ),
+    repository: str | None = typer.Option(
+        None,
+        "--repository",
+        help="Restore from a secondary repository by name (backup.secondary.NAME).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (for automation)."),
 ) -> None:
     """Restore a backup. The database: into a new data directory (or in place), optionally
@@ -86,14 +91,14 @@ def restore(
         _restore_database(
             ctx, backup, target_time, target_lsn, target_xid, target_immediate,
             Path(to) if to is not None else None, port, start, stop, in_place, yes,
-            timeline, archive_timeout, recovery_timeout, as_json,
+            timeline, archive_timeout, recovery_timeout, as_json, repository=repository,
         )  # fmt: skip
     elif canonical == "vault":
-        _restore_vault(ctx, backup, to, yes, as_json)
+        _restore_vault(ctx, backup, to, yes, as_json, repository=repository)
     elif canonical == "redis":
-        _restore_redis(ctx, backup, yes, rebuild, keep_tokens, as_json)
+        _restore_redis(ctx, backup, yes, rebuild, keep_tokens, as_json, repository=repository)
     elif canonical == "configuration":
-        _restore_config(ctx, backup, to, decrypt_secrets, as_json)
+        _restore_config(ctx, backup, to, decrypt_secrets, as_json, repository=repository)
     else:
         fail(f"no restore for component {canonical!r} (db, vault, redis, config)", EXIT_USAGE)
 
@@ -108,8 +113,9 @@ def _confirm(question: str, yes: bool) -> None:
 
 
 def _restore_vault(
-    ctx: typer.Context, backup: str | None, to: str | None, yes: bool, as_json: bool
-) -> None:
+    ctx: typer.Context, backup: str | None, to: str | None, yes: bool, as_json: bool,
+    *, repository: str | None = None,
+) -> None:  # fmt: skip
     from payapi.backup.vault_backup import VaultBackupError, restore_vault
     from payapi.cli.backup_cmd import open_repository
 
@@ -120,7 +126,7 @@ def _restore_vault(
             f"{'backup ' + backup if backup else 'the newest vault backup'}?",
             yes,
         )
-    with open_repository(settings) as repo:
+    with open_repository(settings, repository) as repo:
         try:
             result = restore_vault(
                 repo,
@@ -148,7 +154,7 @@ def _restore_vault(
 
 def _restore_redis(
     ctx: typer.Context, backup: str | None, yes: bool, rebuild: bool, keep_tokens: bool,
-    as_json: bool,
+    as_json: bool, *, repository: str | None = None,
 ) -> None:  # fmt: skip
     import asyncio
 
@@ -171,7 +177,7 @@ def _restore_redis(
         def revocations(since: Any) -> Any:
             return asyncio.run(revocations_from_audit(dsn, since))
 
-    with open_repository(settings) as repo:
+    with open_repository(settings, repository) as repo:
         try:
             result = restore_redis(
                 repo,
@@ -195,8 +201,9 @@ def _restore_redis(
 
 
 def _restore_config(
-    ctx: typer.Context, backup: str | None, to: str | None, decrypt: bool, as_json: bool
-) -> None:
+    ctx: typer.Context, backup: str | None, to: str | None, decrypt: bool, as_json: bool,
+    *, repository: str | None = None,
+) -> None:  # fmt: skip
     from payapi.backup.config_export import restore_config
     from payapi.backup.errors import RepositoryError
     from payapi.cli.backup_cmd import open_repository
@@ -204,7 +211,7 @@ def _restore_config(
     if to is None:
         fail("say where to check the export out: --to DIR", EXIT_USAGE)
     settings = get_ctx(ctx).settings
-    with open_repository(settings) as repo:
+    with open_repository(settings, repository) as repo:
         try:
             result = restore_config(repo, backup, Path(to), decrypt_secrets=decrypt)
         except RepositoryError as exc:
@@ -233,6 +240,8 @@ def _restore_database(
     archive_timeout: float,
     recovery_timeout: float,
     as_json: bool,
+    *,
+    repository: str | None = None,
 ) -> None:
     from payapi.backup.errors import RepositoryError
     from payapi.backup.postgres import COMPONENT, PgBackupError
@@ -272,7 +281,7 @@ def _restore_database(
     step = None if as_json else info
     req = RestoreRequest(
         to=to.expanduser().absolute() if to is not None else Path("."),
-        restore_command=restore_command_for(settings),
+        restore_command=restore_command_for(settings, repository),
         target=target,
         backup_id=backup,
         port=port or None,
@@ -283,7 +292,7 @@ def _restore_database(
         recovery_timeout=recovery_timeout,
         step=step,
     )
-    with open_repository(settings) as repo:
+    with open_repository(settings, repository) as repo:
         try:
             if in_place:
                 out = _in_place(repo, req, settings.config_path, yes=yes)
