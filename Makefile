@@ -45,8 +45,20 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
 
+# The benchmark drives load with wrk (Debian's `wrk` package), installed only when missing
+# and we are root. Options pass through: make bench BENCH_ARGS="--duration 60 --json".
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python benchmarks/api.py
+	@if ! command -v wrk >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends wrk >/dev/null \
+			|| { echo "bench: apt-get install wrk failed" >&2; exit 2; }; \
+		else \
+			echo "bench: wrk is missing (apt-get install wrk, as root)" >&2; exit 2; \
+		fi; \
+	fi
+	$(BIN)/python benchmarks/api.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -149,9 +149,7 @@ class Cache:
     async def revoke_client(self, client_id: str) -> int:
         """Drop every token and cached verification of one client; returns tokens revoked."""
         keys = [f"{PREFIX}ctok:{client_id}", f"{PREFIX}ver:{client_id}", GEN_KEY]
-        n = await self._guard(
-            lambda: self.redis.eval(_REVOKE_CLIENT, 3, *keys, f"{PREFIX}tok:")
-        )
+        n = await self._guard(lambda: self.redis.eval(_REVOKE_CLIENT, 3, *keys, f"{PREFIX}tok:"))
         return int(n)
 
     async def _delete(self, keys: list[Any]) -> int:
