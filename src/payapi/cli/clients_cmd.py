@@ -62,6 +62,7 @@ def list_(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")) -> 
             await p.aclose()
 
     names = asyncio.run(run())
+
     def human(d: list[str]) -> None:
         for n in d:
             console.print(n)
