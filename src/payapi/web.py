@@ -15,6 +15,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -160,6 +161,12 @@ def install_error_handlers(app: FastAPI) -> None:
         type_, code = _STATUS_TYPES.get(exc.status_code, ("api_error", "error"))
         message = exc.detail if isinstance(exc.detail, str) else code
         return error_response(request, exc.status_code, type_, code, message)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect) -> Response:
+        # The client went away mid-request (a load generator stopping, a timeout): not
+        # our error, and nobody is there to read an answer.
+        return Response(status_code=499)
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> Response:
