@@ -316,6 +316,11 @@ def test_cli_copy_list_and_usage_errors(site: Site, tmp_path: Path) -> None:
     assert {b["backup_id"] for b in listed} == set(ids.values())
     assert all(b["verified_at"] for b in listed)
 
+    # Retention works on a secondary by its name too (with the secondary's key).
+    kept = site.cli("retention", "plan", "--repository", "dr", "--json")
+    assert kept.returncode == 0, kept.stderr
+    assert json.loads(kept.stdout)["repository"] == site.dst.url
+
     nope = site.cli("backup", "copy", "--to", "nope")
     assert nope.returncode == 2 and "no secondary repository named 'nope'" in nope.stderr
     unknown = site.cli("backup", "list", "--repository", "nope")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -38,10 +38,11 @@ from payapi.backup.retention import (
     simulate,
     synthetic_daily_history,
 )
+from payapi.cli import lifecycle_cmd
 from payapi.cli.context import get_ctx
 from payapi.cli.output import EXIT_USAGE, console, emit, fail, info
 from payapi.cli.plan_cmd import PLAN_OPTION, load_for_cli
-from payapi.config import BackupSettings, ConfigError, Settings
+from payapi.config import BackupSettings, ConfigError, RepositoryLocation, Settings
 from payapi.plan import Plan, PlanError
 
 if TYPE_CHECKING:
@@ -63,7 +64,8 @@ COMPONENT_OPTION = typer.Option(
 REPOSITORY_OPTION = typer.Option(
     None,
     "--repository",
-    help="Backup repository URL, file:///path or s3://bucket/prefix (default: the config's).",
+    help="Backup repository: a configured name (primary, or a secondary's) or a URL, "
+    "file:///path or s3://bucket/prefix (default: the config's).",
 )
 KEY_FILE_OPTION = typer.Option(
     None, "--key-file", help="Repository key file (default: the config's backup key)."
@@ -149,6 +151,15 @@ class RepositorySource:
         self.repo.close()
 
 
+def repository_location(section: BackupSettings, repository: str | None) -> RepositoryLocation:
+    """``--repository``: a configured name (``primary`` or a secondary), else a URL that
+    is opened with the primary's key and S3 settings. A bare word that names no
+    repository is a :class:`ConfigError` (a typo must not open a folder of that name)."""
+    if repository is None or "/" not in repository:
+        return section.location(repository)
+    return replace(section.location(), url=repository)
+
+
 def open_retention_source(
     settings: Settings | None, plan: Plan, repository: str | None, key_file: Path | None
 ) -> RetentionSource:
@@ -156,23 +167,26 @@ def open_retention_source(
 
     The URL is ``--repository``, else ``backup.repository`` of the config (or
     ``$PAYAPI_BACKUP__REPOSITORY``); the key is ``--key-file``, else ``backup.key_file``,
-    else the variable named by ``backup.key_env``.
+    else the variable named by ``backup.key_env``. ``--repository`` may also name a
+    configured repository (``primary``, or a ``[backup.secondary.NAME]``, with its key).
     """
     from payapi.backup.crypto import load_repository_key
     from payapi.backup.errors import RepositoryError
     from payapi.backup.repository import Repository
 
     section = settings.backup if settings is not None else BackupSettings()
-    url = repository or section.repository
+    where = repository_location(section, repository)
+    url = where.url
     if not url:
         raise RepositoryUnavailable(
             "no backup repository: set backup.repository in the config "
             "(or $PAYAPI_BACKUP__REPOSITORY), or pass --repository URL"
         )
     try:
-        key = load_repository_key(key_file or section.key_file, env=section.key_env)
+        key = load_repository_key(key_file or where.key_file, env=where.key_env)
+        options: dict[str, Any] = {"region": where.s3_region} if where.s3_region else {}
         repo = Repository.open(
-            url, key, s3_endpoint_url=section.s3_endpoint_url, s3_sse=section.s3_sse
+            url, key, s3_endpoint_url=where.s3_endpoint_url, s3_sse=where.s3_sse, **options
         )
     except RepositoryError as exc:
         raise RepositoryUnavailable(str(exc)) from None
@@ -513,3 +527,7 @@ def simulate_cmd(
     history = synthetic_daily_history(daily_for, when, component=comp, type_=type_)
     out = {"series": series, **simulate(history, policy, when)}
     emit(out, as_json=as_json, human=_print_simulation)
+
+
+# `retention lifecycle` (S3 bucket lifecycle rules) lives in payapi.cli.lifecycle_cmd.
+app.command("lifecycle")(lifecycle_cmd.lifecycle_cmd)
