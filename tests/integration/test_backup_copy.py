@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +32,7 @@ from payapi.backup.copy import CopyReport, copy_backups, copy_repository, copy_w
 from payapi.backup.crypto import HEADER_BYTES, load_repository_key, write_key_file
 from payapi.backup.errors import CorruptObject, WrongKey
 from payapi.backup.repository import DATA, SERIES_TAG, WAL, Repository
+from payapi.backup.wal import PUSH_BACKOFF_SECONDS, RepositoryRef, _backoff_marker
 from tests.integration.moto_s3 import moto_s3
 
 BUCKET = "payapi-copies"
@@ -398,7 +400,20 @@ def test_wal_push_also_pushes_to_the_secondaries(tmp_path: Path) -> None:
             assert out.read_bytes() == seg.read_bytes()
     with Repository.open(f"file://{tmp_path / 'cold'}", key) as r:
         assert r.list_wal() == []
-    assert _push(config, seg).returncode == 0  # again: a no-op everywhere
+    # Again: a no-op where it is; the secondary that failed is left alone for a while.
+    again = _push(config, seg)
+    assert again.returncode == 0
+    assert again.stderr.startswith("warning: push to secondary down skipped: it failed")
+    # Once the back-off has passed it is tried again (and, being back, gets the segment).
+    down = RepositoryRef(url=f"file://{tmp_path / 'missing'}")
+    with Repository.open(down.url, key) as r:
+        r.init()
+    past = time.time() - PUSH_BACKOFF_SECONDS - 1
+    os.utime(_backoff_marker(down), (past, past))
+    assert _push(config, seg).stderr == ""
+    assert not _backoff_marker(down).exists()
+    with Repository.open(down.url, key) as r:
+        assert r.list_wal() == [SEGS[0]]
 
 
 def test_wal_push_fails_when_a_required_secondary_fails(tmp_path: Path) -> None:

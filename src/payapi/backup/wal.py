@@ -27,6 +27,7 @@ setting, or by ``--repository``/``--key-file``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -366,8 +367,29 @@ def _say(message: str, what: str = "error") -> None:
 
 
 # A secondary in ``push`` mode may not hold up archiving for long when it is unreachable
-# (the DR region is down): few retries, short timeouts. ``require`` keeps the defaults.
+# (the DR region is down): few retries, short timeouts, and after a failure it is skipped
+# for a while (one line per skipped segment says so; ``backup copy`` fills the gap).
+# ``require`` keeps the defaults and is never skipped.
 _BEST_EFFORT_S3 = {"max_attempts": 2, "connect_timeout": 3.0, "read_timeout": 30.0}
+PUSH_BACKOFF_SECONDS = 300.0
+
+
+def _backoff_marker(ref: RepositoryRef) -> Path:
+    """A file whose mtime is the last failed push to ``ref`` (per user and URL)."""
+    import hashlib
+    import tempfile
+
+    digest = hashlib.sha256(ref.url.encode("utf-8")).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"payapi-wal-push-{os.getuid()}-{digest}.failed"
+
+
+def _backing_off(marker: Path, now: float) -> float | None:
+    """Seconds since the last failure if still within the back-off, else None."""
+    try:
+        age = now - marker.stat().st_mtime
+    except OSError:
+        return None
+    return age if 0 <= age < PUSH_BACKOFF_SECONDS else None
 
 
 def push_to_secondaries(config: str | Path | None, path: Path | str) -> int:
@@ -383,10 +405,20 @@ def push_to_secondaries(config: str | Path | None, path: Path | str) -> int:
     except WalError as exc:
         _say(str(exc))
         return exc.code
+    import time
+
     for ref in refs:
         if ref.wal not in ("push", "require"):
             continue
         required = ref.wal == "require"
+        marker = _backoff_marker(ref)
+        if not required and (age := _backing_off(marker, time.time())) is not None:
+            _say(
+                f"push to secondary {ref.name} skipped: it failed {age:.0f}s ago (retried "
+                f"after {PUSH_BACKOFF_SECONDS:.0f}s; backup copy fills the gap)",
+                "warning",
+            )
+            continue
         try:
             options: dict[str, Any] = {} if required else dict(_BEST_EFFORT_S3)
             with open_repository(ref, **options) as repo:
@@ -396,6 +428,12 @@ def push_to_secondaries(config: str | Path | None, path: Path | str) -> int:
             _say(f"push to secondary {ref.name}: {exc}", what)
             if required:
                 code = EXIT_FAILED
+            else:
+                with contextlib.suppress(OSError):
+                    marker.touch()
+            continue
+        with contextlib.suppress(OSError):
+            marker.unlink(missing_ok=True)
     return code
 
 
