@@ -318,6 +318,20 @@ def test_cli_copy_list_and_usage_errors(site: Site, tmp_path: Path) -> None:
     assert {b["backup_id"] for b in listed} == set(ids.values())
     assert all(b["verified_at"] for b in listed)
 
+    # A secondary that does not exist yet is initialized by the first copy (its own key).
+    fresh_key = tmp_path / "fresh.key"
+    write_key_file(fresh_key)
+    with open(site.config, "a") as f:
+        f.write(f'\n[backup.secondary.fresh]\nurl = "file://{tmp_path / "fresh"}"\n'
+                f'key_file = "{fresh_key}"\n')  # fmt: skip
+    [made] = json.loads(site.cli("backup", "copy", "--to", "fresh", "--json").stdout)
+    assert made["ok"] and made["notes"][0].startswith("initialized the repository at file://")
+    assert set(made["copied"]) == set(ids.values())
+    with Repository.open(f"file://{tmp_path / 'fresh'}", load_repository_key(fresh_key)) as r:
+        assert r.verify().ok and len(r.list_backups()) == 3
+    [again_fresh] = json.loads(site.cli("backup", "copy", "--to", "fresh", "--json").stdout)
+    assert again_fresh["notes"] == [] and again_fresh["copied"] == []
+
     # Retention works on a secondary by its name too (with the secondary's key).
     kept = site.cli("retention", "plan", "--repository", "dr", "--json")
     assert kept.returncode == 0, kept.stderr

@@ -57,12 +57,17 @@ def resolve_component(name: str) -> str:
 
 
 def open_repository(
-    settings: Settings, name: str | None = None, *, exit_on_error: bool = True
+    settings: Settings,
+    name: str | None = None,
+    *,
+    exit_on_error: bool = True,
+    create: bool = False,
 ) -> Repository:
     """The repository of ``[backup]`` (URL, key file or key variable), or with ``name``
     the secondary ``[backup.secondary.NAME]`` (``primary`` is ``[backup]``); exit 1 if
     unusable, 2 if no repository has that name. ``exit_on_error=False`` raises
-    :class:`RepositoryError` instead of exiting."""
+    :class:`RepositoryError` instead of exiting; ``create`` initializes a repository
+    that does not exist yet (with its key)."""
     from payapi.backup.crypto import load_repository_key
     from payapi.backup.errors import RepositoryError
     from payapi.backup.repository import Repository
@@ -95,6 +100,8 @@ def open_repository(
     except RepositoryError as exc:
         error(str(exc) if where.primary else f"repository {where.name}: {exc}")
     try:
+        if create and not repo.initialized:
+            repo.init()
         repo.require_config()
     except RepositoryError as exc:
         repo.close()

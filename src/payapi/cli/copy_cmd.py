@@ -3,7 +3,8 @@
     payapi backup copy [--to NAME] [--backup ID]... [--no-verify] [--lock-wait S] [--json]
 
 The secondaries are the ``[backup.secondary.NAME]`` tables of the config (another
-folder, another bucket: the DR region's). Without ``--to``, every secondary. The work is
+folder, another bucket: the DR region's). Without ``--to``, every secondary. A
+secondary that does not exist yet is initialized (with its own key) by the first copy. The work is
 :func:`payapi.backup.copy.copy_repository`; ``backup run`` calls
 :func:`copy_after_backup` after each backup when secondaries are configured.
 
@@ -13,7 +14,7 @@ Exit codes: 0 everything is in every destination and verified there; 1 something
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -53,8 +54,9 @@ def copy_to(
     lock_wait: float = DEFAULT_LOCK_WAIT,
     quiet: bool = False,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """Copy into each named secondary; a JSON report per secondary, and the first failure
-    (or None). A secondary that fails does not stop the others."""
+    """Copy into each named secondary (initializing one that does not exist yet); a JSON
+    report per secondary, and the first failure (or None). A secondary that fails does
+    not stop the others."""
     from payapi.backup.copy import copy_repository
     from payapi.backup.errors import RepositoryError
     from payapi.backup.lock import LockError
@@ -62,11 +64,13 @@ def copy_to(
 
     reports: list[dict[str, Any]] = []
     failure: str | None = None
+    started = datetime.now(UTC)
     for name in names:
         say = None if quiet else (lambda m, n=name: info(f"{n}: {m}"))
         entry: dict[str, Any] = {"repository": name}
         try:
-            with open_repository(settings, name, exit_on_error=False) as dst:
+            with open_repository(settings, name, exit_on_error=False, create=True) as dst:
+                created = dst.require_config().created_at >= started
                 report = copy_repository(
                     src,
                     dst,
@@ -76,6 +80,8 @@ def copy_to(
                     lock_wait=timedelta(seconds=lock_wait),
                     work_dir=settings.backup.work_dir,
                 )
+            if created:
+                report.notes.insert(0, f"initialized the repository at {report.destination}")
             entry.update(report.to_json())
             if not report.ok:
                 more = len(report.problems) - 1
