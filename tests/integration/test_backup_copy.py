@@ -218,6 +218,18 @@ def test_corrupted_object_in_the_destination_is_found(site: Site, tmp_path: Path
     assert ids["full"] in last and "base.tar" in last
     # The primary is fine, and says so.
     assert site.cli("backup", "verify").returncode == 0
+    # A plain copy trusts what is there (and verified); --recheck reads it back and repairs.
+    assert copy_repository(site.src, site.dst).skipped != []
+    _tamper(site.dst, f"{WAL}{SEGS[2]}", HEADER_BYTES + 4 + 7)
+    [fixed] = json.loads(site.cli("backup", "copy", "--recheck", "--json").stdout)
+    assert fixed["ok"] and fixed["copied"] == [ids["full"]] and fixed["wal_copied"] == 1
+    assert any(n.startswith(f"copy of backup {ids['full']} fails verification") and
+               n.endswith("copied again") for n in fixed["notes"])  # fmt: skip
+    assert any(n.startswith(f"WAL: {WAL}{SEGS[2]}: corrupt") for n in fixed["notes"])
+    assert site.cli("backup", "verify", "--repository", "dr").returncode == 0
+    assert _view(site.dst) == _view(site.src)
+    usage = site.cli("backup", "copy", "--recheck", "--no-verify")
+    assert usage.returncode == 2
 
 
 def test_an_interrupted_copy_is_invisible_and_the_next_one_completes(

@@ -191,29 +191,24 @@ def _still_in_source(src: Repository, backup_id: str) -> bool:
     return True
 
 
-def _verify_copy(
-    src_manifest: Manifest, dst: Repository, report: CopyReport, source_id: str
-) -> bool:
-    """Read the copy back in ``dst`` and compare its manifest with the source's; mark it
-    verified there, or delete it (so that the next copy redoes it) and say why."""
+def _check_copy(src_manifest: Manifest, dst: Repository) -> str | None:
+    """Read the copy back in ``dst`` end to end and compare its manifest with the
+    source's; what is wrong with it, or None."""
     bid = src_manifest.backup_id
-    problem: str | None = None
     try:
         checked = dst.verify(bid)
         if not checked.ok:
-            problem = f"copy of backup {bid} fails verification: {checked.problems[0]}"
-        elif _signature(dst.read_manifest(bid)) != _signature(src_manifest):
-            problem = f"copy of backup {bid} records other checksums than the source"
+            return f"copy of backup {bid} fails verification: {checked.problems[0]}"
+        if _signature(dst.read_manifest(bid)) != _signature(src_manifest):
+            return f"copy of backup {bid} records other checksums than the source"
     except RepositoryError as exc:
-        problem = f"copy of backup {bid} cannot be verified: {exc}"
-    if problem is not None:
-        report.problems.append(problem)
-        with contextlib.suppress(RepositoryError):
-            dst.delete_backup(bid)
-        return False
+        return f"copy of backup {bid} cannot be verified: {exc}"
+    return None
+
+
+def _mark_verified(dst: Repository, bid: str, report: CopyReport, source_id: str) -> None:
     dst.mark_verified(bid, dst.now(), details={"kind": "checksum", "copied_from": source_id})
     report.verified.append(bid)
-    return True
 
 
 def _copy_one(src: Repository, dst: Repository, manifest: Manifest, held: Held | None) -> int:
@@ -248,14 +243,16 @@ def copy_backups(
     verify: bool = True,
     lock: bool = True,
     lock_wait: timedelta = timedelta(0),
+    recheck: bool = False,
     report: CopyReport | None = None,
 ) -> CopyReport:
     """Copy backups from ``src`` into ``dst`` (default: every backup ``src`` lists; with
     ``backup_ids``, those and the backups they build on), parents first, skipping what
-    ``dst`` already has. See the module docstring for the guarantees."""
+    ``dst`` already has. With ``recheck``, the backups ``dst`` already has are read back
+    too, and those that fail are copied again. See the module docstring."""
     return _copy_backups(
         src, dst, src.list_backups(), backup_ids, progress=progress, verify=verify,
-        lock=lock, lock_wait=lock_wait, report=report,
+        lock=lock, lock_wait=lock_wait, recheck=recheck, report=report,
     )  # fmt: skip
 
 
@@ -269,6 +266,7 @@ def _copy_backups(
     verify: bool,
     lock: bool,
     lock_wait: timedelta,
+    recheck: bool,
     report: CopyReport | None,
 ) -> CopyReport:
     say = progress or (lambda _m: None)
@@ -289,7 +287,9 @@ def _copy_backups(
         mine = [b for b in order if listed[b].component == component]
         with _holding(dst, component, lock, lock_wait) as held:
             for bid in mine:
-                _copy_backup(src, dst, listed[bid], there, held, verify, say, report, source_id)
+                _copy_backup(
+                    src, dst, listed[bid], there, held, verify, recheck, say, report, source_id
+                )
     return report
 
 
@@ -300,6 +300,7 @@ def _copy_backup(
     there: dict[str, BackupInfo],
     held: Held | None,
     verify: bool,
+    recheck: bool,
     say: Progress,
     report: CopyReport,
     source_id: str,
@@ -312,13 +313,27 @@ def _copy_backup(
                 f"backup {bid}: the destination holds a different backup under this id"
             )
             return
-        report.skipped.append(bid)
-        if verify and existing.verified_at is None:  # e.g. a copy killed after its commit
-            try:
-                _verify_copy(src.read_manifest(bid), dst, report, source_id)
-            except NotFound:
-                report.notes.append(f"backup {bid} was removed from the source meanwhile")
-        return
+        # Never verified there (a copy killed after its commit), or asked to: read it back.
+        if not verify or (existing.verified_at is not None and not recheck):
+            report.skipped.append(bid)
+            return
+        try:
+            problem = _check_copy(src.read_manifest(bid), dst)
+        except NotFound:
+            report.skipped.append(bid)
+            report.notes.append(f"backup {bid} was removed from the source meanwhile")
+            return
+        if problem is None:
+            report.skipped.append(bid)
+            _mark_verified(dst, bid, report, source_id)
+            return
+        try:
+            dst.delete_backup(bid)
+        except RepositoryError as exc:
+            report.problems.append(f"{problem}; it could not be removed to copy it again: {exc}")
+            return
+        report.notes.append(f"{problem}: copied again")
+        del there[bid]
     if info.parent is not None and info.parent not in there:
         report.problems.append(f"backup {bid}: its parent {info.parent} is not in the copy")
         return
@@ -338,8 +353,14 @@ def _copy_backup(
         else:
             report.problems.append(f"backup {bid}: {exc}")
         return
-    if verify and not _verify_copy(manifest, dst, report, source_id):
-        return
+    if verify:
+        problem = _check_copy(manifest, dst)
+        if problem is not None:
+            report.problems.append(problem)
+            with contextlib.suppress(RepositoryError):
+                dst.delete_backup(bid)  # so that the next copy redoes it
+            return
+        _mark_verified(dst, bid, report, source_id)
     report.copied.append(bid)
     there[bid] = info
 
@@ -373,25 +394,42 @@ def copy_wal(
     lock: bool = True,
     lock_wait: timedelta = timedelta(0),
     work_dir: Path | None = None,
+    recheck: bool = False,
     report: CopyReport | None = None,
 ) -> CopyReport:
     """Copy archived WAL (default: all of it) that ``dst`` does not have yet: fetched from
-    ``src`` (checked), pushed into ``dst``, read back there and compared."""
+    ``src`` (checked), pushed into ``dst``, read back there and compared. With
+    ``recheck``, the segments ``dst`` already has are read back too, and those that fail
+    are copied again."""
     say = progress or (lambda _m: None)
     report = report or CopyReport(src.url, dst.url)
     dst.require_config()
     wanted = src.list_wal() if names is None else list(names)
     have = set(dst.list_wal())
     todo = [n for n in wanted if n not in have]
-    report.wal_skipped += len(wanted) - len(todo)
-    if not todo:
+    if not todo and not recheck:
+        report.wal_skipped += len(wanted)
         return report
-    say(f"copy: {len(todo)} WAL files")
     copied: list[str] = []
     with (
         _holding(dst, WAL_COMPONENT, lock, lock_wait) as held,
         tempfile.TemporaryDirectory(prefix="payapi-copy-", dir=work_dir) as tmp,
     ):
+        if recheck:
+            present = [n for n in wanted if n in have]
+            say(f"copy: reading back {len(present)} WAL files")
+            damaged = _damaged_wal(dst, present)
+            for name, problem in sorted(damaged.items()):
+                try:
+                    dst.delete_wal([name])
+                except RepositoryError as exc:
+                    report.problems.append(f"{problem}; it could not be removed: {exc}")
+                    continue
+                report.notes.append(f"{problem}: copied again")
+                todo.append(name)
+        report.wal_skipped += len(wanted) - len(todo)
+        if todo:
+            say(f"copy: {len(todo)} WAL files")
         for name in todo:
             if held is not None:
                 held.renew()
@@ -414,11 +452,20 @@ def copy_wal(
     return report
 
 
+def _damaged_wal(dst: Repository, names: list[str]) -> dict[str, str]:
+    """The named segments that fail verification in ``dst``, with the first problem."""
+    if not names:
+        return {}
+    bad: dict[str, str] = {}
+    for p in dst.verify_wal(names).problems:
+        bad.setdefault(p.object.split("/", 1)[-1], str(p))
+    return bad
+
+
 def _verify_wal_copies(
     src: Repository, dst: Repository, names: list[str], report: CopyReport
 ) -> list[str]:
-    checked = dst.verify_wal(names)
-    bad = {p.object.split("/", 1)[-1]: str(p) for p in checked.problems}
+    bad = _damaged_wal(dst, names)
     for name in names:
         if name in bad:
             continue
@@ -443,10 +490,12 @@ def copy_repository(
     verify: bool = True,
     lock_wait: timedelta = timedelta(0),
     work_dir: Path | None = None,
+    recheck: bool = False,
 ) -> CopyReport:
     """Everything ``dst`` lacks (or, with ``backup_ids``, those backups, their parents
     and the WAL their ranges need): the backups are listed first, then the WAL is copied,
-    then the backups (see the module docstring)."""
+    then the backups (see the module docstring). ``recheck`` also reads back what
+    ``dst`` already has, and copies again what fails (a repair)."""
     report = CopyReport(src.url, dst.url)
     listing = src.list_backups()
     by_id = {b.backup_id: b for b in listing}
@@ -459,9 +508,10 @@ def copy_repository(
         names = wal_for_backups(src, [by_id[b] for b in chain])
     copy_wal(
         src, dst, names, progress=progress, verify=verify, lock_wait=lock_wait,
-        work_dir=work_dir, report=report,
+        work_dir=work_dir, recheck=recheck, report=report,
     )  # fmt: skip
     return _copy_backups(
         src, dst, listing, list(backup_ids) if backup_ids is not None else None,
-        progress=progress, verify=verify, lock=True, lock_wait=lock_wait, report=report,
+        progress=progress, verify=verify, lock=True, lock_wait=lock_wait, recheck=recheck,
+        report=report,
     )  # fmt: skip

@@ -1,6 +1,7 @@
 """`payapi backup copy`: copy backups and WAL into the secondary repositories.
 
-    payapi backup copy [--to NAME] [--backup ID]... [--no-verify] [--lock-wait S] [--json]
+    payapi backup copy [--to NAME] [--backup ID]... [--recheck | --no-verify]
+                       [--lock-wait S] [--json]
 
 The secondaries are the ``[backup.secondary.NAME]`` tables of the config (another
 folder, another bucket: the DR region's). Without ``--to``, every secondary. A
@@ -51,6 +52,7 @@ def copy_to(
     *,
     backup_ids: list[str] | None = None,
     verify: bool = True,
+    recheck: bool = False,
     lock_wait: float = DEFAULT_LOCK_WAIT,
     quiet: bool = False,
 ) -> tuple[list[dict[str, Any]], str | None]:
@@ -79,6 +81,7 @@ def copy_to(
                     verify=verify,
                     lock_wait=timedelta(seconds=lock_wait),
                     work_dir=settings.backup.work_dir,
+                    recheck=recheck,
                 )
             if created:
                 report.notes.insert(0, f"initialized the repository at {report.destination}")
@@ -140,6 +143,12 @@ def copy_cmd(
     no_verify: bool = typer.Option(
         False, "--no-verify", help="Do not read the copies back (they are not marked verified)."
     ),
+    recheck: bool = typer.Option(
+        False,
+        "--recheck",
+        help="Also read back what the secondary already has, and copy again what fails "
+        "(repairs a damaged copy).",
+    ),
     lock_wait: float = typer.Option(
         DEFAULT_LOCK_WAIT,
         "--lock-wait",
@@ -153,6 +162,8 @@ def copy_cmd(
     checksum. Idempotent: what a secondary already has is skipped."""
     from payapi.cli.backup_cmd import open_repository
 
+    if recheck and no_verify:
+        fail("--recheck reads copies back; it cannot go with --no-verify", EXIT_USAGE)
     settings = get_ctx(ctx).settings
     names = _targets(settings, to)
     if not names:
@@ -168,6 +179,7 @@ def copy_cmd(
             names,
             backup_ids=backup or None,
             verify=not no_verify,
+            recheck=recheck,
             lock_wait=lock_wait,
             quiet=as_json,
         )
