@@ -250,3 +250,36 @@ def test_load_repository_key_from_file_and_env(tmp_path: Path) -> None:
     raw_path.write_bytes(key)
     assert load_repository_key(raw_path) == key
     assert len(generate_key()) == KEY_BYTES
+
+
+@pytest.mark.parametrize("size", [0, CHUNK, CHUNK + 1, 2 * CHUNK, 25 * CHUNK + 3])
+def test_threaded_compression_stores_the_same_bytes(
+    repo_key: bytes, size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Same salt, same data key: workers may only change the speed, never the bytes.
+    import payapi.backup.crypto as crypto
+
+    monkeypatch.setattr(crypto.secrets, "token_bytes", lambda n: b"\x07" * n)
+    data = (os.urandom(size // 3) + b"payment " * size)[:size]
+    key = DataKey.new(repo_key)
+    outputs = []
+    for workers in (1, 2, 4):
+        enc = ObjectEncryptor(key, CTX, CHUNK, workers=workers)
+        outputs.append((b"".join(enc.encrypt(io.BytesIO(data))), enc.size, enc.chunks))
+    assert outputs[0] == outputs[1] == outputs[2]
+    assert _decrypt(repo_key, outputs[0][0]) == data
+
+
+def test_threaded_encryptor_stops_when_the_consumer_stops(repo_key: bytes) -> None:
+    enc = ObjectEncryptor(DataKey.new(repo_key), CTX, CHUNK, workers=2)
+    stream = enc.encrypt(io.BytesIO(os.urandom(50 * CHUNK)))
+    next(stream), next(stream)  # header and first frame
+    stream.close()  # e.g. the store failed: the pool shuts down, nothing hangs
+    assert enc.chunks == 1
+
+
+def test_rechunk_passes_exact_blocks_through_and_mixes_others() -> None:
+    block = b"x" * 4
+    out = list(rechunk([block, b"ab", b"cdef", block, b"g"], 4))
+    assert out == [block, b"abcd", b"efxx", b"xxg"]
+    assert out[0] is block

@@ -27,10 +27,14 @@ import binascii
 import contextlib
 import hashlib
 import io
+import itertools
 import os
 import secrets
 import struct
+import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -49,6 +53,7 @@ DEFAULT_CHUNK_SIZE = 1 << 20
 MIN_CHUNK_SIZE = 1 << 10
 MAX_CHUNK_SIZE = 16 << 20
 ZSTD_LEVEL = 3
+WORKERS_ENV = "PAYAPI_BACKUP_WORKERS"
 
 MAGIC = b"PAYAPIB1"
 NONCE_BYTES = 12
@@ -238,6 +243,9 @@ def rechunk(source: BinaryIO | Iterable[bytes], size: int) -> Iterator[bytes]:
     else:
         buf = bytearray()
         for piece in source:
+            if not buf and len(piece) == size:  # the common case: no copying
+                yield bytes(piece)
+                continue
             buf += piece
             while len(buf) >= size:
                 yield bytes(buf[:size])
@@ -246,18 +254,49 @@ def rechunk(source: BinaryIO | Iterable[bytes], size: int) -> Iterator[bytes]:
             yield bytes(buf)
 
 
+def default_workers() -> int:
+    """Compression threads per object: ``$PAYAPI_BACKUP_WORKERS``, else 2 (at most the
+    CPU count). zstd and SHA-256 release the GIL, so they run in parallel for real."""
+    raw = os.environ.get(WORKERS_ENV, "")
+    if raw.strip().isdigit():
+        return max(1, min(int(raw), 64))
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+_local = threading.local()
+
+
+def _compress(chunk: bytes) -> bytes:
+    """zstd of one chunk with this thread's compressor (compressors are not thread-safe)."""
+    zstd: zstandard.ZstdCompressor | None = getattr(_local, "zstd", None)
+    if zstd is None:
+        zstd = _local.zstd = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    return zstd.compress(chunk)
+
+
 class ObjectEncryptor:
     """Encrypts one object as a stream of stored blocks and measures both sides of it.
 
     After the generator from :meth:`encrypt` is exhausted, ``size``/``sha256`` describe the
     plaintext and ``stored_size``/``stored_sha256`` the bytes that were yielded for storage.
+
+    An object of more than one chunk is compressed on ``workers`` threads, a few chunks
+    ahead of the one being sealed; chunks are hashed, sealed and emitted strictly in order,
+    so the stored bytes are exactly those of a sequential run. Memory stays bounded: at
+    most ``2 * workers + 1`` chunks are in flight.
     """
 
     def __init__(
-        self, data_key: DataKey, context: str, chunk_size: int = DEFAULT_CHUNK_SIZE
+        self,
+        data_key: DataKey,
+        context: str,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        *,
+        workers: int | None = None,
     ) -> None:
         _check_chunk_size(chunk_size)
         self.chunk_size = chunk_size
+        self.workers = default_workers() if workers is None else max(1, workers)
         self._salt = secrets.token_bytes(SALT_BYTES)
         self._header = MAGIC + _LEN.pack(chunk_size) + data_key.wrapped + self._salt
         self._cipher = _object_cipher(data_key.key, self._salt, context)
@@ -281,23 +320,47 @@ class ObjectEncryptor:
         self.stored_size += len(block)
         return block
 
-    def _frame(self, chunk: bytes, final: bool) -> bytes:
+    def _take(self, chunk: bytes) -> None:
         self._plain_hash.update(chunk)
         self.size += len(chunk)
-        sealed = self._cipher.encrypt(
-            _nonce(self.chunks, final), self._zstd.compress(chunk), self._header
-        )
+
+    def _seal(self, compressed: bytes, final: bool) -> bytes:
+        sealed = self._cipher.encrypt(_nonce(self.chunks, final), compressed, self._header)
         self.chunks += 1
         return self._emit(_LEN.pack(len(sealed)) + sealed)
 
+    def _frame(self, chunk: bytes, final: bool) -> bytes:
+        self._take(chunk)
+        return self._seal(self._zstd.compress(chunk), final)
+
     def encrypt(self, source: BinaryIO | Iterable[bytes]) -> Iterator[bytes]:
         yield self._emit(self._header)
-        pending: bytes | None = None
-        for chunk in rechunk(source, self.chunk_size):
-            if pending is not None:
+        chunks = rechunk(source, self.chunk_size)
+        first = next(chunks, None)
+        second = next(chunks, None) if first is not None else None
+        if first is None or second is None or self.workers == 1:  # sequential, no threads
+            pending = b"" if first is None else first
+            rest = chunks if second is None else itertools.chain((second,), chunks)
+            for chunk in rest:
                 yield self._frame(pending, final=False)
-            pending = chunk
-        yield self._frame(pending or b"", final=True)
+                pending = chunk
+            yield self._frame(pending, final=True)
+            return
+        ahead = 2 * self.workers
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="payapi-zstd") as pool:
+            window: deque[Future[bytes]] = deque()
+            try:
+                for piece in itertools.chain((first, second), chunks):
+                    self._take(piece)
+                    window.append(pool.submit(_compress, piece))
+                    while len(window) > ahead:  # not the last chunk: one more follows
+                        yield self._seal(window.popleft().result(), final=False)
+                while window:
+                    compressed = window.popleft().result()
+                    yield self._seal(compressed, final=not window)
+            finally:
+                for future in window:  # stopped early: do not compress the rest
+                    future.cancel()
 
 
 def encrypt_bytes(
