@@ -360,3 +360,30 @@ def test_settings_of_a_pre_17_data_directory_omit_summarize_wal(tmp_path: Path) 
         conf = (datadir / "postgresql.auto.conf").read_text()
         assert ("summarize_wal" in conf) is expected
         assert "port = 5999" in conf
+
+
+def test_extract_object_writes_and_syncs_every_member(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A restore is durable when it returns: every regular file and directory is fsynced.
+    import payapi.backup.restore as restore_mod
+    from payapi.backup.crypto import generate_key
+    from payapi.backup.repository import Repository
+
+    members = {f"base/1/{n}": os.urandom(n * 700) for n in range(1, 30)}
+    members["global/pg_control"] = b"c" * 8192
+    members["PG_VERSION"] = b"15\n"
+    synced: list[str] = []
+    real_fsync = restore_mod._fsync
+    monkeypatch.setattr(restore_mod, "_fsync", lambda p: (synced.append(str(p)), real_fsync(p))[1])
+    with Repository.open(f"file://{tmp_path / 'repo'}", generate_key(), chunk_size=4096) as repo:
+        repo.init()
+        with repo.begin_backup("database", "full") as writer:
+            writer.add_bytes("base.tar", _tar(members))
+            bid = writer.commit().backup_id
+        dest = tmp_path / "restored"
+        restore_mod.extract_object(repo, bid, "base.tar", dest)
+    for name, data in members.items():
+        assert (dest / name).read_bytes() == data
+    assert {str(dest / n) for n in members} <= set(synced)
+    assert {str(dest), str(dest / "base"), str(dest / "base" / "1")} <= set(synced)
