@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= .lab
 
-.PHONY: demo test lint bench venv clean demo-down promtool
+.PHONY: demo test lint bench bench-backup venv clean demo-down promtool
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -59,6 +59,23 @@ bench: $(STAMP)
 		fi; \
 	fi
 	$(BIN)/python benchmarks/api.py $(BENCH_ARGS)
+
+# payapi's PostgreSQL backup/restore against pgBackRest (Debian's `pgbackrest`, installed
+# only when missing and we are root) and pg_dump, on a private PostgreSQL 15 cluster.
+# Options pass through: make bench-backup BENCH_BACKUP_ARGS="--scale 20 --rounds 1 --json".
+BENCH_BACKUP_ARGS ?=
+bench-backup: $(STAMP)
+	@if ! command -v pgbackrest >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends pgbackrest >/dev/null \
+			|| { echo "bench-backup: apt-get install pgbackrest failed" >&2; exit 2; }; \
+		else \
+			echo "bench-backup: pgbackrest is missing (apt-get install pgbackrest, as root)" >&2; \
+			exit 2; \
+		fi; \
+	fi
+	$(BIN)/python benchmarks/backup.py $(BENCH_BACKUP_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
