@@ -41,7 +41,6 @@ from payapi.backup.vault_backup import (
     VaultBackupError,
     VaultKeyError,
     VaultRestoreError,
-    _lock_store,
     restore_vault,
     run_vault_backup,
     wait_vault_healthy,
@@ -305,7 +304,7 @@ async def test_backup_waits_for_nobody_when_the_lock_is_held(
     make_db: MakeDb, repo: Repository
 ) -> None:
     async with vault_on(make_db) as v:
-        lock = Lock(_lock_store(repo))
+        lock = Lock(repo.lock_store())
         with (
             lock.hold(lock_name(COMPONENT), "retention purge (test)"),
             pytest.raises(VaultBackupError) as err,

@@ -76,15 +76,12 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from payapi.backup.errors import NotFound, RepositoryError
 from payapi.backup.lock import (
     DEFAULT_LEASE,
-    LocalFileLockStore,
     Lock,
     LockError,
-    LockStore,
-    ObjectLockStore,
     lock_name,
 )
 from payapi.backup.manifest import BackupInfo
-from payapi.backup.repository import Repository, repository_scheme
+from payapi.backup.repository import Repository
 from payapi.config import (
     DEFAULT_NAMESPACE,
     DEFAULT_SECRET_PATTERNS,
@@ -789,14 +786,6 @@ class ConfigBackupResult:
         }
 
 
-def lock_store(repo: Repository) -> LockStore:
-    """The lock store retention's purge uses for this repository (same records)."""
-    root = getattr(repo.store, "root", None)
-    if repository_scheme(repo.url) == "file" and isinstance(root, Path):
-        return LocalFileLockStore(root / "locks")
-    return ObjectLockStore(repo.store, "locks/")
-
-
 def default_sources(settings: Any, *, deploy_dir: Path | None = None) -> list[tuple[str, Path]]:
     """What a configuration export holds by default, from :class:`payapi.config.Settings`:
     the DR plan, ``deploy/`` (if given and present), the config file and, beside it, the
@@ -854,7 +843,7 @@ def run_config_backup(
         kube_source = OfficialKubeSource(kube_context, settings.kube_config_file)
     holder = f"configuration backup (pid {os.getpid()})"
     try:
-        with Lock(lock_store(repo)).hold(lock_name(COMPONENT), holder, DEFAULT_LEASE):
+        with Lock(repo.lock_store()).hold(lock_name(COMPONENT), holder, DEFAULT_LEASE):
             return _run(repo, settings, sources, Path(git_dir), remotes, kube_source, progress)
     except LockError as exc:
         raise ConfigBackupError(f"configuration backup: {exc}") from None

@@ -48,14 +48,11 @@ from payapi.backup.errors import (
 from payapi.backup.lock import (
     DEFAULT_LEASE,
     Held,
-    LocalFileLockStore,
     Lock,
-    LockStore,
-    ObjectLockStore,
     lock_name,
 )
 from payapi.backup.manifest import BackupInfo, Manifest
-from payapi.backup.repository import Repository, repository_scheme
+from payapi.backup.repository import Repository
 
 __all__ = [
     "WAL_COMPONENT",
@@ -120,14 +117,6 @@ class CopyReport:
         }
 
 
-def _lock_store(repo: Repository) -> LockStore:
-    """The lock store retention's purge and the backup engines use for ``repo``."""
-    root = getattr(repo.store, "root", None)
-    if repository_scheme(repo.url) == "file" and isinstance(root, Path):
-        return LocalFileLockStore(root / "locks")
-    return ObjectLockStore(repo.store, "locks/")
-
-
 def _renewing(chunks: Iterable[bytes], held: Held | None) -> Iterator[bytes]:
     for chunk in chunks:
         if held is not None:
@@ -140,7 +129,7 @@ def _holding(dst: Repository, component: str, lock: bool, wait: timedelta) -> It
     if not lock:
         yield None
         return
-    with Lock(_lock_store(dst)).hold(
+    with Lock(dst.lock_store()).hold(
         lock_name(component), f"copy from another repository into {dst.url}", DEFAULT_LEASE,
         wait=wait,
     ) as held:  # fmt: skip

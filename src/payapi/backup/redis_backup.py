@@ -55,11 +55,8 @@ from redis.exceptions import BusyLoadingError, RedisError
 from payapi.backup.errors import NotFound, RepositoryError
 from payapi.backup.lock import (
     DEFAULT_LEASE,
-    LocalFileLockStore,
     Lock,
     LockError,
-    LockStore,
-    ObjectLockStore,
     lock_name,
 )
 from payapi.backup.manifest import BackupInfo
@@ -71,7 +68,7 @@ from payapi.backup.rdb import (
     scan_file,
     scan_source,
 )
-from payapi.backup.repository import Repository, repository_scheme
+from payapi.backup.repository import Repository
 from payapi.config import RedisSettings
 from payapi.eapi.cache import GEN_KEY, PREFIX
 from payapi.logs import get_logger
@@ -123,14 +120,6 @@ class RedisBackupError(RepositoryError):
 
 class RedisRestoreError(RepositoryError):
     """A Redis restore or rebuild failed or did not verify; one line for the operator."""
-
-
-def lock_store(repo: Repository) -> LockStore:
-    """The lock store retention's purge uses for this repository (same records)."""
-    root = getattr(repo.store, "root", None)
-    if repository_scheme(repo.url) == "file" and isinstance(root, Path):
-        return LocalFileLockStore(root / "locks")
-    return ObjectLockStore(repo.store, "locks/")
 
 
 def _note(progress: Progress | None, message: str) -> None:
@@ -338,7 +327,7 @@ def run_redis_backup(
     _note(progress, f"snapshot of Redis {version} at {where} (SYNC)")
     holder = f"redis backup (pid {os.getpid()})"
     try:
-        with Lock(lock_store(repo)).hold(lock_name(COMPONENT), holder, DEFAULT_LEASE):
+        with Lock(repo.lock_store()).hold(lock_name(COMPONENT), holder, DEFAULT_LEASE):
             info_out, summary, size = _snapshot(repo, settings, where, version, timeout)
     except LockError as exc:
         raise RedisBackupError(f"redis backup: {exc}") from None
@@ -751,7 +740,7 @@ def restore_redis(
     started = time.monotonic()
     holder = f"redis {'rebuild' if rebuild else 'restore'} (pid {os.getpid()})"
     try:
-        with Lock(lock_store(repo)).hold(
+        with Lock(repo.lock_store()).hold(
             lock_name(COMPONENT), holder, DEFAULT_LEASE, wait=lock_wait
         ):
             result = _restore_locked(

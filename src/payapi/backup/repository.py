@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, Self, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, Self, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
@@ -76,6 +76,9 @@ from payapi.backup.manifest import (
 )
 from payapi.backup.store import Store, open_store
 from payapi.backup.store import check_key as check_store_key
+
+if TYPE_CHECKING:
+    from payapi.backup.lock import LockStore
 
 log = logging.getLogger(__name__)
 
@@ -368,6 +371,20 @@ class Repository:
 
     def __repr__(self) -> str:
         return f"Repository({self.url!r})"
+
+    def lock_store(self) -> LockStore:
+        """Where this repository's locks live (``locks/``, outside the verified objects).
+
+        Every writer (backups, copies, purge, restores) must use this one, so they all see
+        each other's locks: a local folder with O_EXCL files for ``file://``, lock objects
+        in the store otherwise.
+        """
+        from payapi.backup.lock import LocalFileLockStore, ObjectLockStore
+
+        root = getattr(self.store, "root", None)
+        if repository_scheme(self.url) == "file" and isinstance(root, Path):
+            return LocalFileLockStore(root / "locks")
+        return ObjectLockStore(self.store, "locks/")
 
     @property
     def url(self) -> str:

@@ -54,7 +54,6 @@ import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -66,15 +65,12 @@ from payapi.backup.errors import NotFound, RepositoryError
 from payapi.backup.lock import (
     DEFAULT_LEASE,
     Held,
-    LocalFileLockStore,
     Lock,
     LockError,
-    LockStore,
-    ObjectLockStore,
     lock_name,
 )
 from payapi.backup.manifest import BackupInfo, Manifest
-from payapi.backup.repository import BackupWriter, Repository, repository_scheme
+from payapi.backup.repository import BackupWriter, Repository
 from payapi.config import ConfigError, Settings
 from payapi.logs import get_logger
 from payapi.vault import db as vault_db
@@ -233,14 +229,6 @@ def describe_dsn(dsn: str) -> str:
         return f"{host}{port}{parts.path or '/'}"
     except ValueError:
         return "(unparseable DSN)"
-
-
-def _lock_store(repo: Repository) -> LockStore:
-    """The same lock store retention's purge uses for this repository."""
-    root = getattr(repo.store, "root", None)
-    if repository_scheme(repo.url) == "file" and isinstance(root, Path):
-        return LocalFileLockStore(root / "locks")
-    return ObjectLockStore(repo.store, "locks/")
 
 
 def _utc(ts: datetime) -> str:
@@ -425,7 +413,7 @@ def run_vault_backup(
     say = progress or (lambda _msg: None)
     dsn = _vault_dsn(settings)
     repo.require_config()
-    lock = Lock(_lock_store(repo))
+    lock = Lock(repo.lock_store())
     holder = f"vault {kind} backup (pid {os.getpid()})"
     try:
         with (
@@ -740,7 +728,7 @@ def restore_vault(
         + " + ".join(m.backup_id for m in chain)
         + (" in place" if in_place else f" into {describe_dsn(dsn)}")
     )
-    lock = Lock(_lock_store(repo))
+    lock = Lock(repo.lock_store())
     holder = f"vault restore (pid {os.getpid()})"
     try:
         with (

@@ -21,7 +21,6 @@ from payapi.cli.context import get_ctx
 from payapi.cli.output import EXIT_USAGE, console, emit, err_console, fail, info
 
 if TYPE_CHECKING:
-    from payapi.backup.lock import LockStore
     from payapi.backup.manifest import BackupInfo
     from payapi.backup.repository import Repository
     from payapi.config import Settings
@@ -107,16 +106,6 @@ def open_repository(
         repo.close()
         error(str(exc) if where.primary else f"repository {where.name}: {exc}")
     return repo
-
-
-def lock_store(repo: Repository) -> LockStore:
-    from payapi.backup.lock import LocalFileLockStore, ObjectLockStore
-    from payapi.backup.repository import repository_scheme
-
-    root = getattr(repo.store, "root", None)
-    if repository_scheme(repo.url) == "file" and isinstance(root, Path):
-        return LocalFileLockStore(root / "locks")
-    return ObjectLockStore(repo.store, "locks/")
 
 
 def restore_command_for(settings: Settings, name: str | None = None) -> str:
@@ -273,7 +262,7 @@ def _run_database(
     source = dsn or settings.postgres.payment_dsn
     if not source:
         fail("no database to back up: set [postgres] payment_dsn or pass --dsn")
-    lock = Lock(lock_store(repo))
+    lock = Lock(repo.lock_store())
     with (
         _sigterm_unwinds(),
         lock.hold(lock_name(COMPONENT), f"database {kind} backup") as held,

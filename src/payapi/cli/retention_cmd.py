@@ -139,13 +139,7 @@ class RepositorySource:
         return self.repo.delete_wal(names)
 
     def lock_store(self) -> LockStore:
-        from payapi.backup.lock import LocalFileLockStore, ObjectLockStore
-        from payapi.backup.repository import repository_scheme
-
-        root = getattr(self.repo.store, "root", None)
-        if repository_scheme(self.url) == "file" and isinstance(root, Path):
-            return LocalFileLockStore(root / "locks")
-        return ObjectLockStore(self.repo.store, "locks/")
+        return self.repo.lock_store()
 
     def close(self) -> None:
         self.repo.close()
