@@ -12,7 +12,7 @@ not check (no repository, no key, an invalid plan or config). Deciding is
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,8 @@ import typer
 from rich.table import Table
 
 from payapi.cli.context import get_ctx
-from payapi.cli.output import EXIT_USAGE, console, emit, fail, info
+from payapi.cli.options import parse_now
+from payapi.cli.output import console, emit, fail, info
 from payapi.config import ConfigError
 from payapi.plan import Duration, Plan, PlanError, load_plan
 
@@ -117,16 +118,6 @@ _STATUS_STYLE = {
 EXIT_CANNOT_CHECK = 2
 
 
-def _parse_now(text: str | None) -> datetime:
-    if text is None:
-        return datetime.now(UTC)
-    try:
-        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        fail(f"--now: not an ISO 8601 time: {text!r} (e.g. 2026-06-15T12:00:00Z)", EXIT_USAGE)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
 def _print_check(rep: Any) -> None:
     from payapi.rpo import RpoReport, human_duration
 
@@ -214,7 +205,7 @@ def check(
     """
     from payapi import dr_metrics, rpo
 
-    when = _parse_now(now)
+    when = parse_now(now)
     try:
         loaded = load_plan(resolve_plan_path(ctx, plan))
         settings = get_ctx(ctx).settings

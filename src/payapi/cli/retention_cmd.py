@@ -40,6 +40,7 @@ from payapi.backup.retention import (
 )
 from payapi.cli import lifecycle_cmd
 from payapi.cli.context import get_ctx
+from payapi.cli.options import parse_now
 from payapi.cli.output import EXIT_USAGE, console, emit, fail, info
 from payapi.cli.plan_cmd import PLAN_OPTION, load_for_cli
 from payapi.config import BackupSettings, ConfigError, RepositoryLocation, Settings
@@ -195,16 +196,6 @@ def open_retention_source(
 # --------------------------------------------------------------------------- helpers
 
 
-def _parse_now(text: str | None) -> datetime:
-    if text is None:
-        return datetime.now(UTC)
-    try:
-        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        fail(f"--now: not an ISO 8601 time: {text!r} (e.g. 2026-06-15T12:00:00Z)", EXIT_USAGE)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
 def _policy(plan: Plan) -> RetentionPolicy:
     try:
         return RetentionPolicy.from_plan(plan)
@@ -307,7 +298,7 @@ def plan_cmd(
     """List every backup with keep or remove and the reason (which rule keeps it)."""
     loaded = load_for_cli(ctx, plan)
     policy = _policy(loaded)
-    when = _parse_now(now)
+    when = parse_now(now)
     comp = _resolve(loaded, component)
     with _source(ctx, loaded, repository, key_file) as source:
         try:
@@ -498,7 +489,7 @@ def simulate_cmd(
     plan: Path | None = PLAN_OPTION,
 ) -> None:
     """Run the policy over a synthetic daily history and print what each tier keeps."""
-    when = _parse_now(now)
+    when = parse_now(now)
     loaded = load_for_cli(ctx, plan)
     comp = _resolve(loaded, component)
     assert comp is not None

@@ -15,7 +15,7 @@ CronJobs in ``deploy/kubernetes/cronjobs.yaml`` use the same slots.
 from __future__ import annotations
 
 import shlex
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import typer
 from rich.table import Table
 
 from payapi.cli.context import get_ctx
+from payapi.cli.options import parse_now
 from payapi.cli.output import EXIT_USAGE, console, emit, fail, info
 from payapi.cli.plan_cmd import PLAN_OPTION, load_for_cli
 from payapi.config import ConfigError, Settings
@@ -30,16 +31,6 @@ from payapi.plan import Plan
 from payapi.schedule import Schedule, Scheduler, jobs_from_plan, payapi_command
 
 app = typer.Typer(help="The plan's backup schedule: show, run.", no_args_is_help=True)
-
-
-def _parse_now(text: str | None) -> datetime:
-    if text is None:
-        return datetime.now(UTC)
-    try:
-        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        fail(f"--now: not an ISO 8601 time: {text!r} (e.g. 2026-06-15T12:00:00Z)", EXIT_USAGE)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def schedule_json(schedule: Schedule, now: datetime, count: int) -> dict[str, Any]:
@@ -85,7 +76,7 @@ def show(
 ) -> None:
     """Print every scheduled job with its next runs (UTC)."""
     loaded = load_for_cli(ctx, plan)
-    data = schedule_json(jobs_from_plan(loaded), _parse_now(now), count)
+    data = schedule_json(jobs_from_plan(loaded), parse_now(now), count)
     emit(data, as_json=as_json, human=_print_schedule)
 
 
