@@ -154,7 +154,6 @@ _CRASH_SCRIPT = textwrap.dedent(
     from payapi.backup.lock import Lock, lock_name
     from payapi.backup.postgres import BackupRequest, run_backup
     from payapi.backup.repository import Repository
-    from payapi.cli.backup_cmd import lock_store
 
     repo_url, key_file, dsn, phase, work = sys.argv[1:6]
     repo = Repository.open(repo_url, load_repository_key(key_file))
@@ -184,7 +183,7 @@ _CRASH_SCRIPT = textwrap.dedent(
 
         store.put = put
 
-    with Lock(lock_store(repo)).hold(lock_name("database"), "crash test"):
+    with Lock(repo.lock_store()).hold(lock_name("database"), "crash test"):
         run_backup(repo, BackupRequest(kind="full", dsn=dsn, phase=hook, work_dir=Path(work)))
     sys.exit(3)  # not reached
     """
