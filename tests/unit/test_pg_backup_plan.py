@@ -374,8 +374,13 @@ def test_extract_object_writes_and_syncs_every_member(
     members["global/pg_control"] = b"c" * 8192
     members["PG_VERSION"] = b"15\n"
     synced: list[str] = []
-    real_fsync = restore_mod._fsync
-    monkeypatch.setattr(restore_mod, "_fsync", lambda p: (synced.append(str(p)), real_fsync(p))[1])
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(restore_mod.os, "fsync", fsync)
     with Repository.open(f"file://{tmp_path / 'repo'}", generate_key(), chunk_size=4096) as repo:
         repo.init()
         with repo.begin_backup("database", "full") as writer:

@@ -39,10 +39,9 @@ import os
 import re
 import shutil
 import subprocess
-import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -679,33 +678,39 @@ def sync_tree(root: Path) -> None:
     _fsync(root.parent)
 
 
+def _fsync_close(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def extract_object(
     repo: Repository, backup_id: str, name: str, dest: Path, *, sync: bool = True
 ) -> None:
-    """Stream a tar object out of the repository into ``dest`` (no staging copy).
+    """Stream a tar object out of the repository into ``dest`` (no staging copy), with
+    :mod:`payapi.backup.untar` (the chunks' bytes go to ``os.write`` as they are).
 
     With ``sync`` the result is durable when this returns, as pg_basebackup's and
-    pgBackRest's are: each regular file is fsynced on a helper thread as soon as the next
-    member starts (so the disk writes while we decrypt), then every directory.
+    pgBackRest's are: each file is fsynced on a helper thread as soon as its last byte is
+    written (so the disk writes while we decrypt the next ones), then every directory.
     """
+    from payapi.backup.untar import UntarError, extract
+
     dest.mkdir(parents=True, exist_ok=True)
-    with contextlib.ExitStack() as stack:
-        pool = stack.enter_context(ThreadPoolExecutor(SYNC_WORKERS, "payapi-fsync"))
+    with ThreadPoolExecutor(SYNC_WORKERS, "payapi-fsync") as pool:
         pending: list[Future[None]] = []
-        f = stack.enter_context(repo.open_object(backup_id, name))
-        tar = stack.enter_context(tarfile.open(fileobj=f, mode="r|"))
 
-        def members() -> Iterator[tarfile.TarInfo]:
-            done: Path | None = None  # the last regular file, extracted once we are called
-            for member in tar:
-                if done is not None:
-                    pending.append(pool.submit(_fsync, done))
-                yield member
-                done = dest / member.name.lstrip("/") if sync and member.isreg() else None
-            if done is not None:
-                pending.append(pool.submit(_fsync, done))
+        def file_done(fd: int) -> None:
+            if sync:
+                pending.append(pool.submit(_fsync_close, fd))
+            else:
+                os.close(fd)
 
-        tar.extractall(dest, members=members(), filter="tar")
+        try:
+            extract(repo.iter_object(backup_id, name), dest, on_file=file_done)
+        except UntarError as exc:
+            raise RestoreError(f"backup {backup_id}, object {name}: {exc}") from None
         for future in pending:
             future.result()
     if sync:
