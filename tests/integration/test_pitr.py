@@ -4,7 +4,11 @@ Full backup, then batches of payments (one transaction each, like the API); reco
 a time taken between two batches must bring back exactly the first batch. A restored
 copy never archives and a later PITR keeps to production's timeline. With the source
 down, recovery trusts the archive, and refuses a target the archive does not reach,
-naming the last archived commit."""
+naming the last archived commit.
+
+The time-between-batches case also runs with the repository in S3 (the session's moto
+server): WAL archived there by the lab user's ``wal push``, fetched back by the restored
+server's ``wal fetch``."""
 
 from __future__ import annotations
 
@@ -19,9 +23,11 @@ import pytest
 from tests.integration.pg_backup_env import (
     PAYMENTS_DDL,
     BackupEnv,
+    env_fixture,
     insert_payments,
-    make_env,
+    parametrize_env,
     references,
+    repos,
 )
 
 pytestmark = pytest.mark.timeout(600)
@@ -37,9 +43,13 @@ class History:
     t2: str  # after batch 2
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    parametrize_env(metafunc)
+
+
 @pytest.fixture(scope="module")
-def env() -> Iterator[BackupEnv]:
-    e = make_env(prefix="payapi-pitr-")
+def env(request: pytest.FixtureRequest) -> Iterator[BackupEnv]:
+    e = env_fixture(request, "payapi-pitr-")
     e.psql(PAYMENTS_DDL)
     try:
         yield e
@@ -76,6 +86,7 @@ def _restore(env: BackupEnv, name: str, *target: str) -> dict[str, object]:
     return out  # type: ignore[no-any-return]
 
 
+@repos("file", "s3")
 def test_pitr_to_a_time_between_batches_restores_exactly_the_first(
     env: BackupEnv, history: History
 ) -> None:

@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -37,53 +36,15 @@ from payapi.backup.errors import (
     WrongKey,
 )
 from payapi.backup.repository import DATA, MANIFESTS, WAL, WAL_INDEX, Repository
-from payapi.lab.procs import free_port, port_open
+from payapi.lab.procs import free_port
+from tests.integration.s3_server import BUCKET
 
-BUCKET = "payapi-backups"
 CHUNK = 4096
 SEG = "000000010000000000000001"
 MARKER = b"PLAINTEXT-MARKER-d41d8cd98f00b204"
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 
 
-# --- fixtures --------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real S3-compatible server (moto) on a free loopback port, with one bucket."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    moto = Path(sys.executable).parent / "moto_server"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT
-        )
-    mp = pytest.MonkeyPatch()
-    for k, v in AWS_ENV.items():
-        mp.setenv(k, v)
-    try:
-        deadline = time.monotonic() + 30
-        while not port_open(port):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"moto_server did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.05)
-        endpoint = f"http://127.0.0.1:{port}"
-        import boto3
-
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
-        yield endpoint
-    finally:
-        mp.undo()
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+# --- fixtures (s3_endpoint, the session's moto server, is in conftest.py) ---------------------
 
 
 @pytest.fixture(params=["file", "s3"])
