@@ -56,13 +56,17 @@ def repo(tmp_path: Path) -> Repo:
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
-def fresh(repo: Repo) -> None:
-    """Every managed component backed up within its RPO; names as the engines label them."""
-    repo.backup("vault", "full", NOW - timedelta(hours=3))
-    repo.backup("vault", "incremental", NOW - timedelta(minutes=1))
-    repo.backup("redis", "snapshot", NOW - timedelta(minutes=2))
-    repo.backup("db", "full", NOW - timedelta(minutes=3))  # an alias of database
-    repo.backup("config", "git", NOW - timedelta(minutes=1))  # an alias of configuration
+def fresh(repo: Repo, now: datetime = NOW) -> None:
+    """Every managed component backed up within its RPO; names as the engines label them.
+
+    ``now`` defaults to the time this module was imported (tests that pass ``--now``);
+    a test whose command reads the real clock passes the real time, since a long suite
+    can run minutes after import, beyond the vault's 5-minute RPO."""
+    repo.backup("vault", "full", now - timedelta(hours=3))
+    repo.backup("vault", "incremental", now - timedelta(minutes=1))
+    repo.backup("redis", "snapshot", now - timedelta(minutes=2))
+    repo.backup("db", "full", now - timedelta(minutes=3))  # an alias of database
+    repo.backup("config", "git", now - timedelta(minutes=1))  # an alias of configuration
 
 
 def check(repo: Repo, *args: str) -> tuple[int, str, str]:

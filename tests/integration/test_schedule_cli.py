@@ -84,7 +84,7 @@ def test_show_human() -> None:
 def test_run_once_runs_everything_due_and_a_failure_does_not_stop_the_rest(
     repo: Repo, fake: tuple[str, Path], tmp_path: Path
 ) -> None:
-    fresh(repo)
+    fresh(repo, datetime.now(UTC))
     command, log = fake
     state = tmp_path / "state.json"
     args = ["--config", str(repo.config), "schedule", "run", "--once"]
@@ -136,7 +136,7 @@ def _wait_for(q: queue.Queue[dict[str, Any]], pred: Any, timeout: float = 60) ->
 def test_run_serves_metrics_and_stops_cleanly_on_sigterm(
     repo: Repo, fake: tuple[str, Path], tmp_path: Path
 ) -> None:
-    fresh(repo)
+    fresh(repo, datetime.now(UTC))
     command, _log = fake
     env = {**os.environ, "FAKE_SLOW_RESTORE": "1", "PYTHONUNBUFFERED": "1"}
     argv = [sys.executable, "-m", "payapi", "--config", str(repo.config), "schedule", "run"]
