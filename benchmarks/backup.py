@@ -929,7 +929,7 @@ class Bench:
             title=f"PostgreSQL {PG_MAJOR}, pgbench scale {s['scale']} "
             f"({_mib(self.facts.get('database_bytes'))}), {s['rounds']} round(s)"
         )
-        for col in ("operation", "tool", "median s", "CPU s", "runs s", "peak RSS", "bytes"):
+        for col in ("operation", "tool", "median s", "CPU s", "range s", "peak RSS", "bytes"):
             t.add_column(col, justify="left" if col in ("tool", "operation") else "right")
         ops = ("backup", "restore", "restore → ready", "wal push")
         rows = sorted(self.rows.values(), key=lambda r: (ops.index(r.op), r.tool))
@@ -941,7 +941,7 @@ class Bench:
                 r.tool,
                 fmt.format(r.median),
                 "—" if cpu is None else fmt.format(cpu),
-                ", ".join(fmt.format(x) for x in r.seconds[:10]),
+                "..".join(fmt.format(x) for x in (min(r.seconds), max(r.seconds))),
                 _mib(max(r.peak_rss, default=0)) if r.peak_rss else "—",
                 _mib(r.stored_bytes),
                 end_section=i + 1 < len(rows) and rows[i + 1].op != r.op,
@@ -1007,7 +1007,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             print(json.dumps(s, indent=2))
         else:
-            out = Console()
+            out = Console() if sys.stdout.isatty() else Console(width=110)
             out.print(bench.tables(s))
             r = s["ratios"]
             for op in ("backup", "restore", "restore_to_ready", "wal_push"):
