@@ -81,10 +81,8 @@ def outside_tmp() -> Iterator[Path]:
 def lab() -> Iterator[LabHandle]:
     root = Path(tempfile.mkdtemp(prefix="payapi-lab-"))  # see outside_tmp
     lab = Lab(root / "lab")
-    status = lab.up()
-    handle = LabHandle(lab, status)
-    try:
-        yield handle
+    try:  # down() also when up() fails halfway: no server outlives the session
+        yield LabHandle(lab, lab.up())
     finally:
         lab.down()
         shutil.rmtree(root, ignore_errors=True)
