@@ -566,19 +566,24 @@ class Repository:
     def _object_reader(self, backup_id: str, name: str) -> tuple[ObjectEntry, DecryptingReader]:
         entry = self._entry(backup_id, name)
         key = f"{DATA}{backup_id}/{name}"
+        return entry, self._decrypting(key, entry.size, entry.sha256, backup_id, name)
+
+    def _decrypting(
+        self, key: str, size: int, sha256: str, backup_id: str | None, name: str
+    ) -> DecryptingReader:
+        """A checked plaintext reader of stored object ``key`` (errors name backup/object)."""
         try:
             raw = self.store.open(key)
         except NotFound:
             raise MissingObject(backup_id, name) from None
-        reader = DecryptingReader(
+        return DecryptingReader(
             raw,
             self.key,
             key,
-            expected_size=entry.size,
-            expected_sha256=entry.sha256,
+            expected_size=size,
+            expected_sha256=sha256,
             make_error=lambda r: CorruptObject(backup_id, name, r),
         )
-        return entry, reader
 
     def open_object(self, backup_id: str, name: str) -> BinaryIO:
         """The plaintext of one object, authenticated chunk by chunk as it is read.
@@ -722,19 +727,7 @@ class Repository:
         except NotFound:
             raise NotFound(f"WAL segment {name} not found in {self.url}") from None
         key = WAL + name
-        try:
-            raw = self.store.open(key)
-        except NotFound:
-            raise MissingObject(None, key) from None
-        reader = DecryptingReader(
-            raw,
-            self.key,
-            key,
-            expected_size=entry.size,
-            expected_sha256=entry.sha256,
-            make_error=lambda r: CorruptObject(None, key, r),
-        )
-        with reader:
+        with self._decrypting(key, entry.size, entry.sha256, None, key) as reader:
             _atomic_write(Path(dest), reader.read_chunks())
 
     def list_wal(self) -> list[str]:

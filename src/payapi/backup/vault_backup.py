@@ -508,14 +508,7 @@ def _backup(
                     raise VaultBackupError(f"vault database has no table {table.name}")
                 entry: dict[str, Any] = {"columns": cols}
                 if parent_info is None:
-                    entry["rows"] = _dump(
-                        db,
-                        writer,
-                        held,
-                        table.rows_object,
-                        f"SELECT row_to_json(t)::text FROM {table.name} t "  # noqa: S608
-                        f"ORDER BY {table.pk_sql('t')}",
-                    )
+                    entry["rows"] = _dump_table(db, writer, held, table)
                 else:
                     psnap = str(parent_info.meta["snapshot"])
                     _dump_changes(db, writer, held, table, psnap, entry)
@@ -541,6 +534,15 @@ def _backup(
             return writer.commit()
     finally:
         db.run(tr.rollback())
+
+
+def _dump_table(db: _Db, writer: BackupWriter, held: Held, table: Table) -> int:
+    """The whole of ``table`` (ordered by its key) into its rows object."""
+    sql = (
+        f"SELECT row_to_json(t)::text FROM {table.name} t "  # noqa: S608 - our own table names
+        f"ORDER BY {table.pk_sql('t')}"
+    )
+    return _dump(db, writer, held, table.rows_object, sql)
 
 
 def _dump(db: _Db, writer: BackupWriter, held: Held, name: str, sql: str, *args: Any) -> int:
@@ -595,14 +597,7 @@ def _dump_changes(
     if truncated:  # the whole table changed: store all of it
         entry["keys"] = 0
         writer.add_bytes(table.keys_object, b"")
-        entry["rows"] = _dump(
-            db,
-            writer,
-            held,
-            table.rows_object,
-            f"SELECT row_to_json(t)::text FROM {table.name} t "  # noqa: S608
-            f"ORDER BY {table.pk_sql('t')}",
-        )
+        entry["rows"] = _dump_table(db, writer, held, table)
         return
     entry["keys"] = _dump(
         db,
