@@ -69,7 +69,10 @@ class RedisServer:
         res = subprocess.run(argv, capture_output=True, text=True, check=False)
         if res.returncode != 0:
             raise LabError(f"redis-server failed to start: {res.stderr.strip() or res.stdout}")
-        wait_for(lambda: port_open(self.port), timeout=timeout, what="redis port")
+        # Redis binds its port before it writes its pid file: wait for both, so that a
+        # caller checking is_running() right after start() never sees a half-started
+        # server as a dead one.
+        wait_for(self.is_running, timeout=timeout, what="redis port and pid file")
 
     def is_running(self) -> bool:
         pid = read_pid(self.pidfile)
