@@ -44,6 +44,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 # The benchmark drives load with wrk (Debian's `wrk` package), installed only when missing
 # and we are root. Options pass through: make bench BENCH_ARGS="--duration 60 --json".

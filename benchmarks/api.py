@@ -46,11 +46,12 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from payapi.config import load_settings
+from payapi.core.journal import note_sink
+from payapi.core.money import format_amount, parse_amount
+from payapi.core.settings import load_settings
 from payapi.credentials.service import Platform, create_client
 from payapi.lab.platform import Lab
-from payapi.lab.postgres import pg_bin
-from payapi.money import format_amount, parse_amount
+from payapi.servers.postgres import pg_bin
 
 HERE = Path(__file__).resolve().parent
 LUA = HERE / "payments.lua"
@@ -567,12 +568,18 @@ def main(argv: list[str] | None = None) -> int:
 
     own_dir = args.dir is None
     lab_dir = Path(tempfile.mkdtemp(prefix="payapi-bench-")) if own_dir else args.dir
-    lab = Lab(lab_dir, note=lambda m: console.print(f"[dim]{m}[/dim]"))
+    lab = Lab(lab_dir)
     changed = _prepare_local_config(lab)
     eapi_was_running = lab.running("eapi")
     try:
         with console.status("starting the lab") as spinner:
-            status = lab.up(progress=lambda c: spinner.update(f"starting {c}"))
+            lab.journal.add_sink(
+                note_sink(
+                    lambda m: console.print(f"[dim]{m}[/dim]"),
+                    started=lambda c: spinner.update(f"starting {c}"),
+                )
+            )
+            status = lab.up()
         if changed and eapi_was_running:  # a running EAPI must read the new config
             lab.stop("eapi")
             lab.start("eapi")

@@ -65,8 +65,8 @@ from rich.console import Console
 from rich.table import Table
 
 from payapi import __version__
-from payapi.lab.procs import (
-    LabError,
+from payapi.servers.procs import (
+    ServerError,
     as_lab_user,
     chown_to_lab_user,
     ensure_lab_user,
@@ -920,7 +920,7 @@ class Bench:
     def _client_bindir(self) -> Path:
         if self.args.pg15_client:
             return self.bindir
-        from payapi.backup.postgres import client_bindir
+        from payapi.servers.postgres import client_bindir
 
         return client_bindir()
 
@@ -1034,7 +1034,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
         failed = any(not v.get("ok") for v in bench.facts.get("check", {}).values())
         return 1 if failed else 0
-    except (BenchError, LabError) as exc:
+    except (BenchError, ServerError) as exc:
         console.print(f"[red]bench-backup failed[/red]: {exc}")
         if args.keep:
             console.print(f"commands and their output: {paths.log}")

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from payapi.lab.postgres import PgCluster
-from payapi.lab.procs import free_port
-from payapi.lab.redis import RedisServer
+from payapi.servers.postgres import PgCluster
+from payapi.servers.procs import free_port
+from payapi.servers.redis import RedisServer
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,8 @@
 """Append-only, hash-chained audit events in ``payment_db``, with the chain head kept outside.
 
+One job: the audit chain (append, read, verify, the head outside); long because every
+way of breaking a chain has its own check and message.
+
 Why a chain: an audit log that the people it audits can quietly edit proves nothing. Each
 event commits to the one before it, so changing, removing or reordering any event breaks
 the chain from that point on, and :func:`verify` says where and how.
@@ -24,7 +27,7 @@ Invariants:
 - :func:`append` refuses to write when the head file and the table disagree (beyond that
   lag): appending would overwrite the only evidence that events were deleted.
 - Details never hold secrets: a key that looks like a credential (same idea as the log
-  redaction in :mod:`payapi.logs`) may carry only numbers, booleans or null (counts such as
+  redaction in :mod:`payapi.core.logs`) may carry only numbers, booleans or null (counts such as
   ``tokens_revoked``), never a string.
 - ``append`` must not run inside a caller's transaction: the head is written after the
   commit, and a commit that could still roll back would leave the head ahead of the table.
@@ -52,7 +55,8 @@ from uuid import UUID
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from payapi.logs import _SENSITIVE as _SECRET_KEY
+from payapi.core.errors import PayapiError
+from payapi.core.logs import _SENSITIVE as _SECRET_KEY
 
 __all__ = [
     "GENESIS_HASH",
@@ -85,7 +89,7 @@ Target = asyncpg.Connection | asyncpg.Pool | PoolConnectionProxy
 T = TypeVar("T")
 
 
-class AuditError(Exception):
+class AuditError(PayapiError):
     """The audit log cannot do what was asked; the message is one line for the operator."""
 
 

@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from payapi.logs import get_logger
+from payapi.core.logs import get_logger
 
 REQUEST_ID_HEADER = "x-request-id"
-_VALID_RID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_VALID_RID = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
 
 log = get_logger("payapi.web")
 
@@ -88,6 +90,33 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
+def too_large(limit: int, what: str = "request body") -> ApiError:
+    return ApiError(
+        413, "invalid_request_error", "payload_too_large", f"{what} is larger than {limit} bytes"
+    )
+
+
+async def read_body(
+    request: Request, limit: int, *, error: Callable[[], Exception] | None = None
+) -> bytes:
+    """The request body, refused as soon as it passes ``limit`` bytes: a declared
+    ``Content-Length`` over the limit is refused before reading anything, a chunked body
+    while it streams in, so no more than ``limit`` bytes (plus one chunk) are ever held.
+    ``error`` makes the exception (default: the 413 envelope)."""
+    make = error or (lambda: too_large(limit))
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise make()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise make()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def request_id(request: Request) -> str:
     rid = getattr(request.state, "request_id", None)
     return rid if isinstance(rid, str) else ""
@@ -114,7 +143,7 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-_STATUS_TYPES = {
+STATUS_TYPES = {
     400: ("invalid_request_error", "bad_request"),
     401: ("authentication_error", "unauthorized"),
     403: ("authorization_error", "forbidden"),
@@ -134,13 +163,26 @@ def _param_of(loc: tuple[Any, ...] | list[Any]) -> str | None:
     return ".".join(parts) or None
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def with_challenge(
+    status: int, headers: Mapping[str, str] | None, challenge: str
+) -> dict[str, str] | None:
+    """``headers`` plus ``WWW-Authenticate: challenge`` on a 401 that lacks one (RFC 9110
+    says a 401 must say how to authenticate)."""
+    if status != 401 or any(k.lower() == "www-authenticate" for k in headers or {}):
+        return dict(headers) if headers else None
+    return {**(headers or {}), "WWW-Authenticate": challenge}
+
+
+def install_error_handlers(app: FastAPI, *, challenge: str = 'Bearer realm="payapi"') -> None:
+    """The error envelope for every failure; ``challenge`` is the ``WWW-Authenticate``
+    value of this service's 401 answers."""
     app.add_middleware(RequestIdMiddleware)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> Response:
+        headers = with_challenge(exc.status, exc.headers, challenge)
         return error_response(
-            request, exc.status, exc.type, exc.code, exc.message, exc.param, exc.headers
+            request, exc.status, exc.type, exc.code, exc.message, exc.param, headers
         )
 
     @app.exception_handler(RequestValidationError)
@@ -158,9 +200,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
-        type_, code = _STATUS_TYPES.get(exc.status_code, ("api_error", "error"))
+        type_, code = STATUS_TYPES.get(exc.status_code, ("api_error", "error"))
         message = exc.detail if isinstance(exc.detail, str) else code
-        return error_response(request, exc.status_code, type_, code, message)
+        # Starlette's 405 carries the Allow header (RFC 9110: a 405 must list the methods).
+        headers = with_challenge(exc.status_code, exc.headers, challenge)
+        return error_response(request, exc.status_code, type_, code, message, headers=headers)
 
     @app.exception_handler(ClientDisconnect)
     async def _gone(request: Request, exc: ClientDisconnect) -> Response:
@@ -172,3 +216,16 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unhandled(request: Request, exc: Exception) -> Response:
         log.error("unhandled_error", error_type=type(exc).__name__, request_id=request_id(request))
         return error_response(request, 500, "api_error", "internal_error", "internal error")
+
+
+def validation_error(exc: ValidationError) -> ApiError:
+    """The first problem of ``exc`` as a 422 naming the field (never echoing the input)."""
+    errors = exc.errors(include_url=False, include_input=False)
+    first: Mapping[str, Any] = errors[0] if errors else {}
+    if first.get("type") in ("model_type", "model_attributes_type", "dict_type"):
+        return ApiError(422, "validation_error", "invalid", "body must be a JSON object")
+    loc = [str(p) for p in first.get("loc", ())]
+    message = str(first.get("msg", "invalid request"))
+    if first.get("type") == "extra_forbidden":
+        message = "unknown field"
+    return ApiError(422, "validation_error", "invalid", message, param=".".join(loc) or None)

@@ -35,10 +35,9 @@ import pytest
 
 from payapi.backup.crypto import load_repository_key, write_key_file
 from payapi.backup.repository import Repository
-from payapi.backup.restore import stop_server
 from payapi.backup.wal import archive_command, guc_string
-from payapi.lab.postgres import PgCluster, pg_bin
-from payapi.lab.procs import (
+from payapi.servers.postgres import PgCluster, pg_bin, stop_server
+from payapi.servers.procs import (
     chown_to_lab_user,
     ensure_lab_user,
     free_port,

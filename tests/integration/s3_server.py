@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from payapi.lab.procs import chown_to_lab_user, free_port, is_root, port_open
+from payapi.servers.procs import chown_to_lab_user, free_port, is_root, port_open
 
 BUCKET = "payapi-backups"
 REGION = "us-east-1"

@@ -33,6 +33,7 @@ from payapi.backup.crypto import HEADER_BYTES, load_repository_key, write_key_fi
 from payapi.backup.errors import CorruptObject, WrongKey
 from payapi.backup.repository import DATA, SERIES_TAG, WAL, Repository
 from payapi.backup.wal import PUSH_BACKOFF_SECONDS, RepositoryRef, _backoff_marker
+from payapi.core.journal import Journal
 from tests.integration.moto_s3 import moto_s3
 
 BUCKET = "payapi-copies"
@@ -141,8 +142,9 @@ def test_copy_keeps_everything_is_verified_there_and_is_idempotent(
     site: Site, tmp_path: Path
 ) -> None:
     ids = populate(site.src, tmp_path)
-    steps: list[str] = []
-    report = copy_repository(site.src, site.dst, progress=steps.append)
+    journal = Journal()
+    report = copy_repository(site.src, site.dst, journal=journal)
+    steps = [s.name for s in journal.steps]
     assert report.ok, report.problems
     # Parents before children: the full before its incremental.
     assert report.copied.index(ids["full"]) < report.copied.index(ids["incr"])

@@ -20,7 +20,7 @@ import pytest
 
 from payapi.backup.crypto import load_repository_key, write_key_file
 from payapi.backup.repository import Repository
-from payapi.lab.procs import chown_to_lab_user, ensure_lab_user, is_root
+from payapi.servers.procs import chown_to_lab_user, ensure_lab_user, is_root
 from payapi.vault.testing import running_vault
 from tests.integration.pg_backup_env import (
     PAYMENTS_DDL,

@@ -41,8 +41,8 @@ from payapi.backup.config_export import (
 )
 from payapi.backup.crypto import generate_key
 from payapi.backup.repository import Repository
-from payapi.config import Settings
-from payapi.plan import default_plan_text
+from payapi.core.plan import default_plan_text
+from payapi.core.settings import Settings
 
 API_KEY = "apikey-PLANTED-1f3a9c5e7b"
 DB_PASSWORD = "dbpass-PLANTED-8d2e4f6a0c"

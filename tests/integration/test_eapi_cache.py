@@ -69,7 +69,7 @@ def test_local_limiter() -> None:
 
 
 async def test_down_redis_raises_cachedown_and_trips_breaker() -> None:
-    from payapi.lab.procs import free_port
+    from payapi.servers.procs import free_port
 
     c = Cache.from_url(f"redis://127.0.0.1:{free_port()}/0", timeout=0.2)
     c.breaker = Breaker(cooldown=30)

@@ -25,9 +25,9 @@ from payapi.backup.lifecycle import (
     normalize,
 )
 from payapi.backup.repository import Repository
-from payapi.backup.store import open_store
-from payapi.backup.store_s3 import S3Store
-from payapi.plan import load_plan
+from payapi.core.plan import load_plan
+from payapi.systems.objectstore import open_store
+from payapi.systems.objectstore.s3 import S3Store
 from tests.integration.moto_s3 import moto_s3
 
 BUCKET = "payapi-lifecycle"

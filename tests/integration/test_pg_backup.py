@@ -165,8 +165,9 @@ _CRASH_SCRIPT = textwrap.dedent(
     from pathlib import Path
     from payapi.backup.crypto import load_repository_key
     from payapi.backup.lock import Lock, lock_name
-    from payapi.backup.postgres import BackupRequest, run_backup
+    from payapi.backup.postgres import STEP_OBJECTS, STEP_WAL_RANGE, BackupRequest, run_backup
     from payapi.backup.repository import Repository
+    from payapi.core.journal import Event, Journal
 
     repo_url, key_file, dsn, phase, work, endpoint = sys.argv[1:7]
     repo = Repository.open(
@@ -176,9 +177,12 @@ _CRASH_SCRIPT = textwrap.dedent(
     def die(where):
         os.kill(os.getpid(), signal.SIGKILL)
 
-    def hook(name):
-        if name == phase:
-            die(name)
+    # Die right after a phase is done: the journal's "ended" event of its step.
+    after = {"objects": STEP_OBJECTS, "wal_range": STEP_WAL_RANGE}.get(phase)
+
+    def hook(step):
+        if step.event is Event.ENDED and step.name == after:
+            die(phase)
 
     if phase == "manifest":
         # Die while the manifest is being written: half of it is in the store's temp file.
@@ -199,7 +203,8 @@ _CRASH_SCRIPT = textwrap.dedent(
         store.put = put
 
     with Lock(repo.lock_store()).hold(lock_name("database"), "crash test"):
-        run_backup(repo, BackupRequest(kind="full", dsn=dsn, phase=hook, work_dir=Path(work)))
+        journal = Journal(hook)
+        run_backup(repo, BackupRequest(kind="full", dsn=dsn, journal=journal, work_dir=Path(work)))
     sys.exit(3)  # not reached
     """
 )
@@ -448,7 +453,7 @@ def test_verify_names_the_damaged_backup_and_object(env: BackupEnv) -> None:
 def test_a_cluster_with_a_tablespace_is_backed_up_per_tablespace() -> None:
     """``-D -`` cannot stream more than one tar: each tablespace's tar is staged and
     added. Restoring them is not supported yet, and says so."""
-    from payapi.lab.procs import chown_to_lab_user
+    from payapi.servers.procs import chown_to_lab_user
 
     env = make_env(prefix="payapi-tblspc-", archive=False)
     try:

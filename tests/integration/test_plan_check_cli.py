@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from payapi.backup.crypto import write_key_file
 from payapi.backup.repository import Repository
 from payapi.cli.main import app
-from payapi.plan import load_plan
+from payapi.core.plan import load_plan
 
 PLAN = load_plan()
 
@@ -194,7 +194,7 @@ def test_metrics_file_says_the_check_is_down_when_it_cannot_check(
 
 
 def test_unreachable_database_is_at_risk_not_a_crash(repo: Repo) -> None:
-    from payapi.lab.procs import free_port
+    from payapi.servers.procs import free_port
 
     fresh(repo)
     repo.config.write_text(

@@ -26,22 +26,19 @@ import redis as redis_sync
 from payapi.backup.crypto import generate_key
 from payapi.backup.errors import NotFound
 from payapi.backup.rdb import scan_file
-from payapi.backup.redis_backup import (
-    COMPONENT,
-    OBJECT,
-    TYPE,
+from payapi.backup.redis_backup import COMPONENT, OBJECT, TYPE, run_redis_backup
+from payapi.backup.redis_restore import (
     RedisRestoreError,
-    RedisServerControl,
     Revocations,
     restore_redis,
     revocations_from_events,
-    run_redis_backup,
 )
 from payapi.backup.repository import Repository
-from payapi.config import RedisSettings
+from payapi.core.settings import RedisSettings
 from payapi.eapi.cache import GEN_KEY, Cache, token_digest
-from payapi.lab.procs import free_port
-from payapi.lab.redis import RedisServer
+from payapi.servers.procs import free_port
+from payapi.servers.redis import RedisServer
+from payapi.systems.redis import LocalRedisControl
 
 
 @pytest.fixture
@@ -152,7 +149,7 @@ def test_snapshot_under_write_load_restores_the_recorded_key_count(
     # The live Redis has moved on: more keys than the snapshot.
     assert _keyspace(server)[0] > recorded[0]
 
-    result = restore_redis(repo, _settings(server), RedisServerControl(server))
+    result = restore_redis(repo, _settings(server), LocalRedisControl(server))
     assert result.mode == "restore" and result.verified
     assert result.backup_id == info.backup_id
     assert result.snapshot_keys == recorded
@@ -223,7 +220,7 @@ async def test_restore_drops_verifications_and_tokens_revoked_since(
     )
     assert revs.client_ids == frozenset({"alice"}) and not revs.all_tokens
 
-    result = restore_redis(repo, _settings(server), RedisServerControl(server), revocations=revs)
+    result = restore_redis(repo, _settings(server), LocalRedisControl(server), revocations=revs)
     assert result.verified and result.tokens == "partially dropped"
     assert result.dropped == {"verifications": 2, "tokens": 2, "token_sets": 1}
     assert _token_keys(server) == {f"payapi:tok:{digests['bob']}"}
@@ -253,7 +250,7 @@ async def test_restore_without_a_revocation_record_drops_every_token(
 ) -> None:
     await _eapi_state(server)
     run_redis_backup(repo, _settings(server))
-    result = restore_redis(repo, _settings(server), RedisServerControl(server))
+    result = restore_redis(repo, _settings(server), LocalRedisControl(server))
     assert result.verified and result.tokens == "dropped"
     assert result.dropped == {"verifications": 2, "tokens": 3, "token_sets": 2}
     assert _token_keys(server) == set()
@@ -271,7 +268,7 @@ async def test_restore_without_a_revocation_record_drops_every_token(
     revs = revocations_from_events(
         [("credentials.emergency_rotation", "all-clients")], info.started_at
     )
-    result = restore_redis(repo, _settings(server), RedisServerControl(server), revocations=revs)
+    result = restore_redis(repo, _settings(server), LocalRedisControl(server), revocations=revs)
     assert result.tokens == "dropped" and _token_keys(server) == set()
 
 
@@ -281,7 +278,7 @@ async def test_restore_keeps_tokens_when_nothing_was_revoked(
     digests = await _eapi_state(server)
     info = run_redis_backup(repo, _settings(server))
     revs = Revocations(since=info.started_at - timedelta(minutes=1))
-    result = restore_redis(repo, _settings(server), RedisServerControl(server), revocations=revs)
+    result = restore_redis(repo, _settings(server), LocalRedisControl(server), revocations=revs)
     assert result.tokens == "kept"
     assert _token_keys(server) == {f"payapi:tok:{d}" for d in _all_digests(digests)}
     assert result.dropped["verifications"] == 2
@@ -290,7 +287,7 @@ async def test_restore_keeps_tokens_when_nothing_was_revoked(
         restore_redis(
             repo,
             _settings(server),
-            RedisServerControl(server),
+            LocalRedisControl(server),
             revocations=Revocations(since=datetime.now(UTC) + timedelta(hours=1)),
         )
 
@@ -307,7 +304,7 @@ def test_rebuild_starts_empty_and_serving(repo: Repository, server: RedisServer)
     finally:
         c.close()
     run_redis_backup(repo, _settings(server))  # a snapshot exists; rebuild ignores it
-    result = restore_redis(repo, _settings(server), RedisServerControl(server), rebuild=True)
+    result = restore_redis(repo, _settings(server), LocalRedisControl(server), rebuild=True)
     assert result.mode == "rebuild" and result.verified and result.backup_id is None
     assert result.final_keys == {0: 1}
     assert _keyspace(server) == {0: 1}
@@ -338,7 +335,7 @@ def test_keys_expiring_between_snapshot_and_restore_do_not_fail_verification(
     assert info.meta["keys"] == {"0": 600}
     assert info.meta["expires"] == {"0": 400}
     time.sleep(0.6)  # the short ones are past their expiry now
-    result = restore_redis(repo, _settings(server), RedisServerControl(server))
+    result = restore_redis(repo, _settings(server), LocalRedisControl(server))
     assert result.verified
     assert result.loaded_keys == {0: 400}
     assert result.final_keys == {0: 401}
@@ -380,14 +377,12 @@ def test_stored_object_is_the_rdb_and_scans_to_the_recorded_counts(
 
 def test_restore_errors_are_clear(repo: Repository, server: RedisServer) -> None:
     with pytest.raises(NotFound, match="no Redis backup"):
-        restore_redis(repo, _settings(server), RedisServerControl(server))
+        restore_redis(repo, _settings(server), LocalRedisControl(server))
     with repo.begin_backup("vault", "full", None) as w:
         w.add_bytes("x", b"y")
         other = w.commit()
     with pytest.raises(RedisRestoreError, match="not Redis"):
-        restore_redis(
-            repo, _settings(server), RedisServerControl(server), backup_id=other.backup_id
-        )
+        restore_redis(repo, _settings(server), LocalRedisControl(server), backup_id=other.backup_id)
     assert server.is_running()  # nothing was stopped
 
 
@@ -416,7 +411,7 @@ def test_a_snapshot_redis_refuses_leaves_the_live_redis_untouched(
         bad = w.commit()
     _fill(server, 10, prefix="live")
     with pytest.raises(RedisRestoreError, match="private Redis"):
-        restore_redis(repo, _settings(server), RedisServerControl(server), backup_id=bad.backup_id)
+        restore_redis(repo, _settings(server), LocalRedisControl(server), backup_id=bad.backup_id)
     assert server.is_running()
     assert _keyspace(server) == {0: 60}
     assert [p.name for p in server.workdir.iterdir() if p.name.startswith(".payapi")] == []

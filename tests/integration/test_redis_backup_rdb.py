@@ -11,8 +11,8 @@ import pytest
 import redis as redis_sync
 
 from payapi.backup.rdb import RdbError, classify_key, lzf_decompress, scan_file, scan_stream
-from payapi.lab.procs import free_port
-from payapi.lab.redis import RedisServer
+from payapi.servers.procs import free_port
+from payapi.servers.redis import RedisServer
 
 
 @pytest.fixture

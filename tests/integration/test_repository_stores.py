@@ -36,7 +36,7 @@ from payapi.backup.errors import (
     WrongKey,
 )
 from payapi.backup.repository import DATA, MANIFESTS, WAL, WAL_INDEX, Repository
-from payapi.lab.procs import free_port
+from payapi.servers.procs import free_port
 from tests.integration.s3_server import BUCKET
 
 CHUNK = 4096

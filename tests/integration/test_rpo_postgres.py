@@ -22,11 +22,12 @@ from typer.testing import CliRunner
 
 from payapi.backup.repository import Repository
 from payapi.cli.main import app
-from payapi.config import BackupSettings, PostgresSettings, Settings
-from payapi.lab.postgres import PgCluster
-from payapi.lab.procs import chown_to_lab_user, free_port, make_reachable
-from payapi.plan import load_plan
-from payapi.rpo import ArchiverObservation, Status, assess, observe, observe_database
+from payapi.core.plan import load_plan
+from payapi.core.settings import BackupSettings, PostgresSettings, Settings
+from payapi.ops.rpo import ArchiverObservation, Status, assess
+from payapi.ops.rpo_observe import observe, observe_database
+from payapi.servers.postgres import PgCluster
+from payapi.servers.procs import chown_to_lab_user, free_port, make_reachable
 from tests.integration.test_plan_check_cli import Repo
 
 PLAN = load_plan()

@@ -17,11 +17,11 @@ import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from payapi.config import SapiSettings, Settings
-from payapi.lab.postgres import PgCluster
+from payapi.core.settings import SapiSettings, Settings
 from payapi.sapi.app import create_app
 from payapi.sapi.auth import ServiceAuth
-from payapi.sapi.schemas import Payment
+from payapi.schemas import Payment
+from payapi.servers.postgres import PgCluster
 from payapi.vault.client import VaultUnavailable
 
 PAYMENTS = "/api/internal/payments"
@@ -428,7 +428,7 @@ async def test_database_missing_then_503(pg: PgCluster) -> None:
 
 
 async def test_closed_port_then_503(pg: PgCluster) -> None:
-    from payapi.lab.procs import free_port
+    from payapi.servers.procs import free_port
 
     dsn = f"postgresql://postgres@127.0.0.1:{free_port()}/payment_db"
     async with running(dsn, TokenBox("t")) as s:

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 
 import httpx
-import pytest
 import uvicorn
 
-from payapi.config import SapiSettings, Settings
-from payapi.lab.procs import free_port
+from payapi.core.settings import SapiSettings, Settings
 from payapi.sapi.app import create_app
 from payapi.sapi.auth import ServiceAuth
+from payapi.servers.procs import free_port
 
 TOKEN = "uvicorn-service-token"
 
@@ -57,9 +55,6 @@ async def test_over_real_http(fresh_db: str) -> None:
         await auth.aclose()
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("payapi.audit") is None, reason="payapi.audit not written yet"
-)
 async def test_audit_append(fresh_db: str, tmp_path: object) -> None:
     from pathlib import Path
 

@@ -11,7 +11,7 @@ import pytest
 
 from payapi.sapi import service
 from payapi.sapi.migrate import migrate
-from payapi.sapi.schemas import PaymentCreate
+from payapi.schemas import PaymentCreate
 
 
 @pytest.fixture

@@ -9,14 +9,14 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from payapi.config import SapiSettings, Settings
-from payapi.lab.postgres import PgCluster
+from payapi.core.settings import SapiSettings, Settings
 from payapi.sapi.app import create_app
+from payapi.servers.postgres import PgCluster
 from payapi.vault.client import VaultClient
 
 testing = pytest.importorskip("payapi.vault.testing")
 platform = pytest.importorskip("payapi.credentials.platform")
-naming = pytest.importorskip("payapi.credentials.naming")
+naming = pytest.importorskip("payapi.core.naming")
 
 GOOD = {"amount": "12.34", "currency": "EUR", "reference": "VAULT-1"}
 

@@ -16,7 +16,7 @@ import asyncpg
 import httpx
 import pytest
 
-from payapi.lab.postgres import PgCluster
+from payapi.servers.postgres import PgCluster
 from payapi.vault.testing import RunningVault, running_vault
 
 ACCOUNT = "acme"

@@ -45,13 +45,14 @@ from payapi.backup.vault_backup import (
     run_vault_backup,
     wait_vault_healthy,
 )
-from payapi.config import Settings, VaultSettings
+from payapi.core.settings import Settings, VaultSettings
 from payapi.credentials.service import EPOCH
-from payapi.lab.postgres import PgCluster
 from payapi.sapi.migrate import migrate as sapi_migrate
+from payapi.servers.postgres import PgCluster
+from payapi.servers.uvicorn import ServerThread
 from payapi.vault.app import create_app
 from payapi.vault.crypto import SecretCipher
-from payapi.vault.testing import RunningVault, ServerThread, running_vault
+from payapi.vault.testing import RunningVault, running_vault
 
 ACCOUNT = "payapi"
 APP_POLICY = """

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 from pydantic import SecretStr
 
-from payapi.lab.postgres import PgCluster
-from payapi.lab.procs import free_port
+from payapi.servers.postgres import PgCluster
+from payapi.servers.procs import free_port
 from payapi.vault.client import (
     VaultClient,
     VaultForbidden,

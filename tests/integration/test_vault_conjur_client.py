@@ -16,7 +16,7 @@ from conjur_api.errors.errors import HttpStatusError
 from conjur_api.models import ConjurConnectionInfo, CredentialsData, Resource, SslVerificationMode
 from conjur_api.providers import AuthnAuthenticationStrategy, SimpleCredentialsProvider
 
-from payapi.lab.postgres import PgCluster
+from payapi.servers.postgres import PgCluster
 from payapi.vault.testing import RunningVault, running_vault
 
 ACCOUNT = "payapi"

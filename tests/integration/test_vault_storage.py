@@ -23,8 +23,8 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
-from payapi.config import ConfigError, Settings, VaultSettings
-from payapi.lab.postgres import PgCluster
+from payapi.core.settings import ConfigError, Settings, VaultSettings
+from payapi.servers.postgres import PgCluster
 from payapi.vault.app import create_app
 from payapi.vault.bootstrap import bootstrap
 from payapi.vault.client import VaultClient, VaultNotFound

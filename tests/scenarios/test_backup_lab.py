@@ -18,7 +18,7 @@ import pytest
 from payapi.backup.crypto import load_repository_key
 from payapi.backup.repository import Repository
 from payapi.lab.platform import Lab
-from payapi.lab.postgres import pg_bin
+from payapi.servers.postgres import pg_bin
 from tests.scenarios.conftest import LabHandle, run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

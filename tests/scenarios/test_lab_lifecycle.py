@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from payapi.lab.procs import port_open
+from payapi.servers.procs import port_open
 from tests.scenarios.conftest import run_cli
 
 

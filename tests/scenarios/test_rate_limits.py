@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx
 
-from payapi.config import load_settings
+from payapi.core.settings import load_settings
 from payapi.eapi.app import create_app
 from tests.scenarios.conftest import LabHandle
 

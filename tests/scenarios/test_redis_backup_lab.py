@@ -10,15 +10,11 @@ from datetime import datetime
 from pathlib import Path
 
 from payapi.backup.crypto import generate_key
-from payapi.backup.redis_backup import (
-    LabRedisControl,
-    Revocations,
-    restore_redis,
-    revocations_from_audit,
-    run_redis_backup,
-)
+from payapi.backup.redis_backup import run_redis_backup
+from payapi.backup.redis_restore import Revocations, restore_redis, revocations_from_audit
 from payapi.backup.repository import Repository
-from payapi.config import load_settings
+from payapi.core.settings import load_settings
+from payapi.systems.redis import redis_control
 from tests.scenarios.conftest import LabHandle, run_cli
 
 
@@ -56,7 +52,7 @@ def test_restore_in_the_lab_keeps_revoked_tokens_revoked(lab: LabHandle, outside
             return asyncio.run(revocations_from_audit(settings.postgres.payment_dsn, since))
 
         result = restore_redis(
-            repo, settings.redis, LabRedisControl(lab.lab), revocations=from_audit
+            repo, settings.redis, redis_control(settings.redis), revocations=from_audit
         )
         assert result.verified and result.tokens == "partially dropped"
         assert result.dropped["tokens"] >= 1

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from payapi.dr_metrics import JobCollector, render
-from payapi.plan import load_plan
-from payapi.rpo import report
-from payapi.schedule import Scheduler, jobs_from_plan
+from payapi.core.plan import load_plan
+from payapi.ops.metrics import JobCollector, render
+from payapi.ops.rpo import report
+from payapi.ops.schedule import jobs_from_plan
+from payapi.ops.scheduler import Scheduler
 from tests.unit.test_rpo import NOW, healthy
 
 PROM = Path(__file__).parents[2] / "deploy" / "prometheus"

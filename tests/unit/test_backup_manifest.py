@@ -51,3 +51,23 @@ def test_verify_report_helpers() -> None:
     )
     assert not report.ok and not report.backup_ok("a") and report.backup_ok("b")
     assert str(report.problems_for("a")[0]) == "backup a: base.tar: corrupt: x"
+
+
+def test_typed_meta_writes_exactly_the_keys_given_and_reads_old_manifests() -> None:
+    from datetime import UTC, datetime
+
+    from payapi.backup.manifest import BackupInfo
+    from payapi.backup.postgres import PgMeta
+
+    written = PgMeta(timeline=2, end_lsn=None, system_identifier="7712665103185114335").dump()
+    assert written == {"timeline": 2, "end_lsn": None, "system_identifier": "7712665103185114335"}
+    now = datetime.now(UTC)
+    old = BackupInfo(
+        backup_id="b1", component="database", type="full", started_at=now, finished_at=now,
+        meta={"timeline": "3", "end_lsn": "0/3000000", "system_identifier": 7712665103185114335,
+              "something_newer": True},
+    )  # fmt: skip
+    meta = PgMeta.of(old)
+    assert meta.end() == (3, 0x3000000)
+    assert meta.system_identifier == "7712665103185114335"
+    assert meta.segment_size == 16 << 20

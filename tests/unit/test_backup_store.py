@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from payapi.backup.errors import AlreadyExists, NotFound, RepositoryError
-from payapi.backup.store import check_key, open_store
-from payapi.backup.store_file import FileStore
+from payapi.systems.objectstore import open_store
+from payapi.systems.objectstore.base import check_key
+from payapi.systems.objectstore.file import FileStore
 
 
 def test_factory_by_scheme(tmp_path: Path) -> None:
@@ -25,7 +26,7 @@ def test_factory_by_scheme(tmp_path: Path) -> None:
 
 def test_factory_imports_boto3_only_for_s3(tmp_path: Path) -> None:
     code = (
-        "import sys; from payapi.backup.store import open_store; "
+        "import sys; from payapi.systems.objectstore import open_store; "
         f"open_store('file://{tmp_path}'); "
         "assert 'boto3' not in sys.modules and 'botocore' not in sys.modules; "
         "open_store('s3://bucket/prefix', endpoint_url='http://127.0.0.1:1'); "

@@ -7,8 +7,8 @@ from typing import Any
 
 import yaml
 
-from payapi.plan import load_plan
-from payapi.schedule import jobs_from_plan
+from payapi.core.plan import load_plan
+from payapi.ops.schedule import jobs_from_plan
 
 MANIFEST = Path(__file__).parents[2] / "deploy" / "kubernetes" / "cronjobs.yaml"
 CONFIG = ["--config", "/etc/payapi/config/payapi.toml"]

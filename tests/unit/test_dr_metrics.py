@@ -8,9 +8,9 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from payapi.dr_metrics import RpoCollector, render, write_textfile
-from payapi.plan import load_plan
-from payapi.rpo import report
+from payapi.core.plan import load_plan
+from payapi.ops.metrics import RpoCollector, render, write_textfile
+from payapi.ops.rpo import report
 from tests.unit.test_rpo import NOW, backup, healthy
 
 PLAN = load_plan()

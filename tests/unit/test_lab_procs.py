@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from payapi.lab.procs import is_root, make_reachable, pid_alive, spawn, terminate
+from payapi.servers.procs import is_root, make_reachable, pid_alive, spawn, terminate
 
 
 @pytest.mark.skipif(not is_root(), reason="only root needs to open a path to the lab user")

@@ -19,7 +19,7 @@ from payapi.backup.lifecycle import (
     rules_from_plan,
 )
 from payapi.backup.repository import SERIES_TAG, object_tags
-from payapi.plan import Plan, default_plan_text, load_plan, parse_plan
+from payapi.core.plan import Plan, default_plan_text, load_plan, parse_plan
 
 PLAN = load_plan()
 SEVEN_YEARS = 2557  # 7 * 365.25 days, rounded up

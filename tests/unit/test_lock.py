@@ -48,7 +48,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> LockStore:
     if request.param == "memory":
         return MemoryLockStore()
     if request.param == "object":
-        from payapi.backup.store_file import FileStore
+        from payapi.systems.objectstore.file import FileStore
 
         return ObjectLockStore(FileStore(tmp_path / "repo"), "locks/")
     return LocalFileLockStore(tmp_path / "locks")

@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from payapi.money import (
+from payapi.core.money import (
     CURRENCIES,
     MAX_AMOUNT,
     MoneyError,
@@ -119,3 +119,19 @@ def test_currency_list_is_sane() -> None:
     assert isinstance(CURRENCIES, frozenset)
     assert len(CURRENCIES) > 140
     assert all(len(c) == 3 and c.isalpha() and c.isupper() for c in CURRENCIES)
+
+
+def test_json_is_parsed_strictly() -> None:
+    import pytest as _pytest
+
+    from payapi.core.money import MAX_JSON_DEPTH, loads_json
+
+    assert loads_json(b'{"a": [1.5]}') == {"a": [Decimal("1.5")]}
+    assert loads_json("[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH) is not None
+    for bad in ("[" * (MAX_JSON_DEPTH + 1) + "]" * (MAX_JSON_DEPTH + 1), "[" * 100_000,
+                '{"a": 1, "a": 2}', "NaN"):  # fmt: skip
+        with _pytest.raises(ValueError):
+            loads_json(bad)
+    # Brackets inside strings are not nesting.
+    assert loads_json('{"a": "' + "[" * 500 + '"}') == {"a": "[" * 500}
+    assert loads_json('["\\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["]')[0].startswith('"')

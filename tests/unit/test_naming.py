@@ -1,6 +1,6 @@
 import pytest
 
-from payapi.credentials.naming import (
+from payapi.core.naming import (
     ClientPaths,
     InvalidName,
     client_name_from_variable,

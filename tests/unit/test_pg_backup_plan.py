@@ -15,22 +15,20 @@ import pytest
 
 from payapi.backup import wal
 from payapi.backup.manifest import BackupInfo
-from payapi.backup.postgres import (
+from payapi.backup.pg_format import (
     PgBackupError,
     TarTap,
-    basebackup_argv,
-    choose_parent,
     format_lsn,
     lsn_segment,
     parse_backup_label,
     parse_lsn,
-    parse_major,
     parse_manifest,
     parse_segment,
     segment_name,
     wal_range,
 )
-from payapi.backup.restore import (
+from payapi.backup.postgres import basebackup_argv, choose_parent
+from payapi.backup.restore_plan import (
     Lineage,
     RestoreError,
     Target,
@@ -43,6 +41,7 @@ from payapi.backup.restore import (
     parse_waldump_commits,
     recovery_settings,
 )
+from payapi.servers.postgres import parse_major
 
 SEG = 16 << 20
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -303,7 +302,7 @@ def test_wal_argv_fast_path_grammar() -> None:
 def test_wal_repository_settings_match_the_settings_framework(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from payapi.config import load_settings
+    from payapi.core.settings import load_settings
 
     for k in list(os.environ):
         if k.upper().startswith("PAYAPI_"):
@@ -350,7 +349,7 @@ def test_parse_major_reads_distribution_version_strings() -> None:
 def test_settings_of_a_pre_17_data_directory_omit_summarize_wal(tmp_path: Path) -> None:
     # A restored PostgreSQL 15 backup gets the lab's settings too; an unknown setting
     # would stop it from starting.
-    from payapi.lab.postgres import PgCluster
+    from payapi.servers.postgres import PgCluster
 
     for major, expected in (("15", False), ("18", True)):
         datadir = tmp_path / major
@@ -366,7 +365,7 @@ def test_extract_object_writes_and_syncs_every_member(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A restore is durable when it returns: every regular file and directory is fsynced.
-    import payapi.backup.restore as restore_mod
+    import payapi.backup.materialize as restore_mod
     from payapi.backup.crypto import generate_key
     from payapi.backup.repository import Repository
 

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from payapi.cli.main import app
-from payapi.plan import (
+from payapi.core.plan import (
     Duration,
     PlanError,
     UnknownComponentError,

@@ -8,24 +8,26 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from payapi.backup.retention import (
+    RetentionPlan,
+    decide,
+    simulate,
+    synthetic_daily_history,
+)
+from payapi.backup.retention_policy import (
     GFS,
     BackupRef,
     Forever,
     PointInTime,
     PolicyError,
-    RetentionPlan,
     RetentionPolicy,
     SeriesPolicy,
     WalRef,
     Window,
-    decide,
     parse_rule,
     period_of,
-    simulate,
-    synthetic_daily_history,
     wal_position,
 )
-from payapi.plan import load_plan
+from payapi.core.plan import load_plan
 
 DAY = timedelta(days=1)
 

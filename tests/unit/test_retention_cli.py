@@ -89,7 +89,7 @@ def test_simulate_bad_usage_exits_2(args: list[str], message: str) -> None:
 
 
 def test_simulate_uses_the_plan_given(tmp_path: Path) -> None:
-    from payapi.plan import default_plan_text
+    from payapi.core.plan import default_plan_text
 
     text = default_plan_text().replace("  - name: annual\n    keep: 7y\n", "")
     plan = tmp_path / "plan.yaml"

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from payapi.plan import load_plan
-from payapi.rpo import (
+from payapi.core.plan import load_plan
+from payapi.ops.rpo import (
     ArchiverObservation,
     BackupObservation,
     Observations,

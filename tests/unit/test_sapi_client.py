@@ -241,7 +241,7 @@ async def test_timeout_is_unavailable(start: Callable[[Handler], Awaitable[Serve
 
 
 async def test_refused_connection_and_bad_headers() -> None:
-    from payapi.lab.procs import free_port
+    from payapi.servers.procs import free_port
 
     c = SapiClient(f"http://127.0.0.1:{free_port()}", Vault("t"))  # type: ignore[arg-type]
     try:

@@ -11,17 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from payapi.plan import load_plan, parse_plan
-from payapi.schedule import (
-    Job,
-    JobResult,
-    Scheduler,
-    SchedulerState,
-    SubprocessRunner,
-    backup_interval,
-    due_jobs,
-    jobs_from_plan,
-)
+from payapi.core.plan import load_plan, parse_plan
+from payapi.ops.schedule import Job, backup_interval, due_jobs, jobs_from_plan
+from payapi.ops.scheduler import JobResult, Scheduler, SchedulerState, SubprocessRunner
 
 PLAN = load_plan()
 SCHEDULE = jobs_from_plan(PLAN)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from payapi.config import VaultSettings
+from payapi.core.settings import VaultSettings
 from payapi.vault.crypto import (
     DataKeyError,
     DecryptionError,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from payapi.credentials.naming import new_client_id
+from payapi.core.naming import new_client_id
 from payapi.eapi import verifier as vmod
 from payapi.eapi.verifier import DUMMY_RECORD, ClientRecord, ClientVerifier, compare_credentials
 from payapi.vault.client import VaultNotFound

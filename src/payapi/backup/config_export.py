@@ -82,12 +82,12 @@ from payapi.backup.lock import (
 )
 from payapi.backup.manifest import BackupInfo
 from payapi.backup.repository import Repository
-from payapi.config import (
+from payapi.core.logs import get_logger
+from payapi.core.settings import (
     DEFAULT_NAMESPACE,
     DEFAULT_SECRET_PATTERNS,
     ConfigBackupSettings,
 )
-from payapi.logs import get_logger
 
 __all__ = [
     "COMPONENT",
@@ -787,7 +787,7 @@ class ConfigBackupResult:
 
 
 def default_sources(settings: Any, *, deploy_dir: Path | None = None) -> list[tuple[str, Path]]:
-    """What a configuration export holds by default, from :class:`payapi.config.Settings`:
+    """What a configuration export holds by default, from :class:`payapi.core.settings.Settings`:
     the DR plan, ``deploy/`` (if given and present), the config file and, beside it, the
     lab's ``payapi.local.toml`` and ``lab.json`` when they exist, plus
     ``config_backup.sources`` when the settings have that section."""

@@ -53,6 +53,7 @@ from payapi.backup.lock import (
 )
 from payapi.backup.manifest import BackupInfo, Manifest
 from payapi.backup.repository import Repository
+from payapi.core.journal import Journal
 
 __all__ = [
     "WAL_COMPONENT",
@@ -65,7 +66,6 @@ __all__ = [
 
 WAL_COMPONENT = "database"  # the repository's WAL archive is the PostgreSQL cluster's
 
-Progress = Callable[[str], None]
 
 # What must agree between a backup and its copy (the copy's own verification is not).
 _SAME = (
@@ -228,7 +228,7 @@ def copy_backups(
     dst: Repository,
     *,
     backup_ids: Sequence[str] | None = None,
-    progress: Progress | None = None,
+    journal: Journal | None = None,
     verify: bool = True,
     lock: bool = True,
     lock_wait: timedelta = timedelta(0),
@@ -240,7 +240,7 @@ def copy_backups(
     ``dst`` already has. With ``recheck``, the backups ``dst`` already has are read back
     too, and those that fail are copied again. See the module docstring."""
     return _copy_backups(
-        src, dst, src.list_backups(), backup_ids, progress=progress, verify=verify,
+        src, dst, src.list_backups(), backup_ids, journal=journal, verify=verify,
         lock=lock, lock_wait=lock_wait, recheck=recheck, report=report,
     )  # fmt: skip
 
@@ -251,14 +251,14 @@ def _copy_backups(
     listing: Sequence[BackupInfo],
     backup_ids: Sequence[str] | None,
     *,
-    progress: Progress | None,
+    journal: Journal | None,
     verify: bool,
     lock: bool,
     lock_wait: timedelta,
     recheck: bool,
     report: CopyReport | None,
 ) -> CopyReport:
-    say = progress or (lambda _m: None)
+    say = (journal or Journal()).note
     report = report or CopyReport(src.url, dst.url)
     source_id = src.require_config().repository_id
     dst.require_config()
@@ -290,7 +290,7 @@ def _copy_backup(
     held: Held | None,
     verify: bool,
     recheck: bool,
-    say: Progress,
+    say: Callable[[str], None],
     report: CopyReport,
     source_id: str,
 ) -> None:
@@ -378,7 +378,7 @@ def copy_wal(
     dst: Repository,
     names: Sequence[str] | None = None,
     *,
-    progress: Progress | None = None,
+    journal: Journal | None = None,
     verify: bool = True,
     lock: bool = True,
     lock_wait: timedelta = timedelta(0),
@@ -390,7 +390,7 @@ def copy_wal(
     ``src`` (checked), pushed into ``dst``, read back there and compared. With
     ``recheck``, the segments ``dst`` already has are read back too, and those that fail
     are copied again."""
-    say = progress or (lambda _m: None)
+    say = (journal or Journal()).note
     report = report or CopyReport(src.url, dst.url)
     dst.require_config()
     wanted = src.list_wal() if names is None else list(names)
@@ -475,7 +475,7 @@ def copy_repository(
     dst: Repository,
     *,
     backup_ids: Sequence[str] | None = None,
-    progress: Progress | None = None,
+    journal: Journal | None = None,
     verify: bool = True,
     lock_wait: timedelta = timedelta(0),
     work_dir: Path | None = None,
@@ -496,11 +496,11 @@ def copy_repository(
         chain = _with_ancestors(list(backup_ids), by_id)
         names = wal_for_backups(src, [by_id[b] for b in chain])
     copy_wal(
-        src, dst, names, progress=progress, verify=verify, lock_wait=lock_wait,
+        src, dst, names, journal=journal, verify=verify, lock_wait=lock_wait,
         work_dir=work_dir, recheck=recheck, report=report,
     )  # fmt: skip
     return _copy_backups(
         src, dst, listing, list(backup_ids) if backup_ids is not None else None,
-        progress=progress, verify=verify, lock=True, lock_wait=lock_wait, recheck=recheck,
+        journal=journal, verify=verify, lock=True, lock_wait=lock_wait, recheck=recheck,
         report=report,
     )  # fmt: skip

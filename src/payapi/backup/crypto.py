@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from payapi.backup.errors import KeyUnavailable
+from payapi.core.errors import PayapiError
 
 KEY_BYTES = 32
 KEY_ENV = "PAYAPI_BACKUP_KEY"
@@ -69,7 +70,7 @@ _INFO_OBJECT = b"payapi-backup/object/v1\x00"
 _KEY_CHECK_PLAINTEXT = b"payapi backup repository key check v1"
 
 
-class DecryptError(Exception):
+class DecryptError(PayapiError):
     """An object did not authenticate or decode; ``reason`` is a short phrase for the operator."""
 
     def __init__(self, reason: str) -> None:

@@ -7,12 +7,27 @@ backup id, the object name and what went wrong, nothing else.
 
 from __future__ import annotations
 
+from payapi.systems.objectstore.errors import AlreadyExists, NotFound, StoreError
+from payapi.systems.objectstore.errors import StoreFull as RepositoryFull
+from payapi.systems.objectstore.errors import StoreUnreachable as RepositoryUnreachable
 
-class RepositoryError(Exception):
-    """Base class: something about the backup repository failed."""
+# One class, two names: the repository's errors are its store's (see
+# payapi.systems.objectstore.errors), so ``except RepositoryError`` also catches a store's
+# NotFound. It derives from payapi.core.errors.PayapiError.
+RepositoryError = StoreError
 
-    def __init__(self, message: str) -> None:
-        super().__init__(" ".join(str(message).split()))
+__all__ = [
+    "AlreadyExists",
+    "CorruptObject",
+    "KeyUnavailable",
+    "MissingObject",
+    "NotFound",
+    "RepositoryError",
+    "RepositoryFull",
+    "RepositoryUnreachable",
+    "WalConflict",
+    "WrongKey",
+]
 
 
 class WrongKey(RepositoryError):
@@ -21,14 +36,6 @@ class WrongKey(RepositoryError):
 
 class KeyUnavailable(RepositoryError):
     """No usable repository key: the key file or variable is missing or malformed."""
-
-
-class NotFound(RepositoryError):
-    """A repository, backup, object or WAL segment does not exist."""
-
-
-class AlreadyExists(RepositoryError):
-    """Something that must be written once (config, manifest, object name) already exists."""
 
 
 class CorruptObject(RepositoryError):
@@ -51,11 +58,3 @@ class MissingObject(CorruptObject, NotFound):
 
 class WalConflict(RepositoryError):
     """A WAL segment with this name is already archived with different content."""
-
-
-class RepositoryUnreachable(RepositoryError):
-    """The repository cannot be reached (connection refused, timeout, missing bucket)."""
-
-
-class RepositoryFull(RepositoryError):
-    """The repository has no space left (ENOSPC, EDQUOT, quota exceeded)."""

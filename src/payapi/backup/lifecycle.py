@@ -3,7 +3,7 @@
 The seed asks for three things of the bucket: older backups move to cheaper storage
 classes, Glacier holds the long-term ones, and backups beyond their retention expire.
 Deciding is :func:`lifecycle_plan` (pure: the plan in, S3 ``Rules`` out); acting is
-:func:`current_rules` / :func:`apply_rules` on an :class:`~payapi.backup.store_s3.S3Store`.
+:func:`current_rules` / :func:`apply_rules` on an :class:`~payapi.systems.objectstore.s3.S3Store`.
 
 GFS purge (``payapi retention purge``) decides what to delete, backup by backup; the
 lifecycle rules are a *safety net* beside it, and must never remove what retention keeps.
@@ -46,10 +46,10 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from payapi.backup.repository import SERIES_TAG, WAL_SERIES
-from payapi.plan import Plan, PlanError
+from payapi.core.plan import Plan, PlanError
 
 if TYPE_CHECKING:
-    from payapi.backup.store_s3 import S3Store
+    from payapi.systems.objectstore.s3 import S3Store
 
 __all__ = [
     "DEFAULT_MARGIN_DAYS",

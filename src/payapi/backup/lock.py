@@ -39,7 +39,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from payapi.logs import get_logger
+from payapi.core.errors import PayapiError
+from payapi.core.logs import get_logger
+from payapi.servers.procs import pid_alive
 
 __all__ = [
     "DEFAULT_LEASE",
@@ -63,7 +65,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 log = get_logger("payapi.backup.lock")
 
 
-class LockError(Exception):
+class LockError(PayapiError):
     """The lock could not be taken, renewed or released; one line for the operator."""
 
 
@@ -269,7 +271,8 @@ class LocalFileLockStore:
 
 
 class _ObjectStore(Protocol):
-    """The part of :class:`payapi.backup.store.Store` that :class:`ObjectLockStore` uses."""
+    """The part of :class:`~payapi.systems.objectstore.base.Store` that
+    :class:`ObjectLockStore` uses."""
 
     def put_bytes(self, key: str, data: bytes, *, exclusive: bool = False) -> None: ...
 
@@ -355,60 +358,6 @@ class MemoryLockStore:
                 return False
             del self._data[key]
             return True
-
-
-# --------------------------------------------------------------------------- liveness
-
-
-def _boot_time() -> float | None:
-    try:
-        with open("/proc/stat", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("btime "):
-                    return float(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _proc_stat(pid: int) -> tuple[str, float] | None:
-    """(state, start time as a UNIX timestamp) from /proc, or None where there is no /proc."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as fh:
-            text = fh.read()
-    except OSError:
-        return None
-    # The command name is in parentheses and may itself contain spaces and ')'.
-    fields = text[text.rfind(")") + 2 :].split()
-    boot = _boot_time()
-    if len(fields) < 20 or boot is None:
-        return None
-    ticks = os.sysconf("SC_CLK_TCK")
-    return fields[0], boot + int(fields[19]) / ticks
-
-
-def pid_alive(pid: int, since: datetime | None = None) -> bool:
-    """Whether process ``pid`` of this host is alive (and is the one that held the lock).
-
-    A zombie is dead. Where /proc tells, a process that started after ``since`` (the time
-    the lock was taken, with two seconds of slack) is a new process that reused the pid,
-    so the holder is dead.
-    """
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by someone else
-    stat = _proc_stat(pid)
-    if stat is None:
-        return True
-    state, started = stat
-    if state == "Z":
-        return False
-    return not (since is not None and started > since.timestamp() + 2.0)
 
 
 # --------------------------------------------------------------------------- lock

@@ -9,11 +9,39 @@ changes later (the last verification) lives in a separate small object and is me
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from payapi.backup.errors import RepositoryError
 
 MANIFEST_FORMAT = 1
+
+
+class BackupMeta(BaseModel):
+    """The typed view of one engine's ``meta`` (each engine subclasses it).
+
+    On disk and in ``backup list --json`` ``meta`` stays a JSON object, so manifests
+    written before a field existed still read; in code an engine never indexes the raw
+    dict: it writes ``XMeta(...).dump()`` into the manifest and reads ``XMeta.of(info)``.
+    Unknown keys are kept (a newer payapi may have written them).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    @classmethod
+    def of(cls, backup: BackupInfo | Manifest) -> Self:
+        try:
+            return cls.model_validate(backup.meta)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "meta"
+            raise RepositoryError(
+                f"backup {backup.backup_id}: unreadable metadata ({where}: {first['msg']})"
+            ) from None
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_unset=True)
 
 
 class ObjectEntry(BaseModel):

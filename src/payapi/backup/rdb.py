@@ -29,8 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from payapi.core.errors import PayapiError
+from payapi.eapi.cachekeys import classify_key
+
 __all__ = [
-    "KEY_CLASSES",
     "RdbError",
     "RdbSummary",
     "classify_key",
@@ -94,31 +96,13 @@ _ONE_STRING = {
 # Module value opcodes (RDB_MODULE_OPCODE_*).
 _MOD_EOF, _MOD_SINT, _MOD_UINT, _MOD_FLOAT, _MOD_DOUBLE, _MOD_STRING = 0, 1, 2, 3, 4, 5
 
-# What payapi keeps in Redis (payapi.eapi.cache), so that a summary can say how many token
-# hashes a snapshot holds. Order matters: the first matching prefix wins.
-KEY_CLASSES: tuple[tuple[str, bytes], ...] = (
-    ("tokens", b"payapi:tok:"),
-    ("token_sets", b"payapi:ctok:"),
-    ("verifications", b"payapi:ver:"),
-    ("rate_limits", b"payapi:rl:"),
-)
-GENERATION_KEY = b"payapi:gen"
 
 # Auxiliary fields worth recording (others, such as the replication id, are noise).
 _AUX_KEPT = {"redis-ver", "redis-bits", "ctime", "used-mem", "aof-preamble"}
 
 
-class RdbError(Exception):
+class RdbError(PayapiError):
     """The stream is not an RDB file this scanner understands; one line for the operator."""
-
-
-def classify_key(key: bytes) -> str:
-    if key == GENERATION_KEY:
-        return "generation"
-    for name, prefix in KEY_CLASSES:
-        if key.startswith(prefix):
-            return name
-    return "other"
 
 
 def lzf_decompress(data: bytes, expected: int) -> bytes:

@@ -1,5 +1,9 @@
 """The backup repository: encrypted, checksummed backups and WAL over any :class:`Store`.
 
+One job: the repository format — writing, reading, listing, deleting and verifying
+backups and WAL objects in it (docs/repository-format.md). Engines, copies and retention
+build on it; it knows nothing about what a backup contains.
+
 Layout (the full format is ``docs/repository-format.md``)::
 
     config                       plaintext JSON: id, format, chunk size, key check value
@@ -74,8 +78,8 @@ from payapi.backup.manifest import (
     VerifyReport,
     WalEntry,
 )
-from payapi.backup.store import Store, open_store
-from payapi.backup.store import check_key as check_store_key
+from payapi.systems.objectstore import Store, open_store
+from payapi.systems.objectstore.base import check_key as check_store_key
 
 if TYPE_CHECKING:
     from payapi.backup.lock import LockStore
@@ -359,6 +363,41 @@ class Repository:
         except BaseException:
             store.close()
             raise
+
+    @classmethod
+    def open_configured(
+        cls,
+        url: str,
+        *,
+        key_file: Path | None,
+        key_env: str,
+        s3_endpoint_url: str | None = None,
+        s3_sse: str | None = "AES256",
+        s3_region: str | None = None,
+        create: bool = False,
+        **store_options: Any,
+    ) -> Repository:
+        """Open a repository the way the configuration describes it: the key from its
+        file (else the variable ``key_env``), the store, and its ``config`` checked.
+
+        ``create`` initializes a location that holds no repository yet. The one way every
+        caller (the commands, ``wal push``, the RPO check, the lab) opens a repository, so
+        that none of them drifts from the others.
+        """
+        from payapi.backup.crypto import load_repository_key
+
+        key = load_repository_key(key_file, env=key_env)
+        if s3_region is not None:
+            store_options.setdefault("region", s3_region)
+        repo = cls.open(url, key, s3_endpoint_url=s3_endpoint_url, s3_sse=s3_sse, **store_options)
+        try:
+            if create and not repo.initialized:
+                repo.init()
+            repo.require_config()
+        except BaseException:
+            repo.close()
+            raise
+        return repo
 
     def close(self) -> None:
         self.store.close()

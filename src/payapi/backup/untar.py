@@ -31,13 +31,15 @@ import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 
+from payapi.core.errors import PayapiError
+
 BLOCK = 512
 _REGULAR = frozenset(b"0\x007")
 
 FileDone = Callable[[int], None]
 
 
-class UntarError(Exception):
+class UntarError(PayapiError):
     """The tar stream is damaged or holds something a restore does not write; one line."""
 
 

@@ -71,8 +71,8 @@ from payapi.backup.lock import (
 )
 from payapi.backup.manifest import BackupInfo, Manifest
 from payapi.backup.repository import BackupWriter, Repository
-from payapi.config import ConfigError, Settings
-from payapi.logs import get_logger
+from payapi.core.logs import get_logger
+from payapi.core.settings import ConfigError, Settings
 from payapi.vault import db as vault_db
 from payapi.vault.crypto import DecryptionError, SecretCipher, key_check_value, load_data_key
 
@@ -1028,7 +1028,7 @@ def _warnings(
                 ORDER BY c.created_at"""  # noqa: S608
         )
         cipher = SecretCipher.from_data_key(data_key)
-        from payapi.credentials.naming import CLIENTS_PREFIX
+        from payapi.core.naming import CLIENTS_PREFIX
         from payapi.credentials.service import EPOCH
 
         pvu = re.compile(rf"^[^:]+:variable:{re.escape(CLIENTS_PREFIX)}/([^/]+){_PVU}$")

@@ -20,19 +20,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from payapi.backup.errors import RepositoryError
-from payapi.backup.postgres import LOGICAL, PgBackupError, psql
-from payapi.backup.restore import RestoreRequest, Target, restore, stop_server
+from payapi.backup.postgres import LOGICAL
+from payapi.backup.restore import RestoreRequest, Target, restore
+from payapi.core.errors import PayapiError
+from payapi.core.journal import Journal
+from payapi.servers.postgres import psql, stop_server
 
 if TYPE_CHECKING:
     from payapi.backup.manifest import BackupInfo
     from payapi.backup.repository import Repository
-    from payapi.backup.restore import Step
 
 MAX_TABLES = 200  # smoke queries count at most this many tables
 
 
-class RestoreTestFailed(Exception):
+class RestoreTestFailed(PayapiError):
     """A restore test failed; the message names the backup and what failed."""
 
     def __init__(self, backup_id: str, what: str, detail: str) -> None:
@@ -95,7 +96,7 @@ def restore_test(
     restore_command: str,
     work_dir: Path | None = None,
     recovery_timeout: float = 600.0,
-    step: Step | None = None,
+    journal: Journal | None = None,
     record: bool = True,
 ) -> RestoreTestResult:
     started = time.monotonic()
@@ -103,6 +104,7 @@ def restore_test(
         work_dir.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="payapi-restore-test-", dir=work_dir))
     to = scratch / "data"
+    journal = journal or Journal()
     try:
         req = RestoreRequest(
             to=to,
@@ -112,18 +114,17 @@ def restore_test(
             start=True,
             verify_backup=backup.type != LOGICAL,
             recovery_timeout=recovery_timeout,
-            step=step,
+            journal=journal,
         )
         try:
             restored = restore(repo, req)
-        except (PgBackupError, RepositoryError) as exc:
+        except PayapiError as exc:
             raise RestoreTestFailed(backup.backup_id, "restore", str(exc)) from None
         assert restored.dsn is not None
-        if step:
-            step("counting rows")
         try:
-            tables = count_rows(restored.dsn)
-        except PgBackupError as exc:
+            with journal.step("counting rows"):
+                tables = count_rows(restored.dsn)
+        except PayapiError as exc:
             raise RestoreTestFailed(backup.backup_id, "smoke queries", str(exc)) from None
     finally:
         with contextlib.suppress(Exception):

@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from payapi.backup.repository import Repository
 
+from payapi.core.errors import PayapiError
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -48,15 +50,16 @@ CONFIG_ENV = "PAYAPI_CONFIG"
 DEFAULT_KEY_ENV = "PAYAPI_BACKUP_KEY"  # = payapi.backup.crypto.KEY_ENV (not imported: light)
 
 
-class WalError(Exception):
+class WalError(PayapiError):
     """A push or fetch could not be done; one line for the operator (or the server log)."""
 
     def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
-        super().__init__(" ".join(str(message).split()))
+        super().__init__(message)
         self.code = code
+        self.exit_code = code
 
 
-PRIMARY = "primary"  # = payapi.config.PRIMARY
+PRIMARY = "primary"  # = payapi.core.settings.PRIMARY
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 _SECONDARY_FIELDS = ("url", "key_file", "key_env", "s3_endpoint_url", "s3_sse", "s3_region", "wal")
 
@@ -72,7 +75,7 @@ class RepositoryRef:
     s3_sse: str | None = "AES256"
     name: str = PRIMARY
     s3_region: str | None = None
-    wal: str = "push"  # for a secondary: push | require | copy (see payapi.config)
+    wal: str = "push"  # for a secondary: push | require | copy (see payapi.core.settings)
 
 
 def _env(environ: Mapping[str, str], name: str) -> str | None:
@@ -177,7 +180,7 @@ def repository_ref(
 ) -> RepositoryRef:
     """Read the ``[backup]`` section without the settings framework (it costs ~0.2 s).
 
-    Same precedence as :func:`payapi.config.load_settings`: explicit arguments, then
+    Same precedence as :func:`payapi.core.settings.load_settings`: explicit arguments, then
     ``$PAYAPI_BACKUP__*``, then the TOML file; relative paths are relative to the file.
     ``repository`` is a URL, or the name of a configured repository (``primary`` or a
     ``[backup.secondary.NAME]``), whose own key and S3 settings are then used.
@@ -220,21 +223,17 @@ def repository_ref(
 
 
 def open_repository(ref: RepositoryRef, **store_options: Any) -> Repository:
-    from payapi.backup.crypto import load_repository_key
     from payapi.backup.repository import Repository
 
-    key = load_repository_key(ref.key_file, env=ref.key_env)
-    if ref.s3_region is not None:
-        store_options.setdefault("region", ref.s3_region)
-    repo = Repository.open(
-        ref.url, key, s3_endpoint_url=ref.s3_endpoint_url, s3_sse=ref.s3_sse, **store_options
+    return Repository.open_configured(
+        ref.url,
+        key_file=ref.key_file,
+        key_env=ref.key_env,
+        s3_endpoint_url=ref.s3_endpoint_url,
+        s3_sse=ref.s3_sse,
+        s3_region=ref.s3_region,
+        **store_options,
     )
-    try:
-        repo.require_config()
-    except BaseException:
-        repo.close()
-        raise
-    return repo
 
 
 def push(repo: Repository, path: Path | str) -> bool:

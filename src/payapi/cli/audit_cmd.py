@@ -18,7 +18,7 @@ from rich.table import Table
 from payapi import audit
 from payapi.cli.context import get_ctx
 from payapi.cli.output import console, emit, fail, info
-from payapi.config import ConfigError, Settings
+from payapi.core.settings import ConfigError, Settings
 
 app = typer.Typer(help="audit", no_args_is_help=True)
 

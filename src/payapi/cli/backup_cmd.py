@@ -1,29 +1,28 @@
 """`payapi backup run|list|verify`: take, list and verify backups.
 
-One engine per component (Barman style): the engine is looked up by component name and
-imported lazily. Today: ``database`` (aliases ``db``, ``postgres``) →
-:mod:`payapi.backup.postgres`. A backup holds the component's lock (the lock a
-retention purge takes) for as long as it runs, renewing its lease as it streams.
+One engine per component (Barman style), found in :mod:`payapi.backup.engines`' registry
+and imported lazily; the command knows none of them by name. A backup holds the
+component's lock (the lock a retention purge takes) for as long as it runs, renewing its
+lease as it streams (:func:`payapi.backup.engines.run_backup`).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
 from payapi.cli import copy_cmd
 from payapi.cli.context import get_ctx
-from payapi.cli.output import EXIT_USAGE, console, emit, err_console, fail, info
+from payapi.cli.output import EXIT_USAGE, console, emit, err_console, fail, info, journal
 
 if TYPE_CHECKING:
     from payapi.backup.manifest import BackupInfo
     from payapi.backup.repository import Repository
-    from payapi.config import Settings
+    from payapi.core.settings import Settings
 
 app = typer.Typer(help="Back up, list and verify backups.", no_args_is_help=True)
 
@@ -31,13 +30,9 @@ JSON_OPTION = typer.Option(False, "--json", help="Print JSON (for automation).")
 REPOSITORY_NAME_OPTION = typer.Option(
     None,
     "--repository",
-    help="A secondary repository by name (backup.secondary.NAME; default: the primary).",
+    help="A configured repository (primary, or a secondary's name) or a URL "
+    "(opened with the primary's key); default: the primary.",
 )
-
-# The components `backup run` has an engine for (each imported only when used):
-# database -> payapi.backup.postgres, vault -> payapi.backup.vault_backup,
-# redis -> payapi.backup.redis_backup, configuration -> payapi.backup.config_export.
-ENGINES = ("database", "vault", "redis", "configuration")
 
 
 def resolve_component(name: str) -> str:
@@ -47,7 +42,7 @@ def resolve_component(name: str) -> str:
     if is_component(name):
         return COMPONENT
     try:
-        from payapi.plan import load_plan
+        from payapi.core.plan import load_plan
 
         canonical = load_plan().resolve(name)
     except Exception:
@@ -62,102 +57,25 @@ def open_repository(
     exit_on_error: bool = True,
     create: bool = False,
 ) -> Repository:
-    """The repository of ``[backup]`` (URL, key file or key variable), or with ``name``
-    the secondary ``[backup.secondary.NAME]`` (``primary`` is ``[backup]``); exit 1 if
-    unusable, 2 if no repository has that name. ``exit_on_error=False`` raises
-    :class:`RepositoryError` instead of exiting; ``create`` initializes a repository
-    that does not exist yet (with its key)."""
-    from payapi.backup.crypto import load_repository_key
-    from payapi.backup.errors import RepositoryError
-    from payapi.backup.repository import Repository
-    from payapi.config import ConfigError
+    """:func:`payapi.backup.service.open_repository`, exiting 1 (2 for an unknown name)
+    on failure unless ``exit_on_error`` is False."""
+    from payapi.backup import service
+    from payapi.core.errors import PayapiError
 
-    def error(message: str) -> NoReturn:
+    try:
+        return service.open_repository(settings, name, create=create)
+    except service.UnknownRepository as exc:
+        fail(str(exc), exc.exit_code)
+    except PayapiError as exc:
         if exit_on_error:
-            fail(message)
-        raise RepositoryError(message)
-
-    try:
-        where = settings.backup.location(name)
-    except ConfigError as exc:
-        fail(str(exc), EXIT_USAGE)
-    if not where.url:
-        error(
-            "no backup repository: set [backup] repository in the config "
-            "(or $PAYAPI_BACKUP__REPOSITORY)"
-        )
-    options: dict[str, Any] = {"region": where.s3_region} if where.s3_region else {}
-    try:
-        key = load_repository_key(where.key_file, env=where.key_env)
-        repo = Repository.open(
-            where.url,
-            key,
-            s3_endpoint_url=where.s3_endpoint_url,
-            s3_sse=where.s3_sse,
-            **options,
-        )
-    except RepositoryError as exc:
-        error(str(exc) if where.primary else f"repository {where.name}: {exc}")
-    try:
-        if create and not repo.initialized:
-            repo.init()
-        repo.require_config()
-    except RepositoryError as exc:
-        repo.close()
-        error(str(exc) if where.primary else f"repository {where.name}: {exc}")
-    return repo
+            fail(str(exc))
+        raise
 
 
 def restore_command_for(settings: Settings, name: str | None = None) -> str:
-    """``restore_command`` for a restored server: the same repository and key as us
-    (a secondary by its name, which ``wal fetch`` resolves from the same config)."""
-    from payapi.backup.wal import restore_command
-    from payapi.config import PRIMARY
+    from payapi.backup.service import restore_command_for as command
 
-    if name is not None and name != PRIMARY:
-        if settings.config_path is not None:
-            return restore_command(settings.config_path, repository=name)
-        where = settings.backup.location(name)
-        return restore_command(None, repository=where.url, key_file=where.key_file)
-    return restore_command(
-        settings.config_path,
-        repository=settings.backup.repository or None,
-        key_file=settings.backup.key_file,
-    )
-
-
-@contextlib.contextmanager
-def progress_bar(
-    description: str, *, enabled: bool
-) -> Iterator[Callable[[int, int | None], None] | None]:
-    """A progress bar on stderr (only on a terminal, never with --json)."""
-    if not enabled or not err_console.is_terminal:
-        yield None
-        return
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TransferSpeedColumn,
-    )
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task(description, total=None)
-
-        def update(done: int, total: int | None) -> None:
-            bar.update(task, completed=done, total=total if total and total >= done else None)
-
-        yield update
+    return command(settings, name)
 
 
 def backup_json(b: BackupInfo) -> dict[str, Any]:
@@ -185,35 +103,33 @@ def run_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Take one backup: data first, then its WAL range, then the manifest (last)."""
-    from payapi.backup.errors import RepositoryError
-    from payapi.backup.lock import LockError
-    from payapi.backup.postgres import FULL, INCREMENTAL, LOGICAL, PgBackupError
+    from dataclasses import replace
+
+    from payapi.backup.engines import BackupJob, engine_for, run_backup
+    from payapi.backup.postgres import FULL, INCREMENTAL, LOGICAL
     from payapi.cli.copy_cmd import copy_after_backup
     from payapi.cli.copy_cmd import describe as describe_copy
+    from payapi.core.errors import PayapiError, UsageError
 
     kinds = [k for k, on in ((FULL, full), (INCREMENTAL, incremental), (LOGICAL, logical)) if on]
     if len(kinds) > 1:
         fail("choose one of --full, --incremental, --logical", EXIT_USAGE)
     canonical = resolve_component(component)
-    if canonical not in ENGINES:
-        fail(f"no backup engine for component {canonical!r} (one of {', '.join(ENGINES)})")
-    kind = kinds[0] if kinds else None
-    extra: dict[str, Any] = {}
+    engine = engine_for(canonical)  # UnknownEngine: one line, exit 2
+    job = BackupJob(kind=kinds[0] if kinds else None, dsn=dsn, wal_timeout=wal_timeout)
+    engine.kind(job.kind)  # a usage error before the repository is opened
     settings = get_ctx(ctx).settings
     with open_repository(settings) as repo:
         try:
-            if canonical == "database":
-                result = _run_database(repo, settings, kind or FULL, dsn, wal_timeout, as_json)
-            elif canonical == "vault":
-                result = _run_vault(repo, settings, kind or FULL, as_json)
-            elif canonical == "configuration":
-                result, extra = _run_config(repo, settings, kind, as_json)
-            else:
-                result = _run_redis(repo, settings, kind, as_json)
-        except (PgBackupError, RepositoryError, LockError) as exc:
+            with _sigterm_unwinds(), journal(quiet=as_json) as j:
+                done = run_backup(repo, settings, canonical, replace(job, journal=j))
+        except UsageError:
+            raise
+        except PayapiError as exc:
             fail(str(exc))
         except OSError as exc:
             fail(f"backup failed: {exc}")
+        result, extra = done.backup, done.extra
         # Then into every secondary repository (everything they lack: self-healing).
         copies, copy_failed = copy_after_backup(settings, repo, quiet=as_json)
     out = {
@@ -239,51 +155,12 @@ def run_cmd(
             f"({_size(d['stored_bytes'])} stored), {d['objects']} objects"
         ),
     )
-    if extra.get("push_errors"):
-        remote, error = next(iter(extra["push_errors"].items()))
-        fail(f"configuration stored, but pushing to remote {remote} failed: {error}")
+    if done.problem:
+        fail(done.problem)
     for entry in [] if as_json else copies:
         info(describe_copy(entry))
     if copy_failed:
         fail(f"backup {result.backup_id} is committed, but {copy_failed}")
-
-
-def _run_database(
-    repo: Repository,
-    settings: Settings,
-    kind: str,
-    dsn: str | None,
-    wal_timeout: float,
-    as_json: bool,
-) -> BackupInfo:
-    from payapi.backup.lock import Lock, lock_name
-    from payapi.backup.postgres import COMPONENT, BackupRequest, run_backup
-
-    source = dsn or settings.postgres.payment_dsn
-    if not source:
-        fail("no database to back up: set [postgres] payment_dsn or pass --dsn")
-    lock = Lock(repo.lock_store())
-    with (
-        _sigterm_unwinds(),
-        lock.hold(lock_name(COMPONENT), f"database {kind} backup") as held,
-        progress_bar(f"{kind} backup", enabled=not as_json) as bar,
-    ):
-
-        def progress(done: int, total: int | None) -> None:
-            held.renew()
-            if bar is not None:
-                bar(done, total)
-
-        return run_backup(
-            repo,
-            BackupRequest(
-                kind=kind,
-                dsn=source,
-                wal_timeout=wal_timeout,
-                work_dir=settings.backup.work_dir,
-                progress=progress,
-            ),
-        )
 
 
 @contextlib.contextmanager
@@ -300,56 +177,6 @@ def _sigterm_unwinds() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _run_vault(repo: Repository, settings: Settings, kind: str, as_json: bool) -> BackupInfo:
-    from payapi.backup.vault_backup import run_vault_backup
-
-    if kind not in ("full", "incremental"):
-        fail("a vault backup is --full or --incremental", EXIT_USAGE)
-    step = None if as_json else info
-    return run_vault_backup(repo, settings, kind="full" if kind == "full" else "incremental",
-                            progress=step)  # fmt: skip
-
-
-def _run_redis(repo: Repository, settings: Settings, kind: str | None, as_json: bool) -> BackupInfo:
-    from payapi.backup.redis_backup import run_redis_backup
-
-    if kind is not None:
-        fail("a Redis backup is an RDB snapshot: no --full/--incremental/--logical", EXIT_USAGE)
-    # run_redis_backup holds the component's lock itself.
-    return run_redis_backup(repo, settings.redis, progress=None if as_json else info)
-
-
-def config_git_dir(settings: Settings) -> Path:
-    """Where configuration exports are committed: ``[config_backup] git_dir``, else a
-    ``config-git`` folder beside the config file."""
-    section = settings.config_backup
-    if section.git_dir is not None:
-        return section.git_dir
-    if settings.config_path is None:
-        fail("set [config_backup] git_dir (or run with --config)", EXIT_USAGE)
-    return settings.config_path.parent / "config-git"
-
-
-def _run_config(
-    repo: Repository, settings: Settings, kind: str | None, as_json: bool
-) -> tuple[BackupInfo, dict[str, Any]]:
-    from payapi.backup.config_export import default_sources, run_config_backup
-
-    if kind is not None:
-        fail("a configuration backup is an export: no --full/--incremental/--logical", EXIT_USAGE)
-    section = settings.config_backup
-    result = run_config_backup(
-        repo,
-        section,
-        sources=default_sources(settings),
-        git_dir=config_git_dir(settings),
-        remotes=section.remotes,
-        kube_context=section.kube_context,
-        progress=None if as_json else info,
-    )
-    return result.backup, result.to_json()
 
 
 def _size(n: int) -> str:
@@ -461,15 +288,15 @@ def verify_cmd(
             failure = f"verification failed: {first}{more}"
         elif restore_test:
             target = _restore_test_target(repo, backup, COMPONENT)
-            step = None if as_json else (lambda m: info(f"restore test: {m}"))
             try:
-                result = run_restore_test(
-                    repo,
-                    target,
-                    restore_command=restore_command_for(settings, repository),
-                    work_dir=settings.backup.work_dir,
-                    step=step,
-                )
+                with journal(quiet=as_json, prefix="restore test: ") as j:
+                    result = run_restore_test(
+                        repo,
+                        target,
+                        restore_command=restore_command_for(settings, repository),
+                        work_dir=settings.backup.work_dir,
+                        journal=j,
+                    )
                 out["restore_test"] = result.to_json()
             except (RestoreTestFailed, RepositoryError) as exc:
                 out["ok"] = False

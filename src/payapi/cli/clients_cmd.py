@@ -8,7 +8,7 @@ import typer
 
 from payapi.cli.context import get_ctx
 from payapi.cli.output import console, emit, fail
-from payapi.credentials.naming import InvalidName
+from payapi.core.naming import InvalidName
 from payapi.credentials.service import CredentialError, Platform, create_client, list_clients
 
 app = typer.Typer(help="API clients of the payment platform.", no_args_is_help=True)

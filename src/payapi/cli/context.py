@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from payapi.config import Settings, load_settings
+from payapi.core.settings import Settings, load_settings
 
 
 @dataclass

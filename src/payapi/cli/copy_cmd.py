@@ -15,97 +15,23 @@ Exit codes: 0 everything is in every destination and verified there; 1 something
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import typer
 
+from payapi.backup.service import (
+    DEFAULT_LOCK_WAIT,
+    copy_to_secondaries,
+    secondary_names,
+)
+from payapi.backup.service import copy_after_backup as service_copy_after_backup
 from payapi.cli.context import get_ctx
-from payapi.cli.output import EXIT_USAGE, console, emit, fail, info
+from payapi.cli.output import EXIT_USAGE, console, emit, fail, info, journal
+from payapi.core.errors import UsageError
 
 if TYPE_CHECKING:
     from payapi.backup.repository import Repository
-    from payapi.config import Settings
-
-# How long a copy waits for a purge of the destination to let go of a component's lock.
-DEFAULT_LOCK_WAIT = 60.0
-
-
-def _targets(settings: Settings, to: str | None) -> list[str]:
-    from payapi.config import PRIMARY
-
-    names = sorted(settings.backup.secondaries)
-    if to is None:
-        return names
-    if to == PRIMARY:
-        fail("--to names a secondary repository, not the primary", EXIT_USAGE)
-    if to not in names:
-        known = ", ".join(names) or "none configured"
-        fail(f"no secondary repository named {to!r} (secondaries: {known})", EXIT_USAGE)
-    return [to]
-
-
-def copy_to(
-    settings: Settings,
-    src: Repository,
-    names: list[str],
-    *,
-    backup_ids: list[str] | None = None,
-    verify: bool = True,
-    recheck: bool = False,
-    lock_wait: float = DEFAULT_LOCK_WAIT,
-    quiet: bool = False,
-) -> tuple[list[dict[str, Any]], str | None]:
-    """Copy into each named secondary (initializing one that does not exist yet); a JSON
-    report per secondary, and the first failure (or None). A secondary that fails does
-    not stop the others."""
-    from payapi.backup.copy import copy_repository
-    from payapi.backup.errors import RepositoryError
-    from payapi.backup.lock import LockError
-    from payapi.cli.backup_cmd import open_repository
-
-    reports: list[dict[str, Any]] = []
-    failure: str | None = None
-    started = datetime.now(UTC)
-    for name in names:
-        say = None if quiet else (lambda m, n=name: info(f"{n}: {m}"))
-        entry: dict[str, Any] = {"repository": name}
-        try:
-            with open_repository(settings, name, exit_on_error=False, create=True) as dst:
-                created = dst.require_config().created_at >= started
-                report = copy_repository(
-                    src,
-                    dst,
-                    backup_ids=backup_ids,
-                    progress=say,
-                    verify=verify,
-                    lock_wait=timedelta(seconds=lock_wait),
-                    work_dir=settings.backup.work_dir,
-                    recheck=recheck,
-                )
-            if created:
-                report.notes.insert(0, f"initialized the repository at {report.destination}")
-            entry.update(report.to_json())
-            if not report.ok:
-                more = len(report.problems) - 1
-                problem = report.problems[0] + (f" (and {more} more problems)" if more else "")
-        except (RepositoryError, LockError, OSError) as exc:
-            entry.update({"ok": False, "problems": [str(exc)]})
-            problem = str(exc)
-        if not entry["ok"] and failure is None:
-            failure = f"copy to {name} failed: {problem}"
-        reports.append(entry)
-    return reports, failure
-
-
-def copy_after_backup(
-    settings: Settings, src: Repository, *, quiet: bool
-) -> tuple[list[dict[str, Any]], str | None]:
-    """What ``backup run`` does after a backup: copy everything the secondaries lack."""
-    names = sorted(settings.backup.secondaries)
-    if not names:
-        return [], None
-    return copy_to(settings, src, names, quiet=quiet)
+    from payapi.core.settings import Settings
 
 
 def _size(n: int) -> str:
@@ -115,6 +41,14 @@ def _size(n: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{n} B"  # pragma: no cover
+
+
+def copy_after_backup(
+    settings: Settings, src: Repository, *, quiet: bool
+) -> tuple[list[dict[str, Any]], str | None]:
+    """What ``backup run`` does after a backup: copy everything the secondaries lack."""
+    with journal(quiet=quiet) as j:
+        return service_copy_after_backup(settings, src, journal=j)
 
 
 def describe(entry: dict[str, Any]) -> str:
@@ -165,15 +99,18 @@ def copy_cmd(
     if recheck and no_verify:
         fail("--recheck reads copies back; it cannot go with --no-verify", EXIT_USAGE)
     settings = get_ctx(ctx).settings
-    names = _targets(settings, to)
+    try:
+        names = secondary_names(settings, to)
+    except UsageError as exc:
+        fail(str(exc), exc.exit_code)
     if not names:
         fail(
             "no secondary repository: add a [backup.secondary.NAME] table (url, and "
             "key_file if it has its own key) to the config",
             EXIT_USAGE,
         )
-    with open_repository(settings) as src:
-        reports, failure = copy_to(
+    with open_repository(settings) as src, journal(quiet=as_json) as j:
+        reports, failure = copy_to_secondaries(
             settings,
             src,
             names,
@@ -181,7 +118,7 @@ def copy_cmd(
             verify=not no_verify,
             recheck=recheck,
             lock_wait=lock_wait,
-            quiet=as_json,
+            journal=j,
         )
 
     def human(data: list[dict[str, Any]]) -> None:

@@ -10,8 +10,9 @@ import typer
 from rich.table import Table
 
 from payapi.cli.context import get_ctx
-from payapi.cli.output import console, emit, fail, info
-from payapi.credentials.naming import InvalidName
+from payapi.cli.output import console, emit, fail, warn
+from payapi.core.durations import DurationError, parse_duration
+from payapi.core.naming import InvalidName
 from payapi.credentials.service import (
     CredentialError,
     Platform,
@@ -19,7 +20,6 @@ from payapi.credentials.service import (
     rotate_client,
     verify_clients,
 )
-from payapi.durations import DurationError, parse_duration
 
 app = typer.Typer(help="Rotate and verify credentials.", no_args_is_help=True)
 rotate_app = typer.Typer(
@@ -120,7 +120,7 @@ def emergency(
             f"{d['tokens_revoked']} tokens revoked in {d['seconds']}s"
         )
         if not d["audited"]:
-            info("[yellow]warning: the audit log was unreachable; event not recorded[/yellow]")
+            warn("the audit log was unreachable; event not recorded")
 
     emit(result, as_json=as_json, human=human)
     if result["errors"]:

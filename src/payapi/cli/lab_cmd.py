@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from payapi.cli.output import console, emit, info
+from payapi.core.journal import note_sink
 from payapi.lab.platform import COMPONENTS, Lab
 
 app = typer.Typer(help="The local platform on loopback.", no_args_is_help=True)
@@ -37,28 +38,37 @@ def _show(status: dict[str, Any]) -> None:
     console.print(f"config: {status['config']}   (use --config or PAYAPI_CONFIG)")
 
 
+def _existing(dir: Path) -> Lab:
+    lab = Lab(dir)
+    lab.require_existing()
+    return lab
+
+
 @app.command("up")
 def up(dir: Path = DirOpt, as_json: bool = JsonOpt) -> None:
     """Start every component, wait for their health checks, write DIR/payapi.toml."""
-    lab = Lab(dir, note=info)
+    lab = Lab(dir)
     if as_json:
+        lab.journal.add_sink(note_sink(info, started=lambda _name: None))
         status = lab.up()
     else:
         with console.status("starting the lab") as spinner:
-            status = lab.up(progress=lambda c: spinner.update(f"starting {c}"))
+            lab.journal.add_sink(note_sink(info, started=lambda c: spinner.update(f"starting {c}")))
+            status = lab.up()
     emit(status, as_json=as_json, human=_show)
 
 
 @app.command("status")
 def status(dir: Path = DirOpt, as_json: bool = JsonOpt) -> None:
     """Where everything is, and what is running."""
-    emit(Lab(dir).status(), as_json=as_json, human=_show)
+    emit(_existing(dir).status(), as_json=as_json, human=_show)
 
 
 @app.command("stop")
 def stop(component: str, dir: Path = DirOpt, as_json: bool = JsonOpt) -> None:
     """Stop one component (postgres, redis, vault, sapi, eapi)."""
-    lab = Lab(dir, note=info)
+    lab = _existing(dir)
+    lab.journal.add_sink(note_sink(info))
     lab.stop(component)
     emit(
         {"component": component, "state": "stopped"},
@@ -70,7 +80,8 @@ def stop(component: str, dir: Path = DirOpt, as_json: bool = JsonOpt) -> None:
 @app.command("start")
 def start(component: str, dir: Path = DirOpt, as_json: bool = JsonOpt) -> None:
     """Start one component and wait until it is healthy."""
-    lab = Lab(dir, note=info)
+    lab = _existing(dir)
+    lab.journal.add_sink(note_sink(info))
     lab.start(component)
     emit(
         {"component": component, "state": "running"},
@@ -82,7 +93,8 @@ def start(component: str, dir: Path = DirOpt, as_json: bool = JsonOpt) -> None:
 @app.command("down")
 def down(dir: Path = DirOpt, as_json: bool = JsonOpt) -> None:
     """Stop every component; no process is left behind. Data stays in DIR."""
-    lab = Lab(dir, note=info)
+    lab = _existing(dir)
+    lab.journal.add_sink(note_sink(info))
     lab.down()
     emit(
         {"dir": str(lab.dir), "state": "down"},

@@ -22,7 +22,7 @@ import typer
 from rich.table import Table
 
 from payapi.cli.context import get_ctx
-from payapi.cli.output import EXIT_USAGE, console, emit, fail, info
+from payapi.cli.output import console, emit, fail, info
 from payapi.cli.plan_cmd import PLAN_OPTION, load_for_cli
 
 if TYPE_CHECKING:
@@ -86,16 +86,16 @@ def lifecycle_cmd(
     from payapi.backup.errors import RepositoryError
     from payapi.backup.lifecycle import apply_rules, current_rules, diff_rules, lifecycle_plan
     from payapi.backup.repository import repository_scheme
-    from payapi.backup.store import open_store
-    from payapi.backup.store_s3 import S3Store
-    from payapi.cli.retention_cmd import repository_location
-    from payapi.config import ConfigError
+    from payapi.backup.service import repository_location
+    from payapi.core.errors import PayapiError
+    from payapi.systems.objectstore import open_store
+    from payapi.systems.objectstore.s3 import S3Store
 
     loaded = load_for_cli(ctx, plan)
     try:
-        where = repository_location(get_ctx(ctx).settings.backup, repository)
-    except ConfigError as exc:
-        fail(str(exc), EXIT_USAGE)
+        where = repository_location(get_ctx(ctx).settings, repository)
+    except PayapiError as exc:
+        fail(str(exc), exc.exit_code)
     if not where.url:
         fail("no backup repository: set [backup] repository in the config, or --repository")
     if repository_scheme(where.url) != "s3":

@@ -30,11 +30,13 @@ from payapi.cli import (
     retention_cmd,
     schedule_cmd,
     serve_cmd,
+    topology_cmd,
     wal_cmd,
 )
 from payapi.cli.context import CliContext
 from payapi.cli.output import fail
-from payapi.config import CONFIG_ENV, ConfigError
+from payapi.core.errors import PayapiError
+from payapi.core.settings import CONFIG_ENV
 
 app = typer.Typer(
     name="payapi",
@@ -77,24 +79,24 @@ app.add_typer(
 app.add_typer(serve_cmd.app, name="serve", help="Run one service in the foreground.")
 app.add_typer(schedule_cmd.app, name="schedule", help="The backup schedule: show, run.")
 app.add_typer(backup_cmd.app, name="backup", help="Back up, list and verify backups.")
+app.add_typer(topology_cmd.app, name="topology", help="Regions, members, the endpoint.")
 app.add_typer(wal_cmd.app, name="wal", help="WAL archiving (archive/restore_command).")
 app.command("restore")(restore_cmd.restore)
 
 
 def main() -> None:
-    """Entry point: known failures become one line on stderr and exit 1."""
+    """Entry point: a known failure (any :class:`PayapiError`) becomes one line on stderr
+    and its exit code; anything else is a bug and keeps its traceback."""
     import os
 
-    from payapi import logs
-    from payapi.lab.procs import LabError
-    from payapi.vault.client import VaultError
+    from payapi.core import logs
 
     # Logs go to stderr so that stdout stays clean for --json output.
     logs.configure(os.environ.get("PAYAPI_LOG_LEVEL", "WARNING"))
     try:
         app()
-    except (ConfigError, LabError, VaultError) as exc:
-        fail(str(exc))
+    except PayapiError as exc:
+        fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         fail("interrupted", code=130)
 

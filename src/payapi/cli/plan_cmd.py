@@ -7,7 +7,7 @@ machine where nothing else is set up yet.
 
 ``plan check`` exits 0 when no component is in VIOLATION, 1 when one is, 2 when it could
 not check (no repository, no key, an invalid plan or config). Deciding is
-:func:`payapi.rpo.assess`; this module only prints.
+:func:`payapi.ops.rpo.assess`; this module only prints.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from rich.table import Table
 from payapi.cli.context import get_ctx
 from payapi.cli.options import parse_now
 from payapi.cli.output import console, emit, fail, info
-from payapi.config import ConfigError
-from payapi.plan import Duration, Plan, PlanError, load_plan
+from payapi.core.plan import Duration, Plan, PlanError, load_plan
+from payapi.core.settings import ConfigError
 
 app = typer.Typer(help="plan", no_args_is_help=True)
 
@@ -119,7 +119,7 @@ EXIT_CANNOT_CHECK = 2
 
 
 def _print_check(rep: Any) -> None:
-    from payapi.rpo import RpoReport, human_duration
+    from payapi.ops.rpo import RpoReport, human_duration
 
     assert isinstance(rep, RpoReport)
     table = Table(
@@ -184,7 +184,10 @@ def check(
         "for node_exporter's textfile collector).",
     ),
     repository: str | None = typer.Option(
-        None, "--repository", help="Backup repository URL (default: the config's)."
+        None,
+        "--repository",
+        help="A configured repository (primary, or a secondary's name) or a URL "
+        "(default: the primary).",
     ),
     key_file: Path | None = typer.Option(
         None, "--key-file", help="Repository key file (default: the config's backup key)."
@@ -203,13 +206,14 @@ def check(
 
     Exit 0 when no component is in VIOLATION, 1 when one is, 2 when it could not check.
     """
-    from payapi import dr_metrics, rpo
+    from payapi.ops import metrics as dr_metrics
+    from payapi.ops import rpo, rpo_observe
 
     when = parse_now(now)
     try:
         loaded = load_plan(resolve_plan_path(ctx, plan))
         settings = get_ctx(ctx).settings
-        observations = rpo.observe(
+        observations = rpo_observe.observe(
             settings,
             loaded,
             repository=repository,
@@ -228,7 +232,7 @@ def check(
 
 
 def _write_metrics(path: Path, data: bytes) -> None:
-    from payapi.dr_metrics import write_textfile
+    from payapi.ops.metrics import write_textfile
 
     try:
         write_textfile(path, data)

@@ -15,13 +15,14 @@ The work is :mod:`payapi.backup.restore`; this command parses, confirms and prin
 from __future__ import annotations
 
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from payapi.cli.context import get_ctx
-from payapi.cli.output import EXIT_USAGE, console, emit, fail, info
+from payapi.cli.output import EXIT_USAGE, console, emit, fail, info, journal
 
 
 def restore(
@@ -77,7 +78,8 @@ def restore(
     repository: str | None = typer.Option(
         None,
         "--repository",
-        help="Restore from a secondary repository by name (backup.secondary.NAME).",
+        help="Restore from a configured repository (primary, or a secondary's name) or "
+        "a URL (opened with the primary's key); default: the primary.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (for automation)."),
 ) -> None:
@@ -158,18 +160,17 @@ def _restore_redis(
 ) -> None:  # fmt: skip
     import asyncio
 
-    from payapi.backup.errors import RepositoryError
-    from payapi.backup.redis_backup import LabRedisControl, restore_redis, revocations_from_audit
+    from payapi.backup.redis_backup import COMPONENT
+    from payapi.backup.redis_restore import restore_redis, revocations_from_audit
+    from payapi.backup.service import component_lock
     from payapi.cli.backup_cmd import open_repository
-    from payapi.lab.platform import Lab
+    from payapi.systems.redis import redis_control
 
     settings = get_ctx(ctx).settings
-    cfg = settings.config_path
-    if cfg is None or not (cfg.parent / "lab.json").exists():
-        fail("restoring Redis in place controls the lab's Redis: use the config of a lab")
+    control = redis_control(settings.redis)
     what = "an empty Redis (rebuild)" if rebuild else (f"backup {backup}" if backup else
                                                        "the newest Redis snapshot")  # fmt: skip
-    _confirm(f"Stop the lab's Redis and replace its data with {what}?", yes)
+    _confirm(f"Stop {control.describe()} and replace its data with {what}?", yes)
     dsn = settings.postgres.payment_dsn
     revocations = None
     if keep_tokens and dsn:
@@ -177,19 +178,21 @@ def _restore_redis(
         def revocations(since: Any) -> Any:
             return asyncio.run(revocations_from_audit(dsn, since))
 
-    with open_repository(settings, repository) as repo:
-        try:
-            result = restore_redis(
-                repo,
-                settings.redis,
-                LabRedisControl(Lab(cfg.parent)),
-                backup_id=backup,
-                rebuild=rebuild,
-                revocations=revocations,
-                progress=None if as_json else info,
-            )
-        except RepositoryError as exc:
-            fail(str(exc))
+    purpose = f"redis {'rebuild' if rebuild else 'restore'}"
+    with (
+        open_repository(settings, repository) as repo,
+        component_lock(repo, COMPONENT, purpose, wait=timedelta(seconds=30)),
+        journal(quiet=as_json) as j,
+    ):
+        result = restore_redis(
+            repo,
+            settings.redis,
+            control,
+            backup_id=backup,
+            rebuild=rebuild,
+            revocations=revocations,
+            journal=j,
+        )
     emit(
         result.to_json(),
         as_json=as_json,
@@ -243,18 +246,20 @@ def _restore_database(
     *,
     repository: str | None = None,
 ) -> None:
-    from payapi.backup.errors import RepositoryError
-    from payapi.backup.postgres import COMPONENT, PgBackupError
-    from payapi.backup.restore import RestoreRequest, parse_target, stop_server
+    from payapi.backup.postgres import COMPONENT
+    from payapi.backup.restore import RestoreRequest
+    from payapi.backup.restore_plan import parse_target
+    from payapi.backup.service import component_lock
     from payapi.cli.backup_cmd import open_repository, restore_command_for
-    from payapi.lab.procs import LabError
+    from payapi.core.errors import PayapiError
+    from payapi.servers.postgres import stop_server
 
     if stop:
         if to is None:
             fail("--stop needs --to DIR (the restored data directory)", EXIT_USAGE)
         try:
             stopped = stop_server(to.expanduser().absolute())
-        except PgBackupError as exc:
+        except PayapiError as exc:
             fail(str(exc))
         emit(
             {"component": COMPONENT, "data_dir": str(to), "stopped": stopped},
@@ -278,7 +283,7 @@ def _restore_database(
         fail(str(exc), EXIT_USAGE)
 
     settings = get_ctx(ctx).settings
-    step = None if as_json else info
+    control = _control(settings) if in_place else None
     req = RestoreRequest(
         to=to.expanduser().absolute() if to is not None else Path("."),
         restore_command=restore_command_for(settings, repository),
@@ -290,18 +295,24 @@ def _restore_database(
         source_dsn=settings.postgres.payment_dsn or None,
         archive_timeout=archive_timeout,
         recovery_timeout=recovery_timeout,
-        step=step,
     )
     with open_repository(settings, repository) as repo:
         try:
-            if in_place:
-                out = _in_place(repo, req, settings.config_path, yes=yes)
-            else:
-                from payapi.backup.restore import restore as do_restore
-
-                out = do_restore(repo, req).to_json()
-        except (PgBackupError, RepositoryError, LabError) as exc:
-            fail(str(exc))
+            if control is not None:
+                what = f"backup {req.backup_id}" if req.backup_id else "the newest usable backup"
+                _confirm(
+                    f"Replace the database of {control.describe()} with {what} "
+                    f"(target: {req.target.describe()})?",
+                    yes,
+                )
+            with (
+                component_lock(repo, COMPONENT, "database restore"),
+                journal(quiet=as_json) as j,
+            ):
+                req.journal = j
+                out = _run_restore(repo, req, control)
+        except PayapiError as exc:
+            fail(str(exc), exc.exit_code)
         except OSError as exc:
             fail(f"restore failed: {exc}")
 
@@ -321,60 +332,23 @@ def _restore_database(
     emit(out, as_json=as_json, human=human)
 
 
-def _in_place(repo: Any, req: Any, config_path: Path | None, *, yes: bool) -> dict[str, Any]:
-    """Replace the lab's database; the lab is the folder of the config (``lab.json``)."""
-    from dataclasses import replace
+def _control(settings: Any) -> Any:
+    """The configured server's control (``[postgres] control``; the lab's config has
+    one); exit 1 naming what is missing."""
+    from payapi.backup.service import postgres_control
+    from payapi.systems.postgres import ControlUnavailable
 
-    from payapi.backup.postgres import LOGICAL, client_bindir
-    from payapi.backup.restore import choose_base, load_logical, restore_in_place
-    from payapi.lab.platform import Lab
+    try:
+        return postgres_control(settings)
+    except ControlUnavailable as exc:
+        fail(f"--in-place replaces the configured database: {exc}")
 
-    if config_path is None or not (config_path.parent / "lab.json").exists():
-        fail("--in-place replaces the lab's database: use the config of a lab (payapi lab up)")
-    lab = Lab(config_path.parent)
-    pg = lab.pg
-    backups = repo.list_backups("database")
-    explicit = None
-    if req.backup_id is not None:
-        explicit = choose_base(backups, req.target, backup_id=req.backup_id)
-    what = f"backup {req.backup_id}" if req.backup_id else "the newest usable backup"
-    if not yes:
-        if not sys.stdin.isatty():
-            fail("--in-place replaces the lab's database: confirm with --yes", EXIT_USAGE)
-        if not typer.confirm(
-            f"Replace the lab's database in {pg.datadir} with {what} "
-            f"(target: {req.target.describe()})?"
-        ):
-            fail("cancelled", EXIT_USAGE)
-    if explicit is not None and explicit.type == LOGICAL:
-        if req.target.kind != "latest":
-            fail("a logical dump restores as it was taken, without a target", EXIT_USAGE)
-        load_logical(
-            repo,
-            explicit,
-            dsn=pg.dsn(str(explicit.meta.get("database") or "payment_db")),
-            admin_dsn=pg.dsn("postgres"),
-            bindir=client_bindir(),
-            clean=True,
-        )
-        return {
-            "component": "database",
-            "backup_id": explicit.backup_id,
-            "type": LOGICAL,
-            "chain": [explicit.backup_id],
-            "data_dir": str(pg.datadir),
-            "target": req.target.to_json(),
-            "started": True,
-            "dsn": pg.dsn(str(explicit.meta.get("database") or "payment_db")),
-            "port": pg.port,
-        }
-    result = restore_in_place(
-        repo,
-        replace(req, port=pg.port, archive=dict(pg.settings), start=True),
-        datadir=pg.datadir,
-        stop_current=pg.stop,
-        start_current=pg.start,
-    )
-    out = result.to_json()
-    out["dsn"] = pg.dsn(result.database)
-    return out
+
+def _run_restore(repo: Any, req: Any, control: Any) -> dict[str, Any]:
+    from payapi.backup.restore import restore, restore_in_place
+
+    if control is None:
+        out: dict[str, Any] = restore(repo, req).to_json()
+        return out
+    result = restore_in_place(repo, req, control)
+    return result if isinstance(result, dict) else result.to_json()

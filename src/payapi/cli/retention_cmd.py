@@ -12,51 +12,50 @@ The policy comes from the plan's backup table and retention tiers
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
-from payapi.backup.lock import DEFAULT_LEASE, Lock, LockError, LockStore, lock_name
 from payapi.backup.retention import (
-    GFS,
-    BackupRef,
     Decision,
-    PointInTime,
-    PolicyError,
+    PurgeReport,
+    RepositorySource,
     RetentionPlan,
-    RetentionPolicy,
-    SeriesPolicy,
-    WalRef,
-    decide,
+    RetentionSource,
+    decide_for,
+    purge,
     simulate,
     synthetic_daily_history,
 )
+from payapi.backup.retention_policy import (
+    GFS,
+    PointInTime,
+    PolicyError,
+    RetentionPolicy,
+    SeriesPolicy,
+)
+from payapi.backup.service import open_repository
 from payapi.cli import lifecycle_cmd
 from payapi.cli.context import get_ctx
 from payapi.cli.options import parse_now
 from payapi.cli.output import EXIT_USAGE, console, emit, fail, info
 from payapi.cli.plan_cmd import PLAN_OPTION, load_for_cli
-from payapi.config import BackupSettings, ConfigError, RepositoryLocation, Settings
-from payapi.plan import Plan, PlanError
+from payapi.core.errors import PayapiError
+from payapi.core.plan import Plan, PlanError
+from payapi.core.settings import ConfigError, Settings
 
 if TYPE_CHECKING:
-    from payapi.backup.repository import Repository
+    pass
 
 app = typer.Typer(
     help="GFS retention of backups and WAL: plan, purge, simulate.", no_args_is_help=True
 )
 
-WAL_COMPONENT = "database"
-_EPOCH = datetime(
-    1970, 1, 1, tzinfo=UTC
-)  # the repository's WAL archive is the PostgreSQL cluster's
 
 JSON_OPTION = typer.Option(False, "--json", help="Print JSON (for automation).")
 COMPONENT_OPTION = typer.Option(
@@ -77,120 +76,6 @@ NOW_OPTION = typer.Option(
 
 
 # --------------------------------------------------------------------------- repository
-
-
-class RetentionSource(Protocol):
-    """What retention needs from a backup repository."""
-
-    url: str
-
-    def backups(self, component: str | None) -> list[BackupRef]: ...
-
-    def wal(self) -> list[WalRef]: ...
-
-    def delete_backup(self, backup_id: str) -> None: ...
-
-    def delete_wal(self, names: Sequence[str]) -> int: ...
-
-    def lock_store(self) -> LockStore: ...
-
-    def close(self) -> None: ...
-
-
-class RepositoryUnavailable(Exception):
-    """The repository cannot be opened for retention; one line for the operator."""
-
-
-class RepositorySource:
-    """:class:`RetentionSource` over :class:`payapi.backup.repository.Repository`."""
-
-    def __init__(self, repo: Repository, plan: Plan) -> None:
-        self.repo = repo
-        self.plan = plan
-        self.url = str(repo.url)
-
-    def _component(self, name: str) -> str:
-        try:
-            return self.plan.resolve(name)
-        except PlanError:
-            return name  # unknown to the plan: unmanaged, so kept
-
-    def backups(self, component: str | None) -> list[BackupRef]:
-        return [
-            BackupRef(
-                backup_id=b.backup_id,
-                component=self._component(b.component),
-                type=b.type,
-                finished_at=b.finished_at,
-                parent=b.parent,
-                verified_at=b.verified_at,
-                wal_start=b.wal_start,
-                wal_end=b.wal_end,
-            )
-            for b in self.repo.list_backups(component)
-        ]
-
-    def wal(self) -> list[WalRef]:
-        return [WalRef(name, WAL_COMPONENT) for name in self.repo.list_wal()]
-
-    def delete_backup(self, backup_id: str) -> None:
-        self.repo.delete_backup(backup_id)
-
-    def delete_wal(self, names: Sequence[str]) -> int:
-        return self.repo.delete_wal(names)
-
-    def lock_store(self) -> LockStore:
-        return self.repo.lock_store()
-
-    def close(self) -> None:
-        self.repo.close()
-
-
-def repository_location(section: BackupSettings, repository: str | None) -> RepositoryLocation:
-    """``--repository``: a configured name (``primary`` or a secondary), else a URL that
-    is opened with the primary's key and S3 settings. A bare word that names no
-    repository is a :class:`ConfigError` (a typo must not open a folder of that name)."""
-    if repository is None or "/" not in repository:
-        return section.location(repository)
-    return replace(section.location(), url=repository)
-
-
-def open_retention_source(
-    settings: Settings | None, plan: Plan, repository: str | None, key_file: Path | None
-) -> RetentionSource:
-    """Open the backup repository that ``plan``/``purge`` work on.
-
-    The URL is ``--repository``, else ``backup.repository`` of the config (or
-    ``$PAYAPI_BACKUP__REPOSITORY``); the key is ``--key-file``, else ``backup.key_file``,
-    else the variable named by ``backup.key_env``. ``--repository`` may also name a
-    configured repository (``primary``, or a ``[backup.secondary.NAME]``, with its key).
-    """
-    from payapi.backup.crypto import load_repository_key
-    from payapi.backup.errors import RepositoryError
-    from payapi.backup.repository import Repository
-
-    section = settings.backup if settings is not None else BackupSettings()
-    where = repository_location(section, repository)
-    url = where.url
-    if not url:
-        raise RepositoryUnavailable(
-            "no backup repository: set backup.repository in the config "
-            "(or $PAYAPI_BACKUP__REPOSITORY), or pass --repository URL"
-        )
-    try:
-        key = load_repository_key(key_file or where.key_file, env=where.key_env)
-        options: dict[str, Any] = {"region": where.s3_region} if where.s3_region else {}
-        repo = Repository.open(
-            url, key, s3_endpoint_url=where.s3_endpoint_url, s3_sse=where.s3_sse, **options
-        )
-    except RepositoryError as exc:
-        raise RepositoryUnavailable(str(exc)) from None
-    try:
-        repo.require_config()
-    except RepositoryError as exc:
-        repo.close()
-        raise RepositoryUnavailable(str(exc)) from None
-    return RepositorySource(repo, plan)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -223,9 +108,10 @@ def _source(
             fail(str(exc))
         settings = None
     try:
-        source = open_retention_source(settings, plan, repository, key_file)
-    except RepositoryUnavailable as exc:
-        fail(str(exc))
+        repo = open_repository(settings or Settings(), repository, key_file=key_file)
+    except PayapiError as exc:
+        fail(str(exc), exc.exit_code)
+    source = RepositorySource(repo, plan)
     try:
         yield source
     finally:
@@ -273,15 +159,6 @@ def _plan_json(plan: RetentionPlan, policy: RetentionPolicy, **extra: Any) -> di
     }
 
 
-def _decide_for(
-    source: RetentionSource, policy: RetentionPolicy, component: str | None, now: datetime
-) -> RetentionPlan:
-    backups = source.backups(component)
-    wal = source.wal() if component in (None, WAL_COMPONENT) else []
-    scoped = policy.only(component) if component is not None else policy
-    return decide(backups, wal, scoped, now)
-
-
 # --------------------------------------------------------------------------- commands
 
 
@@ -302,7 +179,7 @@ def plan_cmd(
     comp = _resolve(loaded, component)
     with _source(ctx, loaded, repository, key_file) as source:
         try:
-            result = _decide_for(source, policy, comp, when)
+            result = decide_for(source, policy, comp, when)
         except Exception as exc:  # a repository error, reported as one line
             fail(f"retention plan: {exc}")
         emit(
@@ -310,78 +187,6 @@ def plan_cmd(
             as_json=as_json,
             human=lambda _: _print_plan(result, title=f"Retention plan for {source.url}"),
         )
-
-
-@dataclass
-class _PurgeReport:
-    removed: list[str] = field(default_factory=list)
-    wal_removed: int = 0
-    kept: int = 0
-    components: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    failed: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "dry_run": False,
-            "components": self.components,
-            "kept": self.kept,
-            "removed": len(self.removed),
-            "removed_backups": self.removed,
-            "wal_removed": self.wal_removed,
-            "notes": self.notes,
-            "failed": self.failed,
-        }
-
-
-def _deletion_order(plan: RetentionPlan, backups: Sequence[BackupRef]) -> list[str]:
-    """Children before parents, so that a purge stopped halfway leaves no orphan chain."""
-    by_id = {b.backup_id: b for b in backups}
-
-    def depth(bid: str) -> int:
-        n, seen, cur = 0, {bid}, by_id.get(bid)
-        while cur is not None and cur.parent is not None and cur.parent not in seen:
-            seen.add(cur.parent)
-            cur = by_id.get(cur.parent)
-            n += 1
-        return n
-
-    removed = list(plan.removed)
-    removed.sort(key=lambda d: (-depth(d.backup_id), d.finished_at or _EPOCH, d.backup_id))
-    return [d.backup_id for d in removed]
-
-
-def _purge_component(
-    source: RetentionSource,
-    lock: Lock,
-    policy: RetentionPolicy,
-    component: str,
-    lease: timedelta,
-    wait: timedelta,
-    report: _PurgeReport,
-) -> None:
-    holder = f"retention purge (pid {os.getpid()})"
-    with lock.hold(lock_name(component), holder, lease, wait=wait) as held:
-        # Decide under the lock: the listing is what no backup is changing right now.
-        backups = source.backups(component)
-        wal = source.wal() if component == WAL_COMPONENT else []
-        result = decide(backups, wal, policy.only(component), datetime.now(UTC))
-        report.kept += len(result.kept)
-        report.notes.extend(result.notes)
-        for backup_id in _deletion_order(result, backups):
-            held.renew()
-            try:
-                source.delete_backup(backup_id)
-            except Exception as exc:
-                report.failed = f"deleting backup {backup_id} of {component}: {exc}"
-                return
-            report.removed.append(backup_id)
-        if result.wal_remove:
-            held.renew()
-            try:
-                report.wal_removed += source.delete_wal(list(result.wal_remove))
-            except Exception as exc:
-                report.failed = f"deleting WAL of {component}: {exc}"
 
 
 @app.command("purge")
@@ -404,7 +209,7 @@ def purge_cmd(
     with _source(ctx, loaded, repository, key_file) as source:
         if dry_run:
             try:
-                result = _decide_for(source, policy, comp, datetime.now(UTC))
+                result = decide_for(source, policy, comp, datetime.now(UTC))
             except Exception as exc:
                 fail(f"retention purge: {exc}")
             emit(
@@ -413,39 +218,13 @@ def purge_cmd(
                 human=lambda _: _print_plan(result, title=f"Would purge from {source.url}"),
             )
             return
-        report = _PurgeReport()
-        try:
-            if comp is not None:
-                components = [comp]
-            else:
-                found = {b.component for b in source.backups(None)}
-                if source.wal():
-                    found.add(WAL_COMPONENT)
-                components = sorted(found)
-            lock = Lock(source.lock_store())
-            for name in components:
-                report.components.append(name)
-                _purge_component(
-                    source,
-                    lock,
-                    policy,
-                    name,
-                    DEFAULT_LEASE,
-                    timedelta(seconds=lock_wait),
-                    report,
-                )
-                if report.failed:
-                    break
-        except LockError as exc:
-            report.failed = str(exc)
-        except Exception as exc:
-            report.failed = f"retention purge: {exc}"
+        report = purge(source, policy, comp, lock_wait=timedelta(seconds=lock_wait))
         emit(report.to_json(), as_json=as_json, human=_print_purge)
         if report.failed:
             fail(f"purge stopped: {report.failed}")
 
 
-def _print_purge(report: _PurgeReport) -> None:
+def _print_purge(report: PurgeReport) -> None:
     for bid in report.removed:
         console.print(f"removed {bid}", highlight=False)
     console.print(

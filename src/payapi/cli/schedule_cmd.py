@@ -8,7 +8,7 @@
   check every minute, and optionally ``/metrics`` on ``--metrics-port``. SIGTERM stops it
   cleanly; ``--once`` runs what is due now and exits.
 
-The schedule itself is :func:`payapi.schedule.jobs_from_plan` (pure); the Kubernetes
+The schedule itself is :func:`payapi.ops.schedule.jobs_from_plan` (pure); the Kubernetes
 CronJobs in ``deploy/kubernetes/cronjobs.yaml`` use the same slots.
 """
 
@@ -26,9 +26,10 @@ from payapi.cli.context import get_ctx
 from payapi.cli.options import parse_now
 from payapi.cli.output import EXIT_USAGE, console, emit, fail, info
 from payapi.cli.plan_cmd import PLAN_OPTION, load_for_cli
-from payapi.config import ConfigError, Settings
-from payapi.plan import Plan
-from payapi.schedule import Schedule, Scheduler, jobs_from_plan, payapi_command
+from payapi.core.plan import Plan
+from payapi.core.settings import ConfigError, Settings
+from payapi.ops.schedule import Schedule, jobs_from_plan, payapi_command
+from payapi.ops.scheduler import Scheduler
 
 app = typer.Typer(help="The plan's backup schedule: show, run.", no_args_is_help=True)
 
@@ -91,10 +92,10 @@ class _RpoTick:
         self.last: dict[str, str] = {}
 
     def __call__(self, now: datetime) -> None:
-        from payapi import rpo
+        from payapi.ops import rpo, rpo_observe
 
         try:
-            observations = rpo.observe(self.settings, self.plan)
+            observations = rpo_observe.observe(self.settings, self.plan)
         except rpo.CheckError as exc:
             self.collector.update(None, str(exc))
             if self.last.get("__check__") != "failed":
@@ -153,7 +154,7 @@ def run(
     """
     from prometheus_client import CollectorRegistry, start_http_server
 
-    from payapi.dr_metrics import JobCollector, RpoCollector
+    from payapi.ops.metrics import JobCollector, RpoCollector
 
     loaded = load_for_cli(ctx, plan)
     try:

@@ -12,7 +12,7 @@ app = typer.Typer(help="Run one service in the foreground.", no_args_is_help=Tru
 def _run(app_obj: object, host: str, port: int) -> None:
     import uvicorn
 
-    from payapi import logs
+    from payapi.core import logs
 
     logs.configure()
     uvicorn.run(

@@ -21,7 +21,10 @@ app = typer.Typer(
 )
 
 REPOSITORY_OPTION = typer.Option(
-    None, "--repository", help="Repository URL (default: [backup] repository of the config)."
+    None,
+    "--repository",
+    help="A configured repository (primary, or a secondary's name) or a URL "
+    "(default: [backup] repository of the config).",
 )
 KEY_FILE_OPTION = typer.Option(
     None, "--key-file", help="Repository key file (default: [backup] key_file / key_env)."

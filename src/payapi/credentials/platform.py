@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from payapi.credentials.naming import EAPI_CACHE_KEY, EAPI_HOST, SAPI_HOST, SAPI_SERVICE_TOKEN
+from payapi.core.naming import EAPI_CACHE_KEY, EAPI_HOST, SAPI_HOST, SAPI_SERVICE_TOKEN
 from payapi.vault.client import VaultClient, VaultNotFound
 
 PLATFORM_POLICY = f"""

@@ -23,8 +23,9 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from payapi.config import Settings, read_secret_file
-from payapi.credentials.naming import (
+from payapi.core.errors import PayapiError
+from payapi.core.logs import get_logger
+from payapi.core.naming import (
     CLIENTS_PREFIX,
     EAPI_HOST,
     ClientPaths,
@@ -33,9 +34,9 @@ from payapi.credentials.naming import (
     new_client_secret,
     validate_name,
 )
+from payapi.core.settings import Settings, read_secret_file
 from payapi.credentials.platform import rotate_service_token
 from payapi.eapi.cache import Cache, CacheDown
-from payapi.logs import get_logger
 from payapi.vault.client import VaultClient, VaultError, VaultNotFound
 
 log = get_logger("payapi.credentials")
@@ -43,7 +44,7 @@ log = get_logger("payapi.credentials")
 EPOCH = "1970-01-01T00:00:00+00:00"
 
 
-class CredentialError(Exception):
+class CredentialError(PayapiError):
     """A credential operation failed; one line for the operator."""
 
 

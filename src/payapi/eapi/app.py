@@ -21,16 +21,22 @@ from pydantic import ValidationError
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from payapi.config import Settings, read_secret_file
+from payapi.core.logs import get_logger
+from payapi.core.settings import Settings, read_secret_file
 from payapi.eapi.audit_sink import AuditSink
 from payapi.eapi.cache import Cache, CacheDown, LocalLimiter, RateDecision
 from payapi.eapi.sapi_client import SapiClient, SapiUnavailable
 from payapi.eapi.verifier import ClientVerifier, DependencyDown
-from payapi.logs import get_logger
-from payapi.sapi.routes import validation_error
-from payapi.sapi.schemas import MalformedJSON, PaymentCreate
+from payapi.schemas import MalformedJSON, PaymentCreate
 from payapi.vault.client import VaultClient
-from payapi.web import ApiError, JSONResponse, install_error_handlers, request_id
+from payapi.web import (
+    ApiError,
+    JSONResponse,
+    install_error_handlers,
+    read_body,
+    request_id,
+    validation_error,
+)
 
 log = get_logger("payapi.eapi")
 
@@ -268,7 +274,7 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
-    install_error_handlers(app)
+    install_error_handlers(app, challenge='Bearer realm="payment-eapi"')
 
     app.add_middleware(MetricsMiddleware, state=app.state)
 
@@ -314,9 +320,13 @@ def create_app(
     async def create_payment(request: Request) -> Response:
         deps = _deps(request)
         client_id = await authenticate_caller(deps, request)
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            raise ApiError(413, "invalid_request_error", "payload_too_large", "body too large")
+        body = await read_body(
+            request,
+            MAX_BODY_BYTES,
+            error=lambda: ApiError(
+                413, "invalid_request_error", "payload_too_large", "body too large"
+            ),
+        )
         payment = parse_payment(body)
         headers = {"X-Client-ID": client_id, "X-Request-ID": request_id(request)}
         idem = request.headers.get("idempotency-key")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from payapi.core.logs import get_logger
 from payapi.eapi.sapi_client import SapiClient, SapiUnavailable
-from payapi.logs import get_logger
 
 log = get_logger("payapi.eapi.audit")
 

@@ -21,11 +21,22 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-PREFIX = "payapi:"
+from payapi.core.errors import PayapiError
+from payapi.eapi.cachekeys import (
+    GEN_KEY,
+    TOKEN_PATTERN,
+    TOKEN_SET_PATTERN,
+    VERIFICATION_PATTERN,
+    client_tokens_key,
+    rate_key,
+    token_key,
+    verification_key,
+)
+
 T = TypeVar("T")
 
 
-class CacheDown(Exception):
+class CacheDown(PayapiError):
     """Redis is unreachable (or the breaker is open)."""
 
 
@@ -79,8 +90,6 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """
 
-GEN_KEY = f"{PREFIX}gen"
-
 
 class Cache:
     def __init__(self, client: aioredis.Redis, breaker: Breaker | None = None) -> None:
@@ -124,32 +133,32 @@ class Cache:
 
         async def op() -> Any:
             pipe = self.redis.pipeline(transaction=True)
-            pipe.set(f"{PREFIX}tok:{digest}", client_id, ex=ttl)
-            pipe.sadd(f"{PREFIX}ctok:{client_id}", digest)
-            pipe.expire(f"{PREFIX}ctok:{client_id}", ttl)
+            pipe.set(token_key(digest), client_id, ex=ttl)
+            pipe.sadd(client_tokens_key(client_id), digest)
+            pipe.expire(client_tokens_key(client_id), ttl)
             return await pipe.execute()
 
         await self._guard(op)
 
     async def token_client(self, token: str) -> str | None:
         digest = token_digest(token)
-        raw = await self._guard(lambda: self.redis.get(f"{PREFIX}tok:{digest}"))
+        raw = await self._guard(lambda: self.redis.get(token_key(digest)))
         return raw.decode() if isinstance(raw, bytes) else raw
 
     async def revoke_token(self, token: str) -> bool:
         digest = token_digest(token)
-        key = f"{PREFIX}tok:{digest}"
+        key = token_key(digest)
         raw = await self._guard(lambda: self.redis.getdel(key))
         if raw is None:
             return False
         cid = raw.decode() if isinstance(raw, bytes) else str(raw)
-        await self._guard(lambda: self.redis.srem(f"{PREFIX}ctok:{cid}", digest))
+        await self._guard(lambda: self.redis.srem(client_tokens_key(cid), digest))
         return True
 
     async def revoke_client(self, client_id: str) -> int:
         """Drop every token and cached verification of one client; returns tokens revoked."""
-        keys = [f"{PREFIX}ctok:{client_id}", f"{PREFIX}ver:{client_id}", GEN_KEY]
-        n = await self._guard(lambda: self.redis.eval(_REVOKE_CLIENT, 3, *keys, f"{PREFIX}tok:"))
+        keys = [client_tokens_key(client_id), verification_key(client_id), GEN_KEY]
+        n = await self._guard(lambda: self.redis.eval(_REVOKE_CLIENT, 3, *keys, token_key("")))
         return int(n)
 
     async def _delete(self, keys: list[Any]) -> int:
@@ -163,7 +172,7 @@ class Cache:
         await self._guard(lambda: self.redis.incr(GEN_KEY))
         total = 0
         try:
-            for pattern in (f"{PREFIX}tok:*", f"{PREFIX}ctok:*", f"{PREFIX}ver:*"):
+            for pattern in (TOKEN_PATTERN, TOKEN_SET_PATTERN, VERIFICATION_PATTERN):
                 batch: list[Any] = []
                 async for key in self.redis.scan_iter(match=pattern, count=1000):
                     batch.append(key)
@@ -185,7 +194,7 @@ class Cache:
 
         async def op() -> Any:
             pipe = self.redis.pipeline(transaction=False)
-            pipe.hget(f"{PREFIX}ver:{client_id}", mac)
+            pipe.hget(verification_key(client_id), mac)
             pipe.get(GEN_KEY)
             return await pipe.execute()
 
@@ -197,7 +206,7 @@ class Cache:
         self, client_id: str, mac: str, valid_until: float, ttl: int, generation: str
     ) -> bool:
         """Cache a verification unless a revocation happened since ``generation`` was read."""
-        keys = [f"{PREFIX}ver:{client_id}", GEN_KEY]
+        keys = [verification_key(client_id), GEN_KEY]
         stored = await self._guard(
             lambda: self.redis.eval(
                 _REMEMBER, 2, *keys, mac, f"{valid_until:.3f}", str(ttl), generation
@@ -210,7 +219,7 @@ class Cache:
 
         async def op() -> Any:
             pipe = self.redis.pipeline(transaction=True)
-            pipe.delete(f"{PREFIX}ver:{client_id}")
+            pipe.delete(verification_key(client_id))
             pipe.incr(GEN_KEY)
             return await pipe.execute()
 
@@ -227,7 +236,7 @@ class Cache:
         async def op() -> Any:
             pipe = self.redis.pipeline(transaction=False)
             for scope, _ in checks:
-                key = f"{PREFIX}rl:{scope}:{window}"
+                key = rate_key(scope, window)
                 pipe.incr(key)
                 pipe.expire(key, 120)
             return await pipe.execute()

@@ -26,7 +26,8 @@ from urllib.parse import quote, urlsplit
 import httptools
 import orjson
 
-from payapi.credentials.naming import SAPI_SERVICE_TOKEN
+from payapi.core.errors import PayapiError
+from payapi.core.naming import SAPI_SERVICE_TOKEN
 from payapi.vault.client import VaultClient, VaultError
 
 MAX_RESPONSE_BYTES = 1024 * 1024
@@ -34,7 +35,7 @@ KEEPALIVE_EXPIRY_SECONDS = 4.0  # below uvicorn's default keep-alive timeout (5 
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
 
-class SapiUnavailable(Exception):
+class SapiUnavailable(PayapiError):
     pass
 
 

@@ -25,15 +25,16 @@ from datetime import datetime
 
 from pydantic import SecretStr
 
-from payapi.credentials.naming import EAPI_CACHE_KEY, ClientPaths, name_of
+from payapi.core.errors import PayapiError
+from payapi.core.logs import get_logger
+from payapi.core.naming import EAPI_CACHE_KEY, ClientPaths, name_of
 from payapi.eapi.cache import Cache, CacheDown
-from payapi.logs import get_logger
 from payapi.vault.client import VaultClient, VaultError, VaultNotFound, VaultUnavailable
 
 log = get_logger("payapi.eapi.verifier")
 
 
-class DependencyDown(Exception):
+class DependencyDown(PayapiError):
     """Verification could not be decided because a dependency is down (→ 503)."""
 
     def __init__(self, dependency: str) -> None:

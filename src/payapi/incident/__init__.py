@@ -1,0 +1,2 @@
+"""Incidents and communications (the next issues): declare, update, complete;
+templates; channels."""

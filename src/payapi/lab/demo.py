@@ -17,7 +17,8 @@ import httpx
 from rich.console import Console
 from rich.panel import Panel
 
-from payapi.config import load_settings
+from payapi.core.journal import note_sink
+from payapi.core.settings import load_settings
 from payapi.credentials.service import Platform, create_client
 from payapi.lab.platform import Lab
 
@@ -34,9 +35,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", default=".lab", type=Path)
     args = parser.parse_args(argv)
 
-    lab = Lab(args.dir, note=lambda m: console.print(f"[dim]{m}[/dim]"))
+    lab = Lab(args.dir)
     with console.status("starting the lab (PostgreSQL, Redis, vault, SAPI, EAPI)") as spinner:
-        status = lab.up(progress=lambda c: spinner.update(f"starting {c}"))
+        lab.journal.add_sink(
+            note_sink(
+                lambda m: console.print(f"[dim]{m}[/dim]"),
+                started=lambda c: spinner.update(f"starting {c}"),
+            )
+        )
+        status = lab.up()
     console.print(f"[green]lab up[/green] in {status['dir']}")
     for name in ("eapi", "sapi"):
         console.print(f"  {name}: {status[name]}")

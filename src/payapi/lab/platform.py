@@ -41,16 +41,16 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from payapi.lab.postgres import PgCluster
-from payapi.lab.procs import (
-    LabError,
+from payapi.core.journal import Journal
+from payapi.servers.postgres import PgCluster
+from payapi.servers.procs import (
+    ServerError,
     free_port,
     pid_alive,
     port_open,
@@ -59,14 +59,16 @@ from payapi.lab.procs import (
     terminate,
     wait_for,
 )
-from payapi.lab.redis import RedisServer
+from payapi.servers.redis import RedisServer
 
 COMPONENTS = ("postgres", "redis", "vault", "sapi", "eapi")
 SERVICES = ("vault", "sapi", "eapi")
 ACCOUNT = "payapi"
 ADMIN_LOGIN = "admin"
 
-Note = Callable[[str], None]
+
+class LabError(ServerError):
+    """A lab operation was refused or failed; one line for the operator."""
 
 
 def _toml_str(value: str | Path) -> str:
@@ -76,7 +78,7 @@ def _toml_str(value: str | Path) -> str:
 @dataclass
 class Lab:
     dir: Path
-    note: Note = lambda _msg: None
+    journal: Journal = field(default_factory=Journal)
 
     def __post_init__(self) -> None:
         self.dir = self.dir.expanduser().resolve()
@@ -116,13 +118,15 @@ class Lab:
 
     def archive_settings(self) -> dict[str, str]:
         """PostgreSQL settings that archive every WAL segment into the lab's repository."""
-        from payapi.backup.wal import archive_command, guc_string
+        from payapi.backup.service import archive_settings
 
-        return {
-            "archive_mode": "on",
-            "archive_command": guc_string(archive_command(self.config_path)),
-            "archive_timeout": "60",
-        }
+        return archive_settings(self.config_path)
+
+    def require_existing(self) -> None:
+        """:class:`LabError` unless ``lab up`` has been run in this folder (a typo in
+        ``--dir`` must not look like a stopped lab, nor create a new one)."""
+        if not self.state_path.is_file():
+            raise LabError(f"no lab in {self.dir} (start one with: payapi lab up --dir {self.dir})")
 
     def _ports(self) -> dict[str, int]:
         if self.state_path.exists():
@@ -157,7 +161,7 @@ class Lab:
             port=self.ports["postgres"],
             logfile=self.dir / "postgres" / "postgres.log",
             settings=self.archive_settings(),
-            note=self.note,
+            note=self.journal.note,
         )
 
     @property
@@ -226,9 +230,16 @@ vault_api_key_file = {_toml_str(self.key_file("eapi.api_key"))}
 [postgres]
 payment_dsn = {_toml_str(pg.dsn("payment_db"))}
 vault_dsn = {_toml_str(pg.dsn("vault_db"))}
+# restores in place stop, replace and start this cluster with pg_ctl
+control = "local"
+data_dir = {_toml_str(pg.datadir)}
+log_file = {_toml_str(pg.logfile)}
 
 [redis]
 url = {_toml_str(self.redis.url)}
+# restores in place stop, replace and start this server
+control = "local"
+data_dir = {_toml_str(self.redis.workdir)}
 
 [audit]
 head_file = {_toml_str(self.dir / "audit" / "head.json")}
@@ -301,7 +312,7 @@ work_dir = {_toml_str(self.backup_work_dir)}
                 timeout=timeout,
                 what=f"{component} health",
             )
-        except LabError:
+        except ServerError:
             terminate(pid)
             raise
         if not pid_alive(pid):
@@ -322,31 +333,32 @@ work_dir = {_toml_str(self.backup_work_dir)}
 
     # -- whole lab -----------------------------------------------------------------
 
-    def up(self, progress: Note | None = None) -> dict[str, Any]:
-        step = progress or self.note
+    def up(self) -> dict[str, Any]:
+        """Start everything (idempotent); one journal step per component."""
+        step = self.journal.step
         self.dir.mkdir(parents=True, exist_ok=True)
         self.secrets_dir.mkdir(mode=0o700, exist_ok=True)
         os.chmod(self.secrets_dir, 0o700)
         (self.dir / "audit").mkdir(exist_ok=True)
         self.write_config()
-        step("backup repository")
-        self.ensure_backup_repository()
-        step("postgres")
-        pg = self.pg
-        pg.init()
-        pg.start()
-        pg.create_database("payment_db")
-        pg.create_database("vault_db")
-        step("redis")
-        self.redis.start()
-        step("vault")
-        self._ensure_vault_bootstrap()
-        self.start("vault")
-        asyncio.run(self._ensure_platform())
-        step("sapi")
-        self.start("sapi")
-        step("eapi")
-        self.start("eapi")
+        with step("backup repository"):
+            self.ensure_backup_repository()
+        with step("postgres"):
+            pg = self.pg
+            pg.init()
+            pg.start()
+            pg.create_database("payment_db")
+            pg.create_database("vault_db")
+        with step("redis"):
+            self.redis.start()
+        with step("vault"):
+            self._ensure_vault_bootstrap()
+            self.start("vault")
+            asyncio.run(self._ensure_platform())
+        with step("sapi"):
+            self.start("sapi")
+        with step("eapi"):
+            self.start("eapi")
         return self.status()
 
     def down(self) -> None:
@@ -356,9 +368,9 @@ work_dir = {_toml_str(self.backup_work_dir)}
     def ensure_backup_repository(self) -> None:
         """Key (generated once), repository (initialized once), and the permissions the
         archiver needs when it runs as the lab user (see the module docstring)."""
-        from payapi.backup.crypto import load_repository_key, write_key_file
+        from payapi.backup.crypto import write_key_file
         from payapi.backup.repository import Repository
-        from payapi.lab.procs import (
+        from payapi.servers.procs import (
             as_lab_user,
             chown_to_lab_user,
             ensure_lab_user,
@@ -371,10 +383,9 @@ work_dir = {_toml_str(self.backup_work_dir)}
         key_file = self.repository_key_file
         if not key_file.exists():
             write_key_file(key_file)
-        key = load_repository_key(key_file)
-        with Repository.open(self.repository_url, key) as repo:
-            if not repo.initialized:
-                repo.init()
+        Repository.open_configured(
+            self.repository_url, key_file=key_file, key_env="", create=True
+        ).close()
         for sub in ("wal", "wal-index"):
             (self.backups_dir / sub).mkdir(exist_ok=True)
         if not is_root():
@@ -387,10 +398,10 @@ work_dir = {_toml_str(self.backup_work_dir)}
         os.chown(self.secrets_dir, 0, user.pw_gid)
         self.secrets_dir.chmod(0o710)
         for path in (self.backups_dir, self.backup_work_dir, key_file, self.config_path):
-            make_reachable(path, self.note)
+            make_reachable(path, self.journal.note)
         python = Path(sys.executable).absolute()
-        make_reachable(python, self.note)
-        make_reachable(python.resolve(), self.note)
+        make_reachable(python, self.journal.note)
+        make_reachable(python.resolve(), self.journal.note)
         # Can the archiver (the lab user) run, read its config and key, open the
         # repository? A fetch of a name that is never archived answers 1 when it can.
         probe = subprocess.run(
@@ -421,7 +432,7 @@ work_dir = {_toml_str(self.backup_work_dir)}
             )
 
     def _ensure_vault_bootstrap(self) -> None:
-        from payapi.config import load_settings
+        from payapi.core.settings import load_settings
         from payapi.credentials.platform import write_private
         from payapi.vault.bootstrap import bootstrap, generate_data_key_file, load_data_key
 
@@ -437,7 +448,7 @@ work_dir = {_toml_str(self.backup_work_dir)}
             write_private(self.key_file("admin.api_key"), admin_key)
 
     async def _ensure_platform(self) -> None:
-        from payapi.config import load_settings, read_secret_file
+        from payapi.core.settings import load_settings, read_secret_file
         from payapi.credentials.platform import ensure_platform
         from payapi.vault.client import VaultClient
 
@@ -449,4 +460,4 @@ work_dir = {_toml_str(self.backup_work_dir)}
                 eapi_key_file=self.key_file("eapi.api_key"),
                 sapi_key_file=self.key_file("sapi.api_key"),
             ):
-                self.note(line)
+                self.journal.note(line)

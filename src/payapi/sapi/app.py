@@ -16,8 +16,8 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 
-from payapi.config import ConfigError, Settings
-from payapi.logs import get_logger
+from payapi.core.logs import get_logger
+from payapi.core.settings import ConfigError, Settings
 from payapi.sapi import service
 from payapi.sapi.auth import ServiceAuth
 from payapi.sapi.db import Database
@@ -101,7 +101,7 @@ def create_app(
         redoc_url=None,
         openapi_url=None,
     )
-    install_error_handlers(app)
+    install_error_handlers(app, challenge='Bearer realm="payment-sapi"')
     app.state.sapi = state
     app.include_router(build_router(state))
     return app

@@ -29,12 +29,13 @@ from typing import TYPE_CHECKING, Union
 
 from pydantic import SecretStr
 
-from payapi.config import ConfigError, read_secret_file
-from payapi.logs import get_logger
+from payapi.core.errors import PayapiError
+from payapi.core.logs import get_logger
+from payapi.core.settings import ConfigError, read_secret_file
 from payapi.vault.client import VaultClient, VaultError, VaultUnauthorized
 
 if TYPE_CHECKING:
-    from payapi.config import Settings
+    from payapi.core.settings import Settings
 
 log = get_logger("payapi.sapi.auth")
 
@@ -48,7 +49,7 @@ MAX_AGE_SECONDS = 30.0
 CHECK_TIMEOUT_SECONDS = 2.0
 
 
-class ServiceAuthUnavailable(Exception):
+class ServiceAuthUnavailable(PayapiError):
     """The presented token did not match and the vault could not be read to re-check."""
 
 

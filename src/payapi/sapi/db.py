@@ -13,7 +13,8 @@ from typing import Any
 
 import asyncpg
 
-from payapi.logs import get_logger
+from payapi.core.errors import PayapiError
+from payapi.core.logs import get_logger
 from payapi.sapi.migrate import migrate
 
 log = get_logger("payapi.sapi.db")
@@ -38,7 +39,7 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-class DatabaseUnavailable(Exception):
+class DatabaseUnavailable(PayapiError):
     pass
 
 

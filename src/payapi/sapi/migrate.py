@@ -20,7 +20,7 @@ from importlib import resources
 
 import asyncpg
 
-from payapi.logs import get_logger
+from payapi.core.logs import get_logger
 
 log = get_logger("payapi.sapi.migrate")
 

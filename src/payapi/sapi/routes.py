@@ -1,6 +1,6 @@
 """SAPI's HTTP routes: thin views over :mod:`payapi.sapi.service`.
 
-Bodies are read raw and parsed with ``parse_float=Decimal`` (see :mod:`payapi.money`);
+Bodies are read raw and parsed with ``parse_float=Decimal`` (see :mod:`payapi.core.money`);
 responses are built as plain dicts and serialized by orjson, keeping pydantic and float
 conversions off the hot path.
 """
@@ -22,19 +22,19 @@ from pydantic import ValidationError
 from starlette.responses import Response
 
 from payapi import audit
-from payapi.config import Settings
-from payapi.logs import get_logger
+from payapi.core.logs import get_logger
+from payapi.core.settings import Settings
 from payapi.sapi import service
 from payapi.sapi.auth import ServiceAuth, ServiceAuthUnavailable
 from payapi.sapi.db import UNAVAILABLE_ERRORS, Database, DatabaseUnavailable
-from payapi.sapi.schemas import AuditEventCreate, MalformedJSON, PaymentCreate
-from payapi.web import ApiError, JSONResponse, error_response
+from payapi.schemas import AuditEventCreate, MalformedJSON, PaymentCreate
+from payapi.web import ApiError, JSONResponse, error_response, read_body, validation_error
 
 log = get_logger("payapi.sapi")
 
 MAX_BODY_BYTES = 16 * 1024
-_CLIENT_ID = re.compile(r"^[\x21-\x7e]{1,255}$")
-_IDEMPOTENCY_KEY = re.compile(r"^[\x20-\x7e]{1,255}$")
+_CLIENT_ID = re.compile(r"^[\x21-\x7e]{1,255}\Z")
+_IDEMPOTENCY_KEY = re.compile(r"^[\x20-\x7e]{1,255}\Z")
 
 
 @dataclass
@@ -117,32 +117,13 @@ def _idempotency_key(request: Request) -> str | None:
 
 
 async def _read_body(request: Request) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise ApiError(413, "invalid_request_error", "payload_too_large", "request body too large")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise ApiError(
-                413, "invalid_request_error", "payload_too_large", "request body too large"
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def validation_error(exc: ValidationError) -> ApiError:
-    """The first problem of ``exc`` as a 422 naming the field (never echoing the input)."""
-    errors = exc.errors(include_url=False, include_input=False)
-    first: Mapping[str, Any] = errors[0] if errors else {}
-    if first.get("type") in ("model_type", "model_attributes_type", "dict_type"):
-        return ApiError(422, "validation_error", "invalid", "body must be a JSON object")
-    loc = [str(p) for p in first.get("loc", ())]
-    message = str(first.get("msg", "invalid request"))
-    if first.get("type") == "extra_forbidden":
-        message = "unknown field"
-    return ApiError(422, "validation_error", "invalid", message, param=".".join(loc) or None)
+    return await read_body(
+        request,
+        MAX_BODY_BYTES,
+        error=lambda: ApiError(
+            413, "invalid_request_error", "payload_too_large", "request body too large"
+        ),
+    )
 
 
 def _malformed() -> ApiError:

@@ -20,7 +20,8 @@ from typing import Any
 
 import asyncpg
 
-from payapi.sapi.schemas import PaymentCreate, payment_body
+from payapi.core.errors import PayapiError
+from payapi.schemas import PaymentCreate, payment_body
 
 MIN_IDEMPOTENCY_RETENTION = timedelta(hours=24)
 DEFAULT_IDEMPOTENCY_RETENTION = timedelta(hours=48)
@@ -59,7 +60,7 @@ WHERE id IN (
 """
 
 
-class IdempotencyKeyReused(Exception):
+class IdempotencyKeyReused(PayapiError):
     """The key was already used by this client for a different request body."""
 
 

@@ -19,14 +19,14 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from payapi.config import ConfigError, Settings
-from payapi.logs import get_logger
+from payapi.core.logs import get_logger
+from payapi.core.settings import ConfigError, Settings
 from payapi.vault import db, errors
 from payapi.vault.crypto import DecryptionError, SecretCipher, load_data_key
 from payapi.vault.routes import router
 from payapi.vault.state import VaultState
 from payapi.vault.tokens import TokenService
-from payapi.web import JSONResponse, RequestIdMiddleware, request_id
+from payapi.web import JSONResponse, RequestIdMiddleware, request_id, with_challenge
 
 log = get_logger("payapi.vault.app")
 
@@ -104,8 +104,13 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+# What a 401 tells the client to send (Conjur's access-token scheme).
+CHALLENGE = 'Token realm="payapi-vault"'
+
+
 def _render(request: Request, exc: errors.ConjurError) -> Response:
-    return JSONResponse(exc.body(request_id(request)), status_code=exc.status, headers=exc.headers)
+    headers = with_challenge(exc.status, exc.headers, CHALLENGE)
+    return JSONResponse(exc.body(request_id(request)), status_code=exc.status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -125,9 +130,14 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404:
             err = errors.ConjurError(404, "not_found", "Not found")
         elif exc.status_code == 405:
-            err = errors.ConjurError(405, "method_not_allowed", "Method not allowed")
+            # Starlette's 405 carries the Allow header (RFC 9110: it must list the methods).
+            err = errors.ConjurError(
+                405, "method_not_allowed", "Method not allowed", headers=dict(exc.headers or {})
+            )
         else:
-            err = errors.ConjurError(exc.status_code, "error", str(exc.detail))
+            err = errors.ConjurError(
+                exc.status_code, "error", str(exc.detail), headers=dict(exc.headers or {})
+            )
         return _render(request, err)
 
     @app.exception_handler(DecryptionError)

@@ -22,13 +22,15 @@ from urllib.parse import quote
 import httpx
 from pydantic import SecretStr
 
+from payapi.core.errors import PayapiError
+
 PolicyMethod = Literal["POST", "PUT", "PATCH"]
 
 # Conjur access tokens live 8 minutes; refresh a little earlier than that.
 TOKEN_REFRESH_SECONDS = 300.0
 
 
-class VaultError(Exception):
+class VaultError(PayapiError):
     """A vault call failed. ``status`` is the HTTP status, or None when unreachable."""
 
     def __init__(self, message: str, status: int | None = None) -> None:

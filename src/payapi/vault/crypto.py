@@ -30,7 +30,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from payapi.config import ConfigError, VaultSettings
+from payapi.core.errors import PayapiError
+from payapi.core.settings import ConfigError, VaultSettings
 
 DATA_KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -51,7 +52,7 @@ class DataKeyMismatch(ConfigError):
     """The configured data key is not the key this vault database was sealed with."""
 
 
-class DecryptionError(Exception):
+class DecryptionError(PayapiError):
     """A stored secret could not be opened: wrong data key, or the row was tampered with."""
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 
-from payapi.logs import get_logger
+from payapi.core.logs import get_logger
 from payapi.vault.crypto import DataKeyMismatch, key_check_value
 
 log = get_logger("payapi.vault.db")

@@ -1,6 +1,8 @@
-"""Conjur-shaped errors: ``{"error": {"code", "message", "target"?, "details"?}}``.
+"""Conjur-shaped errors: ``{"error": {"code", "message", "target"?, "details"?, …}}``.
 
-Status codes follow Conjur: 401 for bad credentials or tokens, 403 when a visible
+Every body is also payapi's error envelope: ``type``, ``code``, ``message``, ``param``
+and ``request_id`` as EAPI and SAPI answer them (:mod:`payapi.web`). Status codes follow
+Conjur: 401 for bad credentials or tokens, 403 when a visible
 resource lacks the privilege, 404 for missing *or invisible* resources (so that a role
 cannot probe for what it may not see), 409 for concurrent policy loads, 422 for invalid
 input and policies. Messages name identifiers only: never a secret value, API key or
@@ -11,6 +13,8 @@ so that an operator can find the log line.
 from __future__ import annotations
 
 from typing import Any
+
+from payapi.web import STATUS_TYPES
 
 
 class ConjurError(Exception):
@@ -26,6 +30,7 @@ class ConjurError(Exception):
         details: Any = None,
         innererror: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -35,17 +40,25 @@ class ConjurError(Exception):
         self.details = details
         self.innererror = innererror
         self.headers = headers or {}
+        self.param = param
 
     def body(self, request_id: str = "") -> dict[str, Any]:
-        err: dict[str, Any] = {"code": self.code, "message": self.message}
+        # Conjur's fields, plus payapi's envelope (``type``, ``param``, ``request_id``):
+        # Conjur's clients read the status and ignore fields they do not know.
+        type_ = STATUS_TYPES.get(self.status, ("api_error", ""))[0]
+        err: dict[str, Any] = {
+            "type": type_,
+            "code": self.code,
+            "message": self.message,
+            "param": self.param,
+        }
         if self.target is not None:
             err["target"] = self.target
         if self.details is not None:
             err["details"] = self.details
         if self.innererror is not None:
             err["innererror"] = self.innererror
-        if request_id:
-            err["request_id"] = request_id
+        err["request_id"] = request_id
         return {"error": err}
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from payapi.core.errors import PayapiError
+
 KINDS = frozenset(
     {"user", "host", "group", "layer", "policy", "variable", "webservice", "host_factory"}
 )
@@ -21,13 +23,13 @@ PRIVILEGES = frozenset({"read", "execute", "update", "create"})
 ROOT_POLICY = "root"
 
 MAX_ID_LENGTH = 512
-_ACCOUNT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_ACCOUNT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 _SEGMENT = r"[A-Za-z0-9_][A-Za-z0-9._@+=-]*"
-_ID_RE = re.compile(rf"^{_SEGMENT}(?:/{_SEGMENT})*$")
-_PRIVILEGE_RE = re.compile(r"^[a-z][a-z_]{0,31}$")
+_ID_RE = re.compile(rf"^{_SEGMENT}(?:/{_SEGMENT})*\Z")
+_PRIVILEGE_RE = re.compile(r"^[a-z][a-z_]{0,31}\Z")
 
 
-class InvalidId(ValueError):
+class InvalidId(PayapiError, ValueError):
     """An identifier that this vault does not accept."""
 
 

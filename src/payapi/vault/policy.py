@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from payapi.core.errors import PayapiError
 from payapi.vault import ids
 
 RECORD_TAGS = frozenset({"user", "host", "group", "layer", "policy", "variable", "webservice"})
@@ -39,7 +40,7 @@ _EXTRA_FIELDS: dict[str, frozenset[str]] = {
 }
 
 
-class PolicyInvalid(ValueError):
+class PolicyInvalid(PayapiError, ValueError):
     """The policy text is not valid; ``line``/``column`` are 1-based when known."""
 
     def __init__(self, message: str, line: int | None = None, column: int | None = None) -> None:
@@ -142,13 +143,20 @@ def parse(text: str) -> list[_Tagged]:
         raise PolicyInvalid(problem) from None
     except yaml.YAMLError as exc:
         raise PolicyInvalid(f"invalid YAML: {type(exc).__name__}") from None
+    except RecursionError:
+        # PyYAML's parser recurses once per nested collection: "[[[[…" a few hundred
+        # deep exhausts the stack. No real policy nests like that; refuse it as input.
+        raise PolicyInvalid("the policy nests too deeply") from None
     if doc is None:
         return []
     if isinstance(doc, _Tagged):
         doc = [doc]
     if not isinstance(doc, list):
         raise PolicyInvalid("a policy must be a list of statements", 1, 1)
-    return _statements(doc, None)
+    try:
+        return _statements(doc, None)
+    except RecursionError:
+        raise PolicyInvalid("the policy nests too deeply") from None
 
 
 def _statements(items: list[Any], parent: _Tagged | None) -> list[_Tagged]:

@@ -20,14 +20,14 @@ from typing import Literal
 from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
-from payapi.logs import get_logger
+from payapi.core.logs import get_logger
 from payapi.vault import errors, ids, service
 from payapi.vault.db import Connection
 from payapi.vault.policy import PolicyInvalid, resolve
 from payapi.vault.service import PolicyMode
 from payapi.vault.state import VaultState, get_state
 from payapi.vault.tokens import InvalidToken
-from payapi.web import JSONResponse
+from payapi.web import JSONResponse, read_body
 
 log = get_logger("payapi.vault.routes")
 
@@ -53,13 +53,13 @@ class Caller:
 
 
 async def _body(request: Request, limit: int, what: str) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise errors.ConjurError(413, "payload_too_large", f"{what} is larger than {limit} bytes")
-    body = await request.body()
-    if len(body) > limit:
-        raise errors.ConjurError(413, "payload_too_large", f"{what} is larger than {limit} bytes")
-    return body
+    return await read_body(
+        request,
+        limit,
+        error=lambda: errors.ConjurError(
+            413, "payload_too_large", f"{what} is larger than {limit} bytes"
+        ),
+    )
 
 
 async def _token_caller(conn: Connection, state: VaultState, request: Request) -> Caller:

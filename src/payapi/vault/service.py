@@ -1,5 +1,7 @@
 """Vault service logic: authorization, secrets, credentials, policy application.
 
+One job: what each Conjur endpoint does, over the vault's tables (routes are thin).
+
 Keyword-only functions over one asyncpg connection; the caller owns the transaction.
 Routes stay thin and call these.
 
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from payapi.logs import get_logger
+from payapi.core.logs import get_logger
 from payapi.vault import errors, ids
 from payapi.vault.crypto import SecretCipher, api_key_matches, hash_api_key, new_api_key
 from payapi.vault.db import Connection

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 from fastapi import Request
 
-from payapi.config import VaultSettings
+from payapi.core.settings import VaultSettings
 from payapi.vault import errors
 from payapi.vault.crypto import SecretCipher
 from payapi.vault.tokens import TokenService

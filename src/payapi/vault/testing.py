@@ -10,60 +10,17 @@ from __future__ import annotations
 import base64
 import secrets
 import tempfile
-import threading
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
-from payapi.config import Settings, VaultSettings
-from payapi.lab.procs import LabError, free_port
+from payapi.core.settings import Settings, VaultSettings
+from payapi.servers.procs import ServerError
+from payapi.servers.uvicorn import ServerThread
 from payapi.vault.app import create_app
 from payapi.vault.bootstrap import bootstrap
-
-
-class ServerThread:
-    """An ASGI app under uvicorn in a daemon thread; ``start`` waits until it listens."""
-
-    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int | None = None) -> None:
-        self.host = host
-        self.port = port or free_port(host)
-        config = uvicorn.Config(
-            app,
-            host=host,
-            port=self.port,
-            log_level="warning",
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=2,
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="vault-server", daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self, timeout: float = 30.0) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.server.started:
-            if not self.thread.is_alive():
-                raise LabError("vault server failed to start (see its log)")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise LabError(f"vault server did not start within {timeout:.0f}s")
-            time.sleep(0.02)
-        return self.url
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self.server.should_exit = True
-        if self.thread.is_alive():
-            self.thread.join(timeout)
 
 
 @dataclass
@@ -90,7 +47,7 @@ async def running_vault(
     key = data_key or secrets.token_bytes(32)
     admin_key = await bootstrap(dsn, account, admin_login, data_key=key)
     if admin_key is None:
-        raise LabError(f"vault account {account!r} already exists on this database")
+        raise ServerError(f"vault account {account!r} already exists on this database")
     with tempfile.TemporaryDirectory(prefix="payapi-vault-") as tmp:
         key_file = Path(tmp) / "data.key"
         key_file.write_bytes(base64.b64encode(key))

@@ -29,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from payapi.core.errors import PayapiError
 from payapi.vault.crypto import token_signing_key
 
 ALGORITHM = "HS256"
@@ -37,7 +38,7 @@ CLOCK_SKEW_SECONDS = 60
 _HEADER_RE = re.compile(r'^Token token="([^"]*)"\s*$')
 
 
-class InvalidToken(Exception):
+class InvalidToken(PayapiError):
     """The token is missing, malformed, forged or expired. The message names which, only."""
 
 

@@ -11,17 +11,19 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from payapi.core.errors import PayapiError
+
 CLIENTS_PREFIX = "payment-system/clients"
 EAPI_HOST = "payment-system/payment-eapi"
 SAPI_HOST = "payment-system/payment-sapi"
 SAPI_SERVICE_TOKEN = "payment-system/sapi/service-token"  # noqa: S105 - a vault id
 EAPI_CACHE_KEY = "payment-system/eapi/cache-key"
 
-NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?$")
-_CLIENT_ID_RE = re.compile(r"^([a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?)-([0-9a-f]{16})$")
+NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?\Z")
+_CLIENT_ID_RE = re.compile(r"^([a-z0-9](?:[a-z0-9-]{0,46}[a-z0-9])?)-([0-9a-f]{16})\Z")
 
 
-class InvalidName(ValueError):
+class InvalidName(PayapiError, ValueError):
     pass
 
 

@@ -8,8 +8,9 @@ under ``/``-separated keys and promises three things the repository relies on:
 - ``put(..., exclusive=True)`` refuses to replace an existing object (:class:`AlreadyExists`).
 - Reads and writes stream: memory is bounded by a block/part size, never the object size.
 
-Implementations are chosen by URL scheme and imported lazily, so that ``wal push`` to a
-local repository never imports boto3.
+Implementations live in their own modules (``file``, ``s3``); the factory that picks one
+by URL scheme is :func:`payapi.systems.objectstore.open_store` (imported lazily, so that
+``wal push`` to a local repository never imports boto3).
 """
 
 from __future__ import annotations
@@ -19,11 +20,9 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Any, BinaryIO
-from urllib.parse import urlsplit
+from typing import BinaryIO
 
-from payapi.backup.errors import RepositoryError
+from payapi.systems.objectstore.errors import StoreError
 
 _KEY_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+@=-]*$")
 
@@ -39,7 +38,7 @@ def check_key(key: str) -> str:
     """Keys are relative, ``/``-separated, without empty, dot or hidden segments."""
     parts = key.split("/")
     if not key or any(not _KEY_SEGMENT.match(p) for p in parts):
-        raise RepositoryError(f"invalid object key {key!r}")
+        raise StoreError(f"invalid object key {key!r}")
     return key
 
 
@@ -90,31 +89,3 @@ class Store(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; the store is unusable afterwards."""
-
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    return f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme else url
-
-
-def open_store(url: str, **options: Any) -> Store:
-    """The store for ``url``: ``file:///path`` (or a bare path) or ``s3://bucket/prefix``.
-
-    ``options`` go to the implementation (for S3: ``endpoint_url``, ``sse``,
-    ``max_attempts``, ...). SDKs are imported only when their scheme is used.
-    """
-    scheme = urlsplit(url).scheme.lower() if "://" in url else "file"
-    if scheme == "file":
-        from payapi.backup.store_file import FileStore
-
-        if "://" not in url:
-            return FileStore(Path(url), **options)
-        return FileStore.from_url(url, **options)
-    if scheme == "s3":
-        from payapi.backup.store_s3 import S3Store
-
-        return S3Store.from_url(url, **options)
-    raise RepositoryError(
-        f"unsupported repository URL {_redact(url)}: use file:///path or s3://bucket/prefix"
-    )

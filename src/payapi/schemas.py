@@ -1,9 +1,10 @@
-"""Request and response shapes of Payment-SAPI, shared with Payment-EAPI.
+"""The payment API's request and response shapes: one contract for Payment-EAPI (which
+validates what a client sends) and Payment-SAPI (which validates it again and stores it).
 
 ``PaymentCreate`` validates what a client sends; ``Payment`` is what both services answer.
-Parse a request body with :meth:`PaymentCreate.from_json` (or :func:`payapi.money.loads_json`
+Parse a request body with :meth:`PaymentCreate.from_json` (or :func:`payapi.core.money.loads_json`
 and ``model_validate``): pydantic's own JSON parser turns ``100.10`` into a binary float
-first, which :mod:`payapi.money` refuses on purpose.
+first, which :mod:`payapi.core.money` refuses on purpose.
 
 ``Payment.model_dump(mode="json")`` is byte-for-byte the body SAPI sends (amount with two
 decimals, ``created_at`` as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``), so EAPI can pass a payment
@@ -23,7 +24,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator
 from pydantic_core import PydanticCustomError
 
-from payapi.money import (
+from payapi.core.errors import PayapiError
+from payapi.core.money import (
     MoneyError,
     format_amount,
     loads_json,
@@ -32,7 +34,7 @@ from payapi.money import (
     to_amount,
 )
 
-REFERENCE_PATTERN: Final = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+REFERENCE_PATTERN: Final = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
 PAYMENT_STATUSES: Final = frozenset({"pending", "succeeded", "failed"})
 
 
@@ -92,7 +94,7 @@ Timestamp = Annotated[
 ]
 
 
-class MalformedJSON(ValueError):
+class MalformedJSON(PayapiError, ValueError):
     """The body is not JSON at all (HTTP 400, unlike a JSON body that fails validation)."""
 
 

@@ -8,7 +8,7 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from payapi.sapi.schemas import (
+from payapi.schemas import (
     MalformedJSON,
     Payment,
     PaymentCreate,

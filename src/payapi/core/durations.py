@@ -1,6 +1,6 @@
 """Durations as operators write them: ``90s``, ``15m``, ``4h``, ``30d``, ``2w``, ``1y``.
 
-The one home of the unit table: the plan (``payapi.plan``) adds its words (``hourly``,
+The one home of the unit table: the plan (``payapi.core.plan``) adds its words (``hourly``,
 ``continuous``, ``indefinite``) on top of it; CLI flags such as ``--grace`` take only
 amounts. A year is the Julian year (365.25 days), so that "7y" of retention spans seven
 calendar years to within a day.
@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
+from payapi.core.errors import PayapiError
+
 YEAR = timedelta(days=365.25)
 UNITS: dict[str, timedelta] = {
     "s": timedelta(seconds=1),
@@ -20,10 +22,10 @@ UNITS: dict[str, timedelta] = {
     "w": timedelta(weeks=1),
     "y": YEAR,
 }
-AMOUNT_RE = re.compile(r"^(\d+)([smhdwy])$")
+AMOUNT_RE = re.compile(r"^(\d+)([smhdwy])\Z")
 
 
-class DurationError(ValueError):
+class DurationError(PayapiError, ValueError):
     pass
 
 

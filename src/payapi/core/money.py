@@ -19,13 +19,15 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
+from payapi.core.errors import PayapiError
+
 CENT: Final = Decimal("0.01")
 MAX_AMOUNT: Final = Decimal("1000000.00")
 """The largest amount one payment may carry."""
 
 # A decimal string: optional sign (so "-1" gets "must be positive", not "not a number"),
 # digits, optionally a point and digits. No exponent, no spaces, no "NaN"/"Infinity".
-_DECIMAL_STRING = re.compile(r"^-?[0-9]+(?:\.[0-9]+)?$")
+_DECIMAL_STRING = re.compile(r"^-?[0-9]+(?:\.[0-9]+)?\Z")
 _MAX_STRING_LEN: Final = 40
 
 # ISO 4217 List One, active currencies (checked against the 2025-2026 amendments: XCG
@@ -46,7 +48,7 @@ _ISO_4217_ACTIVE = """
 CURRENCIES: Final[frozenset[str]] = frozenset(_ISO_4217_ACTIVE.split())
 
 
-class MoneyError(ValueError):
+class MoneyError(PayapiError, ValueError):
     """An amount or currency is invalid; the message is safe to show to the client."""
 
 
@@ -54,13 +56,63 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def loads_json(raw: bytes | str) -> Any:
-    """Parse JSON with every non-integer number as an exact ``Decimal``.
+MAX_JSON_DEPTH: Final = 32
+"""How deeply arrays and objects may nest in a request body (a payment needs one level)."""
 
-    ``NaN``/``Infinity`` (accepted by Python's json, not by the JSON standard) are refused.
-    Raises ``ValueError`` (``json.JSONDecodeError`` is one) for anything that is not JSON.
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        # {"amount": "1", "amount": "1000"}: which one did the client mean? Refuse.
+        raise ValueError("duplicate key in a JSON object")
+    return out
+
+
+def _depth_exceeds(raw: bytes | str, limit: int) -> bool:
+    """Whether brackets nest deeper than ``limit`` (those inside strings not counted)."""
+    data = raw.encode() if isinstance(raw, str) else raw
+    if data.count(b"[") + data.count(b"{") <= limit:  # the common case: no scan at all
+        return False
+    depth = 0
+    in_string = escaped = False
+    for byte in data:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return False
+
+
+def loads_json(raw: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Parse JSON strictly, with every non-integer number as an exact ``Decimal``.
+
+    Refused with ``ValueError`` (``json.JSONDecodeError`` is one): anything that is not
+    JSON, ``NaN``/``Infinity`` (accepted by Python's json, not by the JSON standard), an
+    object with a key twice (ambiguous), and nesting deeper than ``max_depth`` (Python's
+    parser recurses: a thousand ``[`` would otherwise end in ``RecursionError``).
     """
-    return json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
+    if _depth_exceeds(raw, max_depth):
+        raise ValueError(f"JSON nested deeper than {max_depth} levels")
+    try:
+        return json.loads(
+            raw,
+            parse_float=Decimal,
+            parse_constant=_reject_constant,
+            object_pairs_hook=_no_duplicates,
+        )
+    except RecursionError:  # pragma: no cover - the depth check comes first
+        raise ValueError("JSON nested too deeply") from None
 
 
 def _to_decimal(value: object) -> Decimal:

@@ -12,7 +12,7 @@
   leaves it to :meth:`S3Store.cleanup`.
 - Transient errors (throttling, 5xx, dropped connections) are retried by botocore's
   ``standard`` retry mode with exponential backoff; connection failures that outlast the
-  retries become :class:`RepositoryUnreachable`.
+  retries become :class:`StoreUnreachable`.
 """
 
 from __future__ import annotations
@@ -28,14 +28,14 @@ import boto3
 import botocore.exceptions as bexc
 from botocore.config import Config
 
-from payapi.backup.errors import (
+from payapi.systems.objectstore.base import Store, StoreEntry, check_key
+from payapi.systems.objectstore.errors import (
     AlreadyExists,
     NotFound,
-    RepositoryError,
-    RepositoryFull,
-    RepositoryUnreachable,
+    StoreError,
+    StoreFull,
+    StoreUnreachable,
 )
-from payapi.backup.store import Store, StoreEntry, check_key
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -102,7 +102,7 @@ class S3Store(Store):
         client: S3Client | None = None,
     ) -> None:
         if not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE:
-            raise RepositoryError(f"S3 part size must be {MIN_PART_SIZE}..{MAX_PART_SIZE} bytes")
+            raise StoreError(f"S3 part size must be {MIN_PART_SIZE}..{MAX_PART_SIZE} bytes")
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.url = f"s3://{bucket}/{self.prefix}"
@@ -128,7 +128,7 @@ class S3Store(Store):
     def from_url(cls, url: str, **options: Any) -> S3Store:
         parts = urlsplit(url)
         if not parts.netloc or "@" in parts.netloc:
-            raise RepositoryError("invalid S3 repository URL: use s3://bucket/prefix")
+            raise StoreError("invalid S3 repository URL: use s3://bucket/prefix")
         return cls(parts.netloc, parts.path, **options)
 
     # --- helpers ---------------------------------------------------------------------
@@ -138,14 +138,14 @@ class S3Store(Store):
 
     def raise_error(self, exc: Exception, op: str, key: str) -> NoReturn:
         """Turn a botocore exception into one repository error (never with credentials)."""
-        if isinstance(exc, RepositoryError):
+        if isinstance(exc, StoreError):
             raise exc
         if isinstance(exc, bexc.ClientError):
             err = exc.response.get("Error", {})
             code = str(err.get("Code", ""))
             status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
             if code == "NoSuchBucket":
-                raise RepositoryUnreachable(
+                raise StoreUnreachable(
                     f"repository unreachable: bucket {self.bucket} does not exist ({self.url})"
                 ) from None
             if code in _NOT_FOUND or status == "404":
@@ -153,20 +153,18 @@ class S3Store(Store):
             if code in _PRECONDITION or status == "412":
                 raise AlreadyExists(f"{key} already exists in {self.url}") from None
             if code in _FULL or status == "507":
-                raise RepositoryFull(f"repository full: {code} while writing {key}") from None
+                raise StoreFull(f"repository full: {code} while writing {key}") from None
             if code in _DENIED or status == "403":
-                raise RepositoryError(f"access denied to {self.url} ({code or status})") from None
-            raise RepositoryError(
-                f"S3 {op} of {key} in {self.url} failed: {code or status}"
-            ) from None
+                raise StoreError(f"access denied to {self.url} ({code or status})") from None
+            raise StoreError(f"S3 {op} of {key} in {self.url} failed: {code or status}") from None
         if isinstance(exc, bexc.NoCredentialsError):
-            raise RepositoryUnreachable(f"repository unreachable: no S3 credentials for {self.url}")
+            raise StoreUnreachable(f"repository unreachable: no S3 credentials for {self.url}")
         if isinstance(exc, _CONNECTION):
-            raise RepositoryUnreachable(
+            raise StoreUnreachable(
                 f"repository unreachable: {self.url}: {type(exc).__name__}"
             ) from None
         if isinstance(exc, bexc.BotoCoreError):
-            raise RepositoryError(
+            raise StoreError(
                 f"S3 {op} of {key} in {self.url} failed: {type(exc).__name__}"
             ) from None
         raise exc
@@ -309,7 +307,7 @@ class S3Store(Store):
         errors = resp.get("Errors") or []
         if errors:
             first = errors[0]
-            raise RepositoryError(
+            raise StoreError(
                 f"S3 delete of {first.get('Key', '?')} in {self.url} failed: {first.get('Code')}"
             )
 

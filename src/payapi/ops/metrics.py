@@ -32,9 +32,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from payapi.plan import Plan
-from payapi.rpo import ComponentStatus, Observations, RpoReport, Status, report
-from payapi.schedule import Scheduler
+from payapi.core.plan import Plan
+from payapi.ops.rpo import ComponentStatus, Observations, RpoReport, Status, report
+from payapi.ops.scheduler import Scheduler
 
 __all__ = [
     "JobCollector",

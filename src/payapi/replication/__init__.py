@@ -1,0 +1,2 @@
+"""Replication across regions (the next issue): observe cluster state, decide (pure),
+act through payapi.systems."""
