@@ -34,17 +34,17 @@ from conjur_api.providers import AuthnAuthenticationStrategy, SimpleCredentialsP
 
 from payapi.audit import append as audit_append
 from payapi.backup.crypto import generate_key
-from payapi.backup.lock import Lock, lock_name
+from payapi.backup.engines import BackupJob, run_backup
+from payapi.backup.lock import Lock, LockHeld, lock_name
 from payapi.backup.repository import Repository
-from payapi.backup.vault_backup import (
+from payapi.backup.vault_backup import run_vault_backup
+from payapi.backup.vault_format import (
     COMPONENT,
-    VaultBackupError,
     VaultKeyError,
     VaultRestoreError,
-    restore_vault,
-    run_vault_backup,
-    wait_vault_healthy,
 )
+from payapi.backup.vault_restore import restore_vault, wait_vault_healthy
+from payapi.core.journal import Journal, note_sink
 from payapi.core.settings import Settings, VaultSettings
 from payapi.credentials.service import EPOCH
 from payapi.sapi.migrate import migrate as sapi_migrate
@@ -205,7 +205,9 @@ async def test_full_and_two_incrementals_restore_into_a_fresh_vault(
         await admin.set(API_TOKEN, "tok-1")
         await admin.set(LEGACY, "ftp-1")
         messages: list[str] = []
-        full = run_vault_backup(repo, v.settings, kind="full", progress=messages.append)
+        full = run_vault_backup(
+            repo, v.settings, kind="full", journal=Journal(note_sink(messages.append))
+        )
         assert full.type == "full" and full.parent is None and full.component == COMPONENT
         assert any("secrets: 3 rows" in m for m in messages)
 
@@ -291,7 +293,9 @@ async def test_incremental_without_parent_is_taken_as_full(
 ) -> None:
     async with vault_on(make_db) as v:
         notes: list[str] = []
-        info = run_vault_backup(repo, v.settings, kind="incremental", progress=notes.append)
+        info = run_vault_backup(
+            repo, v.settings, kind="incremental", journal=Journal(note_sink(notes.append))
+        )
         assert info.type == "full"
         assert info.meta["promoted_from"] == "incremental"
         assert any("no earlier vault backup" in n for n in notes)
@@ -308,9 +312,9 @@ async def test_backup_waits_for_nobody_when_the_lock_is_held(
         lock = Lock(repo.lock_store())
         with (
             lock.hold(lock_name(COMPONENT), "retention purge (test)"),
-            pytest.raises(VaultBackupError) as err,
+            pytest.raises(LockHeld) as err,
         ):
-            run_vault_backup(repo, v.settings, kind="full")
+            run_backup(repo, v.settings, COMPONENT, BackupJob(kind="full"))
         assert "retention purge (test)" in str(err.value)
         assert repo.list_backups(COMPONENT) == []
 
@@ -464,7 +468,7 @@ async def test_in_place_restore_while_serving_warns_about_an_emergency_rotation(
         assert await admin.get(f"{base}/acme/client-secret") == b"new-secret-acme"
 
         notes: list[str] = []
-        result = restore_vault(repo, v.settings, progress=notes.append)
+        result = restore_vault(repo, v.settings, journal=Journal(note_sink(notes.append)))
         assert result.in_place and result.healthy is True
         emergency = [w for w in result.warnings if "emergency rotation" in w]
         assert len(emergency) == 1, result.warnings
@@ -574,3 +578,20 @@ async def test_no_secret_value_in_the_repository(
         for needle in needles:
             assert needle not in stored
             assert needle not in plain
+
+
+async def test_restore_waits_for_nobody_when_the_lock_is_held(
+    make_db: MakeDb, repo: Repository
+) -> None:
+    from payapi.backup.engines import restore_lock
+
+    async with vault_on(make_db) as v:
+        run_vault_backup(repo, v.settings, kind="full")
+        lock = Lock(repo.lock_store())
+        with lock.hold(lock_name(COMPONENT), "retention purge (test)"):
+            with (
+                pytest.raises(LockHeld) as err,
+                restore_lock(repo, COMPONENT, "vault restore", wait=0),
+            ):
+                pytest.fail("the restore ran while a purge held the lock")
+        assert "retention purge (test)" in str(err.value)

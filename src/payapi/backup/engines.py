@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from payapi.backup.lock import Held
 from payapi.backup.manifest import BackupInfo
 from payapi.backup.repository import Repository
 from payapi.core.errors import UsageError
@@ -120,7 +121,9 @@ class VaultEngine:
         kind: Literal["full", "incremental"] = (
             "incremental" if self.kind(job.kind) == "incremental" else "full"
         )
-        return EngineRun(run_vault_backup(repo, settings, kind=kind, progress=job.journal.note))
+        return EngineRun(
+            run_vault_backup(repo, settings, kind=kind, journal=job.journal, keep_alive=keep_alive)
+        )
 
 
 class RedisEngine:
@@ -210,15 +213,18 @@ def run_backup(repo: Repository, settings: Settings, component: str, job: Backup
 
 # Engines whose entry functions still hold the component's lock themselves (until their
 # modules are split, the lock must not be taken twice: the lock is not re-entrant).
-_LOCKS_ITSELF = frozenset({"vault", "configuration"})
+_LOCKS_ITSELF = frozenset({"configuration"})
 
 
 @contextlib.contextmanager
-def restore_lock(repo: Repository, component: str, purpose: str) -> Iterator[None]:
-    """The lock a restore of ``component`` holds (waits up to 30 s for a purge)."""
+def restore_lock(
+    repo: Repository, component: str, purpose: str, *, wait: float = 30.0
+) -> Iterator[Held]:
+    """The lock a restore of ``component`` holds (waits up to ``wait`` s for a purge); long
+    restores renew it through the yielded :class:`~payapi.backup.lock.Held`."""
     from datetime import timedelta
 
     from payapi.backup.service import component_lock
 
-    with component_lock(repo, component, purpose, wait=timedelta(seconds=30)):
-        yield
+    with component_lock(repo, component, purpose, wait=timedelta(seconds=wait)) as held:
+        yield held

@@ -14,6 +14,7 @@ The work is :mod:`payapi.backup.restore`; this command parses, confirms and prin
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 import typer
 
 from payapi.cli.context import get_ctx
-from payapi.cli.output import EXIT_USAGE, console, emit, fail, info, journal
+from payapi.cli.output import EXIT_USAGE, console, emit, fail, journal
 
 
 def restore(
@@ -118,7 +119,9 @@ def _restore_vault(
     ctx: typer.Context, backup: str | None, to: str | None, yes: bool, as_json: bool,
     *, repository: str | None = None,
 ) -> None:  # fmt: skip
-    from payapi.backup.vault_backup import VaultBackupError, restore_vault
+    from payapi.backup.engines import restore_lock
+    from payapi.backup.vault_format import COMPONENT, VaultBackupError
+    from payapi.backup.vault_restore import restore_vault
     from payapi.cli.backup_cmd import open_repository
 
     settings = get_ctx(ctx).settings
@@ -128,14 +131,14 @@ def _restore_vault(
             f"{'backup ' + backup if backup else 'the newest vault backup'}?",
             yes,
         )
-    with open_repository(settings, repository) as repo:
+    with (
+        open_repository(settings, repository) as repo,
+        restore_lock(repo, COMPONENT, f"vault restore (pid {os.getpid()})") as held,
+        journal(quiet=as_json) as j,
+    ):
         try:
             result = restore_vault(
-                repo,
-                settings,
-                backup_id=backup,
-                target_dsn=to,
-                progress=None if as_json else info,
+                repo, settings, backup_id=backup, target_dsn=to, journal=j, keep_alive=held.renew
             )
         except VaultBackupError as exc:
             fail(str(exc))
