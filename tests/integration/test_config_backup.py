@@ -25,24 +25,15 @@ from typing import Any
 import pytest
 import yaml
 
-from payapi.backup.config_export import (
-    COMPONENT,
-    EXPORT_FILE,
-    OBJECT,
-    TYPE,
-    ConfigBackupError,
-    ConfigBackupResult,
-    ConfigBackupSettings,
-    SecretBox,
-    clean_resource,
-    default_sources,
-    restore_config,
-    run_config_backup,
-)
+from payapi.backup.config_backup import ConfigBackupResult, default_sources, run_config_backup
+from payapi.backup.config_format import COMPONENT, EXPORT_FILE, OBJECT, TYPE, ConfigBackupError
+from payapi.backup.config_restore import restore_config
+from payapi.backup.config_secrets import SecretBox
 from payapi.backup.crypto import generate_key
 from payapi.backup.repository import Repository
 from payapi.core.plan import default_plan_text
-from payapi.core.settings import Settings
+from payapi.core.settings import ConfigBackupSettings, Settings
+from payapi.systems.kubernetes import clean_resource
 
 API_KEY = "apikey-PLANTED-1f3a9c5e7b"
 DB_PASSWORD = "dbpass-PLANTED-8d2e4f6a0c"
@@ -560,7 +551,7 @@ def test_export_from_a_real_cluster(
 
 
 def test_odd_resource_names_become_safe_distinct_file_names() -> None:
-    from payapi.backup.config_export import _file_name
+    from payapi.backup.config_export import file_name as _file_name
 
     assert _file_name("payment-eapi") == "payment-eapi"
     a, b = _file_name("system:deployers"), _file_name("system;deployers")

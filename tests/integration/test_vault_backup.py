@@ -588,10 +588,10 @@ async def test_restore_waits_for_nobody_when_the_lock_is_held(
     async with vault_on(make_db) as v:
         run_vault_backup(repo, v.settings, kind="full")
         lock = Lock(repo.lock_store())
-        with lock.hold(lock_name(COMPONENT), "retention purge (test)"):
-            with (
-                pytest.raises(LockHeld) as err,
-                restore_lock(repo, COMPONENT, "vault restore", wait=0),
-            ):
-                pytest.fail("the restore ran while a purge held the lock")
+        with (
+            lock.hold(lock_name(COMPONENT), "retention purge (test)"),
+            pytest.raises(LockHeld) as err,
+            restore_lock(repo, COMPONENT, "vault restore", wait=0),
+        ):
+            pytest.fail("the restore ran while a purge held the lock")
         assert "retention purge (test)" in str(err.value)

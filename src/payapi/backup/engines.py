@@ -156,7 +156,7 @@ class ConfigurationEngine:
     def run(
         self, repo: Repository, settings: Settings, job: BackupJob, keep_alive: KeepAlive
     ) -> EngineRun:
-        from payapi.backup.config_export import default_sources, run_config_backup
+        from payapi.backup.config_backup import default_sources, run_config_backup
         from payapi.backup.service import config_git_dir
 
         self.kind(job.kind)
@@ -168,7 +168,7 @@ class ConfigurationEngine:
             git_dir=config_git_dir(settings),
             remotes=section.remotes,
             kube_context=section.kube_context,
-            progress=job.journal.note,
+            journal=job.journal,
         )
         extra = result.to_json()
         problem = None
@@ -204,16 +204,9 @@ def run_backup(repo: Repository, settings: Settings, component: str, job: Backup
 
     engine = engine_for(component)
     engine.kind(job.kind)
-    if component in _LOCKS_ITSELF:
-        return engine.run(repo, settings, job, lambda: None)
     purpose = f"{component} {job.kind or ''} backup".replace("  ", " ")
     with component_lock(repo, component, purpose) as held:
         return engine.run(repo, settings, job, held.renew)
-
-
-# Engines whose entry functions still hold the component's lock themselves (until their
-# modules are split, the lock must not be taken twice: the lock is not re-entrant).
-_LOCKS_ITSELF = frozenset({"configuration"})
 
 
 @contextlib.contextmanager

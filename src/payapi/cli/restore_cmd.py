@@ -210,14 +210,19 @@ def _restore_config(
     ctx: typer.Context, backup: str | None, to: str | None, decrypt: bool, as_json: bool,
     *, repository: str | None = None,
 ) -> None:  # fmt: skip
-    from payapi.backup.config_export import restore_config
+    from payapi.backup.config_format import COMPONENT
+    from payapi.backup.config_restore import restore_config
+    from payapi.backup.engines import restore_lock
     from payapi.backup.errors import RepositoryError
     from payapi.cli.backup_cmd import open_repository
 
     if to is None:
         fail("say where to check the export out: --to DIR", EXIT_USAGE)
     settings = get_ctx(ctx).settings
-    with open_repository(settings, repository) as repo:
+    with (
+        open_repository(settings, repository) as repo,
+        restore_lock(repo, COMPONENT, f"configuration restore (pid {os.getpid()})"),
+    ):
         try:
             result = restore_config(repo, backup, Path(to), decrypt_secrets=decrypt)
         except RepositoryError as exc:

@@ -15,11 +15,12 @@ from typing import Any
 
 import structlog
 
+from payapi.core.redaction import REDACTED
+
 _SENSITIVE = re.compile(
     r"(secret|password|passwd|api_?key|token|authorization|credential|cookie|data_?key)",
     re.IGNORECASE,
 )
-REDACTED = "[redacted]"
 
 
 def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

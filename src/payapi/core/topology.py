@@ -24,7 +24,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from payapi.core.errors import UsageError
-from payapi.core.logs import REDACTED
+from payapi.core.redaction import redact_url
 from payapi.core.settings import ConfigError
 
 if TYPE_CHECKING:
@@ -77,27 +77,6 @@ class Service(StrEnum):
 LEADING_ROLES = frozenset({MemberRole.LEADER, MemberRole.STANDBY_LEADER})
 # Roles only PostgreSQL members have.
 _POSTGRES_ONLY = frozenset({MemberRole.SYNC_STANDBY, MemberRole.STANDBY_LEADER})
-
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/?#\s]*)@")
-_PASSWORD_PARAM = re.compile(
-    r"(?P<key>password\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE
-)
-
-
-def redact_url(text: str) -> str:
-    """``text`` (a URL or a libpq DSN) without any password.
-
-    ``postgresql://app:pw@db/payments`` → ``postgresql://app@db/payments``;
-    ``redis://:pw@host:6379/0`` → ``redis://host:6379/0``; ``password=pw`` (a key/value
-    DSN or a URL query parameter, also ``sslpassword``) → ``password=[redacted]``.
-    """
-
-    def userinfo(match: re.Match[str]) -> str:
-        user = match["userinfo"].split(":", 1)[0]
-        return f"{match['scheme']}{user}@" if user else match["scheme"]
-
-    text = _USERINFO.sub(userinfo, text)
-    return _PASSWORD_PARAM.sub(lambda m: f"{m['key']}{REDACTED}", text)
 
 
 @dataclass(frozen=True)

@@ -11,16 +11,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from payapi.core.redaction import redact_url
 from payapi.systems.objectstore.base import Store
 from payapi.systems.objectstore.errors import StoreError
 
-__all__ = ["Store", "open_store", "redact_url"]
-
-
-def redact_url(url: str) -> str:
-    parts = urlsplit(url)
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    return f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme else url
+__all__ = ["Store", "open_store"]
 
 
 def open_store(url: str, **options: Any) -> Store:
@@ -41,5 +36,5 @@ def open_store(url: str, **options: Any) -> Store:
 
         return S3Store.from_url(url, **options)
     raise StoreError(
-        f"unsupported repository URL {redact_url(url)}: use file:///path or s3://bucket/prefix"
+        f"unsupported repository URL {redact_url(url, keep_user=False)}: use file:///path or s3://bucket/prefix"
     )
