@@ -27,7 +27,7 @@ from payapi.vault.policy import PolicyInvalid, resolve
 from payapi.vault.service import PolicyMode
 from payapi.vault.state import VaultState, get_state
 from payapi.vault.tokens import InvalidToken
-from payapi.web import JSONResponse, read_body
+from payapi.web import JSONResponse, read_body, request_id
 
 log = get_logger("payapi.vault.routes")
 
@@ -156,7 +156,10 @@ async def health(request: Request) -> Response:
             await conn.fetchval("SELECT 1")
     except Exception as exc:  # any failure means "not healthy"; say which kind only
         log.warning("vault_health_failed", error_type=type(exc).__name__)
-        return JSONResponse({"status": "unavailable", "database": "unreachable"}, 503)
+        err = errors.ConjurError(503, "unhealthy", "vault database unreachable")
+        body = err.body(request_id(request))
+        body.update({"status": "unavailable", "database": "unreachable"})
+        return JSONResponse(body, 503)
     return JSONResponse({"status": "ok", "database": "ok"})
 
 
@@ -404,7 +407,10 @@ async def show_resource(account: str, kind: str, identifier: str, request: Reque
             checked = await service.access(
                 conn, role_id=role_id, resource_id=rid, privilege=privilege
             )
-            return Response(status_code=204 if checked.allowed else 404)
+            if not checked.allowed:
+                # Conjur answers a bare 404; its clients read only the status.
+                raise errors.ConjurError(404, "not_found", f"{role_id} does not hold {privilege}")
+            return Response(status_code=204)
         if q.get("permitted_roles") == "true":
             privilege = q.get("privilege") or q.get("permission")
             if not privilege:
@@ -449,15 +455,14 @@ async def _load_policy(
                     doc = resolve(text, account, identifier)
                 except PolicyInvalid as exc:
                     if dry_run:
-                        return JSONResponse(
-                            {
-                                "status": "Invalid YAML",
-                                "errors": [
-                                    {"line": exc.line, "column": exc.column, "message": exc.message}
-                                ],
-                            },
-                            422,
-                        )
+                        # Conjur's dry-run keys, inside the error envelope.
+                        err = errors.policy_invalid(exc.message, exc.line, exc.column)
+                        body = err.body(request_id(request))
+                        body["status"] = "Invalid YAML"
+                        body["errors"] = [
+                            {"line": exc.line, "column": exc.column, "message": exc.message}
+                        ]
+                        return JSONResponse(body, 422)
                     raise errors.policy_invalid(exc.message, exc.line, exc.column) from None
                 result = await service.apply_policy(
                     conn, doc=doc, mode=mode, loader=caller.role_id, policy_text=text
