@@ -462,3 +462,21 @@ async def test_startup_migrates_and_restart_is_idempotent(fresh_db: str) -> None
     async with running(fresh_db, tokens) as s:
         assert s.app.state.sapi.db.migrations_applied == []
         assert await s.rows() == 1
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"type": "t", "actor": "a", "subject": "x\u0000y"},
+        {"type": "t\u0000", "actor": "a"},
+        {"type": "t", "actor": "a", "details": {"k": ["v\u0000"]}},
+        {"type": "t", "actor": "a", "details": {"k\u0000": 1}},
+    ],
+)
+async def test_audit_text_the_database_cannot_store_is_422(
+    sapi: Sapi, event: dict[str, Any]
+) -> None:
+    # Found by schemathesis: a NUL reached PostgreSQL, which refused it: 500.
+    resp = await sapi.http.post("/api/internal/audit", headers=sapi.headers(), json=event)
+    assert resp.status_code == 422, resp.text
+    assert error_of(resp)["type"] == "validation_error"

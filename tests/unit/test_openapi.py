@@ -133,3 +133,17 @@ def test_the_amount_pattern_is_what_parse_amount_accepts(value: str) -> None:
 @given(st.from_regex(r"\A-?[0-9]{1,9}(\.[0-9]{0,4})?\Z"))
 def test_the_amount_pattern_agrees_on_generated_strings(value: str) -> None:
     assert _documented_amount(value) == _accepted(value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.one_of(
+        st.text(max_size=12),
+        st.sampled_from(["Token", "API_KEY", "apikey", "x-Data_Key", "cookies", "passwd"]),
+    )
+)
+def test_the_secret_key_pattern_is_the_audit_logs(key: str) -> None:
+    from payapi.core.logs import _SENSITIVE
+    from payapi.sapi.openapi import SECRET_KEY_PATTERN
+
+    assert bool(re.search(SECRET_KEY_PATTERN, key)) == bool(_SENSITIVE.search(key))

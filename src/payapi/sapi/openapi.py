@@ -7,6 +7,7 @@ routes and tests/scenarios/test_openapi_fuzz.py to the answers.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Final
 
 from payapi import apidoc
@@ -44,14 +45,7 @@ def _schemas() -> dict[str, Any]:
                 "type": text(128),
                 "actor": text(255),
                 "subject": {"anyOf": [text(255), {"type": "null"}]},
-                "details": {
-                    "type": "object",
-                    "description": (
-                        "Any JSON object, but never a secret: a string under a key that "
-                        "looks like one (`secret`, `password`, `token`, `api_key`, …) is "
-                        "refused with 422, as is a NUL character anywhere."
-                    ),
-                },
+                "details": _audit_details(),
             },
         },
         "AuditEventCreated": {
@@ -81,6 +75,41 @@ def _schemas() -> dict[str, Any]:
             "description": "The error envelope, plus the keys of a healthy answer.",
             "allOf": [schema_ref("Error"), schema_ref("Health")],
         },
+    }
+
+
+def _insensitive(word: str) -> str:
+    """``token`` -> ``[tT][oO][kK][eE][nN]`` (ECMA patterns have no inline flags)."""
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in word)
+
+
+# payapi.core.logs._SENSITIVE, the keys whose string values an audit event refuses.
+SECRET_KEY_PATTERN: Final = "|".join(
+    _insensitive(w)
+    for w in (
+        "secret", "password", "passwd", "api_?key", "token", "authorization", "credential",
+        "cookie", "data_?key",
+    )
+)  # fmt: skip
+
+
+def _audit_details() -> dict[str, Any]:
+    """``details`` (``payapi.schemas.AuditEventCreate``, then ``payapi.audit._jsonable``)."""
+    # orjson reads numbers as 64-bit integers or doubles: past the largest double, 400.
+    number = {"type": "number", "minimum": -sys.float_info.max, "maximum": sys.float_info.max}
+    not_text = [number, {"type": "boolean"}, {"type": "null"}]
+    return {
+        "type": "object",
+        "description": (
+            "One flat object: strings, numbers, booleans, nulls. Never a secret: a string "
+            "under a key that looks like one (`secret`, `password`, `token`, `api_key`, …, "
+            "in any case) is refused with 422, as is a NUL in any key or string. Numbers "
+            "are kept as JSON doubles (a longer integer loses precision; past the largest "
+            "double: 400)."
+        ),
+        "propertyNames": {"pattern": _NO_NUL},
+        "patternProperties": {SECRET_KEY_PATTERN: {"anyOf": not_text}},
+        "additionalProperties": {"anyOf": [{"type": "string", "pattern": _NO_NUL}, *not_text]},
     }
 
 

@@ -24,6 +24,9 @@ _TOKEN: list[dict[str, list[str]]] = [{"conjurToken": []}]
 _BASIC: list[dict[str, list[str]]] = [{"basicAuth": []}]
 _RID = ref("parameters", "X-Request-ID")
 _TEXT = "text/plain"
+MAX_INT_PARAM: Final = 2**31 - 1  # payapi.vault.routes.MAX_INT_PARAM
+# ``kind:identifier`` or ``account:kind:identifier`` (payapi.vault.ids.make_full_id).
+_ROLE = {"type": "string", "pattern": "^[^:\\u0000]+:[^:\\u0000]+(?::[^\\u0000]+)?$"}
 
 
 def _path(name: str, description: str) -> dict[str, Any]:
@@ -234,8 +237,14 @@ def _paths() -> dict[str, Any]:
     )
     listing_params = [
         _query("search", "Text to look for in ids and annotations.", {"type": "string"}),
-        _query("limit", "At most this many.", {"type": "integer", "minimum": 0}),
-        _query("offset", "Skip this many.", {"type": "integer", "minimum": 0}),
+        _query(
+            "limit",
+            "At most this many.",
+            {"type": "integer", "minimum": 0, "maximum": MAX_INT_PARAM},
+        ),
+        _query(
+            "offset", "Skip this many.", {"type": "integer", "minimum": 0, "maximum": MAX_INT_PARAM}
+        ),
         _query("count", "`true`: answer only how many.", {"type": "string"}),
         _RID,
     ]
@@ -322,7 +331,7 @@ def _paths() -> dict[str, Any]:
                 "security": [*_BASIC, *_TOKEN],
                 "parameters": [
                     _ACCOUNT,
-                    _query("role", "`kind:identifier` of the role to rotate.", {"type": "string"}),
+                    _query("role", "`kind:identifier` of the role to rotate.", _ROLE),
                     _RID,
                 ],
                 "responses": {"200": _text("The new API key."), **secret_ops},
@@ -350,8 +359,16 @@ def _paths() -> dict[str, Any]:
                         "name": "variable_ids",
                         "in": "query",
                         "required": True,
-                        "description": "Comma-separated full ids (`account:variable:id`).",
-                        "schema": {"type": "string"},
+                        "description": "Full ids (`account:variable:id`), comma-separated, "
+                        "each once.",
+                        "style": "form",
+                        "explode": False,
+                        "schema": {
+                            "type": "array",
+                            "minItems": 1,
+                            "uniqueItems": True,
+                            "items": {"type": "string", "pattern": "^[^,]+$"},
+                        },
                     },
                     _base64_parameter(),
                     _RID,
@@ -377,7 +394,11 @@ def _paths() -> dict[str, Any]:
                     _ACCOUNT,
                     _KIND,
                     _IDENTIFIER,
-                    _query("version", "A version to read.", {"type": "integer", "minimum": 1}),
+                    _query(
+                        "version",
+                        "A version to read.",
+                        {"type": "integer", "minimum": 1, "maximum": MAX_INT_PARAM},
+                    ),
                     _RID,
                 ],
                 "responses": {
@@ -449,9 +470,7 @@ def _paths() -> dict[str, Any]:
                         {"type": "string"},
                     ),
                     _query("privilege", "With `check` or `permitted_roles`.", {"type": "string"}),
-                    _query(
-                        "role", "With `check`: this role instead of the caller.", {"type": "string"}
-                    ),
+                    _query("role", "With `check`: this role instead of the caller.", _ROLE),
                     _query(
                         "permitted_roles",
                         "`true`: the roles holding `privilege`.",
