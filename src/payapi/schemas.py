@@ -195,6 +195,20 @@ def _unstorable(value: Any) -> bool:
     return False
 
 
+WHITESPACE_CLASS: Final = (
+    r"\t-\r\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+"""Python's whitespace (``str.isspace``, what ``str.strip`` removes) as a character class
+in syntax both Python's ``re`` and ECMA-262 read alike (docs/openapi/sapi.json uses it)."""
+_HAS_TEXT: Final = re.compile(f"[^\\u0000{WHITESPACE_CLASS}]")
+
+
+def _has_text(value: str) -> str:
+    if not _HAS_TEXT.search(value):
+        raise PydanticCustomError("blank_text", "must contain a character other than whitespace")
+    return value
+
+
 def _storable(value: Any) -> Any:
     if _unstorable(value):
         raise PydanticCustomError(
@@ -210,8 +224,12 @@ class AuditEventCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    type: Annotated[str, AfterValidator(_storable)] = Field(min_length=1, max_length=128)
-    actor: Annotated[str, AfterValidator(_storable)] = Field(min_length=1, max_length=255)
+    type: Annotated[str, AfterValidator(_storable), AfterValidator(_has_text)] = Field(
+        min_length=1, max_length=128
+    )
+    actor: Annotated[str, AfterValidator(_storable), AfterValidator(_has_text)] = Field(
+        min_length=1, max_length=255
+    )
     subject: Annotated[str | None, AfterValidator(_storable)] = Field(
         default=None, min_length=1, max_length=255
     )

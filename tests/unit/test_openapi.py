@@ -147,3 +147,13 @@ def test_the_secret_key_pattern_is_the_audit_logs(key: str) -> None:
     from payapi.sapi.openapi import SECRET_KEY_PATTERN
 
     assert bool(re.search(SECRET_KEY_PATTERN, key)) == bool(_SENSITIVE.search(key))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(" \t\x1c\x1f\x85\u3000\ufeff\u200bab\x00"), max_size=4))
+def test_the_audit_text_pattern_is_what_the_audit_log_accepts(value: str) -> None:
+    from payapi.sapi.openapi import _NOT_BLANK
+
+    documented = bool(re.match(_NOT_BLANK.replace("$", r"\Z"), value))
+    accepted = "\x00" not in value and bool(value.strip())
+    assert documented == accepted

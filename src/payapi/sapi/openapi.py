@@ -12,6 +12,7 @@ from typing import Any, Final
 
 from payapi import apidoc
 from payapi.apidoc import JSON, ref, responses, schema_ref
+from payapi.schemas import WHITESPACE_CLASS
 
 CHALLENGE: Final = "Bearer"
 VERSION: Final = "1"
@@ -19,6 +20,8 @@ VERSION: Final = "1"
 _SERVICE: list[dict[str, list[str]]] = [{"serviceToken": []}]
 _RID = ref("parameters", "X-Request-ID")
 _NO_NUL = "^[^\\u0000]*$"
+# Not only whitespace (payapi.audit strips it, and an event must name its type and actor).
+_NOT_BLANK = f"^[^\\u0000]*[^\\u0000{WHITESPACE_CLASS}][^\\u0000]*$"
 
 
 def _client_id() -> dict[str, Any]:
@@ -32,8 +35,9 @@ def _client_id() -> dict[str, Any]:
 
 
 def _schemas() -> dict[str, Any]:
-    def text(max_length: int) -> dict[str, Any]:
-        return {"type": "string", "minLength": 1, "maxLength": max_length, "pattern": _NO_NUL}
+    def text(max_length: int, *, blank: bool = True) -> dict[str, Any]:
+        pattern = _NO_NUL if blank else _NOT_BLANK
+        return {"type": "string", "minLength": 1, "maxLength": max_length, "pattern": pattern}
 
     return {
         **apidoc.payment_schemas(),
@@ -42,8 +46,8 @@ def _schemas() -> dict[str, Any]:
             "required": ["type", "actor"],
             "additionalProperties": False,
             "properties": {
-                "type": text(128),
-                "actor": text(255),
+                "type": text(128, blank=False),
+                "actor": text(255, blank=False),
                 "subject": {"anyOf": [text(255), {"type": "null"}]},
                 "details": _audit_details(),
             },

@@ -236,7 +236,11 @@ def _paths() -> dict[str, Any]:
         "Unauthorized", "Forbidden", "NotFound", "UnprocessableEntity", "ServiceUnavailable"
     )
     listing_params = [
-        _query("search", "Text to look for in ids and annotations.", {"type": "string"}),
+        _query(
+            "search",
+            "Text to look for in ids and annotations.",
+            {"type": "string", "pattern": "^[^\\u0000]*$"},
+        ),
         _query(
             "limit",
             "At most this many.",
@@ -469,7 +473,11 @@ def _paths() -> dict[str, Any]:
                         "`true`: 204 if the role holds `privilege`, else 404.",
                         {"type": "string"},
                     ),
-                    _query("privilege", "With `check` or `permitted_roles`.", {"type": "string"}),
+                    _query(
+                        "privilege",
+                        "With `check` or `permitted_roles`: `read`, `execute`, `update`, …",
+                        {"type": "string", "pattern": "^[a-z][a-z_]{0,31}$"},
+                    ),
                     _query("role", "With `check`: this role instead of the caller.", _ROLE),
                     _query(
                         "permitted_roles",
