@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= .lab
 
-.PHONY: demo test lint bench bench-backup venv clean demo-down promtool
+.PHONY: demo test lint bench bench-backup venv clean demo-down promtool openapi
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -39,6 +39,11 @@ promtool:
 	else \
 		echo "promtool: apt-get install prometheus failed: skipping" >&2; \
 	fi
+
+# The services' OpenAPI documents, from the code (a test checks they are up to date).
+openapi: $(STAMP)
+	mkdir -p docs/openapi
+	for s in eapi sapi vault; do $(BIN)/payapi openapi $$s --out docs/openapi/$$s.json || exit 1; done
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -21,7 +21,18 @@ from typing import Annotated, Any, Final
 from uuid import UUID
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+)
 from pydantic_core import PydanticCustomError
 
 from payapi.core.errors import PayapiError
@@ -166,15 +177,68 @@ def payment_body(
     }
 
 
+def _unstorable(value: Any) -> bool:
+    """Whether ``value`` holds a string PostgreSQL cannot store: one with a NUL (``text``
+    and ``jsonb`` refuse it) or a lone surrogate (not UTF-8). Keys are checked too."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return True
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_unstorable(k) or _unstorable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_unstorable(v) for v in value)
+    return False
+
+
+WHITESPACE_CLASS: Final = (
+    r"\t-\r\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+"""Python's whitespace (``str.isspace``, what ``str.strip`` removes) as a character class
+in syntax both Python's ``re`` and ECMA-262 read alike (docs/openapi/sapi.json uses it)."""
+_HAS_TEXT: Final = re.compile(f"[^\\u0000{WHITESPACE_CLASS}]")
+
+
+def _has_text(value: str) -> str:
+    if not _HAS_TEXT.search(value):
+        raise PydanticCustomError("blank_text", "must contain a character other than whitespace")
+    return value
+
+
+def _storable(value: Any) -> Any:
+    if _unstorable(value):
+        raise PydanticCustomError(
+            "unstorable_text", "text must not contain NUL characters or lone surrogates"
+        )
+    return value
+
+
 class AuditEventCreate(BaseModel):
-    """The body of ``POST /api/internal/audit``."""
+    """The body of ``POST /api/internal/audit``. Refused before the database: text it
+    could not store (NUL, lone surrogates), anywhere in the event; ``details`` is one
+    flat object of strings, numbers, booleans and nulls."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    type: str = Field(min_length=1, max_length=128)
-    actor: str = Field(min_length=1, max_length=255)
-    subject: str | None = Field(default=None, min_length=1, max_length=255)
-    details: dict[str, Any] = Field(default_factory=dict)
+    type: Annotated[str, AfterValidator(_storable), AfterValidator(_has_text)] = Field(
+        min_length=1, max_length=128
+    )
+    actor: Annotated[str, AfterValidator(_storable), AfterValidator(_has_text)] = Field(
+        min_length=1, max_length=255
+    )
+    subject: Annotated[str | None, AfterValidator(_storable)] = Field(
+        default=None, min_length=1, max_length=255
+    )
+    # Flat: what EAPI records (reason, ip, request id) needs no nesting, and a flat
+    # object is one that the contract (docs/openapi/sapi.json) can describe exactly.
+    details: Annotated[
+        dict[str, StrictStr | StrictInt | StrictFloat | StrictBool | None],
+        AfterValidator(_storable),
+    ] = Field(default_factory=dict)
 
 
 class AuditEventCreated(BaseModel):

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from payapi.core.logs import get_logger
@@ -173,6 +174,33 @@ def with_challenge(
     return {**(headers or {}), "WWW-Authenticate": challenge}
 
 
+def allowed_methods(request: Request) -> str | None:
+    """The ``Allow`` value of a 405: the methods of *every* route whose path matches.
+    Starlette's own lists only the first such route's, and FastAPI makes one route per
+    method (GET and POST on one path are two routes)."""
+    methods: set[str] = set()
+    stack = list(request.app.router.routes)
+    while stack:
+        route = stack.pop()
+        included = getattr(route, "original_router", None)  # include_router, no prefix
+        if included is not None:
+            stack.extend(included.routes)
+        elif route.matches(request.scope)[0] is Match.PARTIAL:
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods)) if methods else None
+
+
+def method_not_allowed_headers(
+    request: Request, headers: Mapping[str, str] | None
+) -> dict[str, str]:
+    out = {k: v for k, v in (headers or {}).items() if k.lower() != "allow"}
+    allow = allowed_methods(request)
+    if allow is None:
+        return dict(headers or {})
+    out["Allow"] = allow
+    return out
+
+
 def install_error_handlers(app: FastAPI, *, challenge: str = 'Bearer realm="payapi"') -> None:
     """The error envelope for every failure; ``challenge`` is the ``WWW-Authenticate``
     value of this service's 401 answers."""
@@ -202,8 +230,11 @@ def install_error_handlers(app: FastAPI, *, challenge: str = 'Bearer realm="paya
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         type_, code = STATUS_TYPES.get(exc.status_code, ("api_error", "error"))
         message = exc.detail if isinstance(exc.detail, str) else code
-        # Starlette's 405 carries the Allow header (RFC 9110: a 405 must list the methods).
-        headers = with_challenge(exc.status_code, exc.headers, challenge)
+        # RFC 9110: a 405 must list the methods of the path in Allow.
+        raw = exc.headers
+        if exc.status_code == 405:
+            raw = method_not_allowed_headers(request, raw)
+        headers = with_challenge(exc.status_code, raw, challenge)
         return error_response(request, exc.status_code, type_, code, message, headers=headers)
 
     @app.exception_handler(ClientDisconnect)

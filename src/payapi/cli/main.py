@@ -25,6 +25,7 @@ from payapi.cli import (
     clients_cmd,
     credentials_cmd,
     lab_cmd,
+    openapi_cmd,
     plan_cmd,
     restore_cmd,
     retention_cmd,
@@ -82,6 +83,7 @@ app.add_typer(backup_cmd.app, name="backup", help="Back up, list and verify back
 app.add_typer(topology_cmd.app, name="topology", help="Regions, members, the endpoint.")
 app.add_typer(wal_cmd.app, name="wal", help="WAL archiving (archive/restore_command).")
 app.command("restore")(restore_cmd.restore)
+app.command("openapi")(openapi_cmd.openapi)
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -23,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from payapi.core.logs import get_logger
 from payapi.core.settings import Settings, read_secret_file
+from payapi.eapi import openapi
 from payapi.eapi.audit_sink import AuditSink
 from payapi.eapi.cache import Cache, CacheDown, LocalLimiter, RateDecision
 from payapi.eapi.sapi_client import SapiClient, SapiUnavailable
@@ -32,6 +34,7 @@ from payapi.vault.client import VaultClient
 from payapi.web import (
     ApiError,
     JSONResponse,
+    error_response,
     install_error_handlers,
     read_body,
     request_id,
@@ -222,9 +225,19 @@ def parse_payment(body: bytes) -> PaymentCreate:
         raise validation_error(exc) from None
 
 
+# SAPI's answer headers that are part of EAPI's contract too (docs/openapi/eapi.json).
+_FORWARDED_HEADERS = ("idempotent-replayed", "retry-after")
+
+
 def _forward(resp: Any) -> Response:
+    headers = {
+        name: value for name in _FORWARDED_HEADERS if (value := resp.headers.get(name)) is not None
+    }
     return Response(
-        content=resp.content, status_code=resp.status_code, media_type="application/json"
+        content=resp.content,
+        status_code=resp.status_code,
+        media_type="application/json",
+        headers=headers,
     )
 
 
@@ -273,8 +286,9 @@ def create_app(
         default_response_class=JSONResponse,
         docs_url=None,
         redoc_url=None,
+        openapi_url=None,
     )
-    install_error_handlers(app, challenge='Bearer realm="payment-eapi"')
+    install_error_handlers(app, challenge=openapi.CHALLENGE)
 
     app.add_middleware(MetricsMiddleware, state=app.state)
 
@@ -377,13 +391,26 @@ def create_app(
         status = "ok" if all((redis_ok, vault_ok, sapi_ok)) else "degraded"
         if not serving:
             status = "down"
-        return JSONResponse(
-            {"status": status, "checks": checks}, status_code=200 if serving else 503
-        )
+        if serving:
+            return JSONResponse({"status": status, "checks": checks})
+        # The error envelope, plus the keys of a healthy answer for monitors.
+        down = ", ".join(name for name, value in checks.items() if value == "down")
+        resp = error_response(request, 503, "service_unavailable", "unhealthy", f"down: {down}")
+        body = orjson.loads(resp.body)
+        body.update({"status": status, "checks": checks})
+        return JSONResponse(body, status_code=503)
 
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:
         deps = _deps(request)
         return Response(generate_latest(deps.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    # The routes read raw bodies, so FastAPI cannot infer the contract: it is written in
+    # payapi.eapi.openapi and served as is (docs/openapi/eapi.json holds the same).
+    contract = orjson.dumps(openapi.document())
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi_document() -> Response:
+        return Response(contract, media_type="application/json")
 
     return app

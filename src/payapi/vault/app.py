@@ -12,12 +12,14 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import parse_qsl
 
 import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from payapi.core.logs import get_logger
 from payapi.core.settings import ConfigError, Settings
@@ -26,7 +28,13 @@ from payapi.vault.crypto import DecryptionError, SecretCipher, load_data_key
 from payapi.vault.routes import router
 from payapi.vault.state import VaultState
 from payapi.vault.tokens import TokenService
-from payapi.web import JSONResponse, RequestIdMiddleware, request_id, with_challenge
+from payapi.web import (
+    JSONResponse,
+    RequestIdMiddleware,
+    method_not_allowed_headers,
+    request_id,
+    with_challenge,
+)
 
 log = get_logger("payapi.vault.app")
 
@@ -100,8 +108,29 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.vault = state
     app.include_router(router)
+    app.add_middleware(RepeatedQueryGuard)
     install_error_handlers(app)
     return app
+
+
+class RepeatedQueryGuard:
+    """422 for a query parameter given twice (``?offset=1&offset=``): which one did the
+    caller mean? Conjur's clients never repeat one; refusing beats guessing."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw = scope.get("query_string", b"") if scope["type"] == "http" else b""
+        if raw:
+            names = [k for k, _ in parse_qsl(raw.decode("latin-1"), keep_blank_values=True)]
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            if repeated:
+                rid = scope.get("state", {}).get("request_id", "")
+                err = errors.unprocessable(f"query parameter given more than once: {repeated[0]}")
+                await JSONResponse(err.body(rid), status_code=422)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 # What a 401 tells the client to send (Conjur's access-token scheme).
@@ -130,9 +159,12 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404:
             err = errors.ConjurError(404, "not_found", "Not found")
         elif exc.status_code == 405:
-            # Starlette's 405 carries the Allow header (RFC 9110: it must list the methods).
+            # RFC 9110: a 405 must list the methods of the path in Allow.
             err = errors.ConjurError(
-                405, "method_not_allowed", "Method not allowed", headers=dict(exc.headers or {})
+                405,
+                "method_not_allowed",
+                "Method not allowed",
+                headers=method_not_allowed_headers(request, exc.headers),
             )
         else:
             err = errors.ConjurError(

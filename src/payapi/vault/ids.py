@@ -58,12 +58,31 @@ def split_full_id(value: str) -> tuple[str, str, str]:
 
 def make_full_id(value: str, account: str) -> str:
     """Conjur's ``Role.make_full_id``: ``kind:id`` gets the account, a full id stays."""
+    if "\x00" in value:  # no id has one, and PostgreSQL cannot even look for it
+        raise InvalidId("an id cannot contain NUL")
     parts = value.split(":", 2)
     if len(parts) == 3 and all(parts):
         return value
     if len(parts) == 2 and all(parts):
         return f"{account}:{parts[0]}:{parts[1]}"
     raise InvalidId("expected kind:identifier or account:kind:identifier")
+
+
+def storable(value: str) -> bool:
+    """Whether PostgreSQL can compare ``value`` at all (text cannot hold a NUL): a
+    value that fails this names nothing, and is refused before any query."""
+    return "\x00" not in value
+
+
+def valid_full_id(value: str) -> bool:
+    """``account:kind:identifier`` as this vault could have stored it."""
+    parts = value.split(":", 2)
+    return (
+        len(parts) == 3
+        and valid_account(parts[0])
+        and parts[1] in KINDS
+        and (valid_identifier(parts[2]) or parts[2] == ROOT_POLICY)
+    )
 
 
 def role_id_from_login(account: str, login: str) -> str:

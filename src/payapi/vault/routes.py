@@ -27,7 +27,7 @@ from payapi.vault.policy import PolicyInvalid, resolve
 from payapi.vault.service import PolicyMode
 from payapi.vault.state import VaultState, get_state
 from payapi.vault.tokens import InvalidToken
-from payapi.web import JSONResponse, read_body
+from payapi.web import JSONResponse, read_body, request_id
 
 log = get_logger("payapi.vault.routes")
 
@@ -38,6 +38,7 @@ router = APIRouter()
 CONJUR_API_VERSION = "1.21.1"
 MAX_SECRET_BYTES = 1024 * 1024
 MAX_POLICY_BYTES = 5 * 1024 * 1024
+MAX_INT_PARAM = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,8 @@ async def _basic_caller(conn: Connection, request: Request, account: str) -> Cal
     if creds is None:
         raise errors.unauthorized("Client not authenticated")
     login, api_key = creds
+    if not (ids.valid_account(account) and ids.storable(login) and ids.storable(api_key)):
+        raise errors.unauthorized("Client not authenticated")
     if not await service.account_exists(conn, account=account):
         raise errors.unauthorized("Client not authenticated")
     role_id = ids.role_id_from_login(account, login)
@@ -116,15 +119,22 @@ def _resource_id(account: str, kind: str, identifier: str) -> str:
 
 
 def _int_param(request: Request, name: str, *, minimum: int = 0) -> int | None:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
+    """An integer query parameter: absent is None; empty, repeated (which one did the
+    caller mean?) or not an integer is 422."""
+    values = request.query_params.getlist(name)
+    if not values:
         return None
+    if len(values) > 1:
+        raise errors.unprocessable(f"{name} is given more than once")
+    raw = values[0]
     try:
         value = int(raw)
     except ValueError:
         raise errors.unprocessable(f"{name} must be an integer") from None
     if value < minimum:
         raise errors.unprocessable(f"{name} must be >= {minimum}")
+    if value > MAX_INT_PARAM:  # PostgreSQL's integer: a bigger one would fail the query
+        raise errors.unprocessable(f"{name} must be <= {MAX_INT_PARAM}")
     return value
 
 
@@ -156,7 +166,10 @@ async def health(request: Request) -> Response:
             await conn.fetchval("SELECT 1")
     except Exception as exc:  # any failure means "not healthy"; say which kind only
         log.warning("vault_health_failed", error_type=type(exc).__name__)
-        return JSONResponse({"status": "unavailable", "database": "unreachable"}, 503)
+        err = errors.ConjurError(503, "unhealthy", "vault database unreachable")
+        body = err.body(request_id(request))
+        body.update({"status": "unavailable", "database": "unreachable"})
+        return JSONResponse(body, 503)
     return JSONResponse({"status": "ok", "database": "ok"})
 
 
@@ -179,6 +192,9 @@ async def authenticate(account: str, login: str, request: Request) -> Response:
     state = get_state(request)
     api_key = (await _body(request, 4096, "API key")).decode("utf-8", "replace").strip()
     role_id = ids.role_id_from_login(account, login)
+    if not (ids.valid_account(account) and ids.storable(login) and ids.storable(api_key)):
+        log.info("vault_authenticate_failed", role="(invalid)")
+        raise errors.unauthorized()
     async with state.require_pool().acquire() as conn:
         ok = bool(api_key) and await service.account_exists(conn, account=account)
         ok = ok and await service.verify_api_key(conn, role_id=role_id, api_key=api_key)
@@ -268,6 +284,9 @@ async def batch_secrets(request: Request) -> Response:
         )
     async with state.require_pool().acquire() as conn:
         caller = await _token_caller(conn, state, request)
+        for rid in wanted:
+            if not ids.valid_full_id(rid):  # an id we would never store cannot exist
+                raise errors.missing_secret(rid)
         allowed = await service.allowed_many(
             conn, role_id=caller.role_id, resource_ids=wanted, privilege="execute"
         )
@@ -338,14 +357,17 @@ async def store_secret(account: str, kind: str, identifier: str, request: Reques
 
 async def _list(account: str, kind: str | None, request: Request) -> Response:
     state = get_state(request)
-    if kind is not None and kind not in ids.KINDS:
-        return JSONResponse([])
-    search = request.query_params.get("search") or None
-    limit = _int_param(request, "limit", minimum=0)
-    offset = _int_param(request, "offset", minimum=0) or 0
-    count = request.query_params.get("count") == "true"
     async with state.require_pool().acquire() as conn:
+        # The caller first: not even "no such kind" is answered to a stranger.
         caller = await _token_caller(conn, state, request)
+        search = request.query_params.get("search") or None
+        limit = _int_param(request, "limit", minimum=0)
+        offset = _int_param(request, "offset", minimum=0) or 0
+        count = request.query_params.get("count") == "true"
+        if search is not None and not ids.storable(search):
+            raise errors.unprocessable("search cannot contain NUL")
+        if (kind is not None and kind not in ids.KINDS) or not ids.valid_account(account):
+            return JSONResponse({"count": 0} if count else [])  # nothing can be there
         if count:
             n = await service.count_visible_resources(
                 conn, role_id=caller.role_id, account=account, kind=kind, search=search
@@ -389,6 +411,8 @@ async def show_resource(account: str, kind: str, identifier: str, request: Reque
             privilege = q.get("privilege")
             if not privilege:
                 raise errors.unprocessable("privilege is required")
+            if not ids.valid_privilege(privilege):
+                raise errors.unprocessable("privilege must be a word such as execute")
             role_id = caller.role_id
             if q.get("role"):
                 try:
@@ -404,11 +428,16 @@ async def show_resource(account: str, kind: str, identifier: str, request: Reque
             checked = await service.access(
                 conn, role_id=role_id, resource_id=rid, privilege=privilege
             )
-            return Response(status_code=204 if checked.allowed else 404)
+            if not checked.allowed:
+                # Conjur answers a bare 404; its clients read only the status.
+                raise errors.ConjurError(404, "not_found", f"{role_id} does not hold {privilege}")
+            return Response(status_code=204)
         if q.get("permitted_roles") == "true":
             privilege = q.get("privilege") or q.get("permission")
             if not privilege:
                 raise errors.unprocessable("privilege is required")
+            if not ids.valid_privilege(privilege):
+                raise errors.unprocessable("privilege must be a word such as execute")
             roles = await service.permitted_roles(conn, resource_id=rid, privilege=privilege)
             return JSONResponse(roles)
         docs = await service.describe_resources(conn, resource_ids=[rid])
@@ -449,15 +478,14 @@ async def _load_policy(
                     doc = resolve(text, account, identifier)
                 except PolicyInvalid as exc:
                     if dry_run:
-                        return JSONResponse(
-                            {
-                                "status": "Invalid YAML",
-                                "errors": [
-                                    {"line": exc.line, "column": exc.column, "message": exc.message}
-                                ],
-                            },
-                            422,
-                        )
+                        # Conjur's dry-run keys, inside the error envelope.
+                        err = errors.policy_invalid(exc.message, exc.line, exc.column)
+                        body = err.body(request_id(request))
+                        body["status"] = "Invalid YAML"
+                        body["errors"] = [
+                            {"line": exc.line, "column": exc.column, "message": exc.message}
+                        ]
+                        return JSONResponse(body, 422)
                     raise errors.policy_invalid(exc.message, exc.line, exc.column) from None
                 result = await service.apply_policy(
                     conn, doc=doc, mode=mode, loader=caller.role_id, policy_text=text
