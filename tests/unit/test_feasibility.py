@@ -225,6 +225,7 @@ def test_cli_exit_0_when_all_feasible(runner: CliRunner, tmp_path: Path) -> None
         ("[patroni]\nttl = 'soon'\n", []),
         ("[patroni]\nno_such_key = 1\n", []),
         ("", ["--repository", "x"]),
+        ("", ["--plan", "/nonexistent/dr-plan.yaml"]),
     ],
 )
 def test_cli_bad_input_exit_2_one_line(
