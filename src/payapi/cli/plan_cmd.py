@@ -8,11 +8,16 @@ machine where nothing else is set up yet.
 ``plan check`` exits 0 when no component is in VIOLATION, 1 when one is, 2 when it could
 not check (no repository, no key, an invalid plan or config). Deciding is
 :func:`payapi.ops.rpo.assess`; this module only prints.
+
+``plan check --feasibility`` asks no server: from the configuration alone it reports, per
+component and failure scenario, the worst case the HA configuration allows against the
+plan's RTO and RPO (:func:`payapi.ops.feasibility.assess` decides); exit 0 when every
+scenario is feasible, 1 when one is not, 2 on an invalid plan or config.
 """
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -200,12 +205,35 @@ def check(
         "--no-database",
         help="Do not ask PostgreSQL about WAL archiving (the database is then AT RISK at best).",
     ),
+    feasibility: bool = typer.Option(
+        False,
+        "--feasibility",
+        help="Instead: from the configuration only, the worst case the HA configuration "
+        "allows per component and failure scenario, against the plan's RTO and RPO.",
+    ),
 ) -> None:
     """Per component: last backup, last verified backup, WAL archive lag, exposure
     against the RPO, and OK / AT RISK / VIOLATION / NOT MANAGED.
 
     Exit 0 when no component is in VIOLATION, 1 when one is, 2 when it could not check.
+    With --feasibility: exit 0 when every scenario is feasible, 1 when one is not.
     """
+    if feasibility:
+        given = [
+            name
+            for name, value in (
+                ("--metrics-file", metrics_file),
+                ("--repository", repository),
+                ("--key-file", key_file),
+                ("--now", now),
+                ("--no-database", no_database or None),
+            )
+            if value is not None
+        ]
+        if given:
+            fail(f"plan check --feasibility: {', '.join(given)} do not apply", EXIT_CANNOT_CHECK)
+        _check_feasibility(ctx, plan, as_json=as_json)
+        return
     from payapi.ops import metrics as dr_metrics
     from payapi.ops import rpo, rpo_observe
 
@@ -238,3 +266,59 @@ def _write_metrics(path: Path, data: bytes) -> None:
         write_textfile(path, data)
     except OSError as exc:
         fail(f"cannot write metrics to {path}: {exc.strerror or exc}", EXIT_CANNOT_CHECK)
+
+
+# --------------------------------------------------------------------------- feasibility
+
+
+def _check_feasibility(ctx: typer.Context, plan: Path | None, *, as_json: bool) -> None:
+    from payapi.ops import feasibility
+
+    try:
+        loaded = load_plan(resolve_plan_path(ctx, plan))
+        settings = get_ctx(ctx).settings
+    except (PlanError, ConfigError) as exc:
+        fail(f"plan check: {exc}", EXIT_CANNOT_CHECK)
+    results = feasibility.assess(loaded, settings)
+    emit(
+        [r.to_json() for r in results] if as_json else results,
+        as_json=as_json,
+        human=_print_feasibility,
+    )
+    raise typer.Exit(feasibility.exit_code(results))
+
+
+def _secs(value: float | None, objective: bool) -> str:
+    from payapi.ops.rpo import human_duration
+
+    if value is None:
+        return "-" if objective else "unbounded"
+    return human_duration(timedelta(seconds=value))
+
+
+def _print_feasibility(results: Any) -> None:
+    from payapi.ops.feasibility import Feasibility
+
+    table = Table(title="Objective feasibility (from configuration)", title_justify="left")
+    table.add_column("Component", no_wrap=True)
+    table.add_column("Scenario", no_wrap=True)
+    for col in ("RTO", "RTO worst", "RPO", "RPO worst", "Feasible"):
+        table.add_column(col)
+    for r in results:
+        assert isinstance(r, Feasibility)
+        table.add_row(
+            r.component,
+            r.scenario,
+            _secs(r.rto_objective_seconds, True),
+            _secs(r.rto_worst_case_seconds, False),
+            _secs(r.rpo_objective_seconds, True),
+            _secs(r.rpo_worst_case_seconds, False),
+            "[green]yes[/green]" if r.feasible else "[bold red]NO[/bold red]",
+        )
+    console.print(table)
+    for r in results:
+        console.print(f"{r.component} {r.scenario}: {r.why}", highlight=False, markup=False)
+    bad = sum(1 for r in results if not r.feasible)
+    console.print(
+        f"{len(results) - bad} feasible, {bad} not feasible", highlight=False, markup=False
+    )

@@ -269,6 +269,8 @@ class TopologySettings(BaseModel):
     dns_record: str | None = None  # e.g. api.payments.example.com
     dns_zone: str | None = None  # e.g. payments.example.com (the hosted zone)
     dns_ttl_seconds: int = Field(default=60, ge=0)
+    # How often the global endpoint re-reads the record (it also honours the TTL).
+    endpoint_refresh_seconds: float = Field(default=5.0, ge=0)
 
 
 class RegionMemberSettings(BaseModel):
@@ -311,6 +313,59 @@ class RegionSettings(BaseModel):
     sapi: RegionServiceSettings = Field(default_factory=RegionServiceSettings)
 
 
+class PatroniSettings(BaseModel):
+    """``[patroni]``: what the PostgreSQL clusters' Patroni is configured with (its dynamic
+    configuration), for :mod:`payapi.ops.feasibility`. The defaults are Patroni's own.
+
+    ``promote_seconds`` (a member from "won the race" to read-write) and
+    ``write_rate_bytes_per_second`` (the peak WAL rate, which turns a lag in bytes into
+    seconds) are payapi's estimates, not Patroni settings; ``archive_timeout`` is the
+    ``postgresql.parameters.archive_timeout`` Patroni sets (PostgreSQL's default 0: off).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    ttl: int = Field(default=30, ge=1)
+    loop_wait: int = Field(default=10, ge=1)
+    retry_timeout: int = Field(default=10, ge=1)
+    maximum_lag_on_failover: int = Field(default=1_048_576, ge=0)  # bytes
+    synchronous_mode: bool = False
+    promote_seconds: float = Field(default=10.0, ge=0)
+    write_rate_bytes_per_second: float | None = Field(default=None, gt=0)
+    archive_timeout: int = Field(default=0, ge=0)  # seconds; 0 = never forced
+
+
+class SentinelSettings(BaseModel):
+    """``[sentinel]``: what the Redis Sentinels and the Redis primary are configured with.
+    The defaults are Redis's own (``down-after-milliseconds`` 30000, ``failover-timeout``
+    180000, ``min-replicas-to-write`` 0, ``min-replicas-max-lag`` 10)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    down_after_milliseconds: int = Field(default=30_000, ge=1)
+    failover_timeout: int = Field(default=180_000, ge=1)  # milliseconds
+    min_replicas_to_write: int = Field(default=0, ge=0)
+    min_replicas_max_lag: int = Field(default=10, ge=0)  # seconds
+
+
+class FailoverSettings(BaseModel):
+    """``[failover]``: the durations of the steps no engine setting fixes, as estimated or
+    measured for this platform (payapi's defaults; measure yours with a drill)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # How long the primary region must be unreachable before it is declared lost.
+    detection_seconds: float = Field(default=300.0, ge=0)
+    # SAPI/EAPI in the DR region from 0 replicas to ready.
+    service_startup_seconds: float = Field(default=60.0, ge=0)
+    # The standby vault server serving writes once the active one is gone (detection too).
+    vault_takeover_seconds: float = Field(default=30.0, ge=0)
+    # Redis in the DR region: restore the newest snapshot (or start empty).
+    redis_restore_seconds: float = Field(default=60.0, ge=0)
+    # The DR standby cluster's expected worst replay lag (alerted on); None: unknown.
+    dr_lag_seconds: float | None = Field(default=None, ge=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PAYAPI_",
@@ -334,6 +389,10 @@ class Settings(BaseSettings):
     # The platform's regions (payapi.core.topology); none: the settings above are one region.
     topology: TopologySettings = Field(default_factory=TopologySettings)
     regions: dict[str, RegionSettings] = Field(default_factory=dict)
+    # What the HA engines are configured with (payapi.ops.feasibility reads them).
+    patroni: PatroniSettings = Field(default_factory=PatroniSettings)
+    sentinel: SentinelSettings = Field(default_factory=SentinelSettings)
+    failover: FailoverSettings = Field(default_factory=FailoverSettings)
 
     @field_validator("regions")
     @classmethod
