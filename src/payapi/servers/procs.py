@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from payapi.core.errors import PayapiError
 
@@ -189,10 +189,23 @@ def spawn(
     pidfile: Path,
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
+    unprivileged: bool = False,
 ) -> int:
-    """Start a detached process in its own session (so a group kill reaches its children)."""
+    """Start a detached process in its own session (so a group kill reaches its children).
+
+    With ``unprivileged`` (and when we are root) the process itself runs as ``LAB_USER``:
+    unlike a ``runuser`` prefix, the pid recorded is then the server's own, so a kill -9
+    of that pid is a kill of the server.
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
     pidfile.parent.mkdir(parents=True, exist_ok=True)
+    ids: dict[str, Any] = {}
+    if unprivileged and is_root():
+        user = ensure_lab_user()
+        ids = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+        if not log.exists():
+            log.touch()
+        os.chown(log, user.pw_uid, user.pw_gid)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             list(argv),
@@ -202,6 +215,7 @@ def spawn(
             env=env,
             cwd=cwd,
             start_new_session=True,
+            **ids,
         )
     tmp = pidfile.with_suffix(".tmp")
     tmp.write_text(f"{proc.pid}\n")

