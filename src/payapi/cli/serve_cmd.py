@@ -8,6 +8,10 @@ from payapi.cli.context import get_ctx
 
 app = typer.Typer(help="Run one service in the foreground.", no_args_is_help=True)
 
+# Two servers of one service share a config (the active and the standby vault of a
+# region): the port is the one thing that differs.
+PortOpt = typer.Option(None, "--port", min=1, max=65535, help="Listen here instead.")
+
 
 def _run(app_obj: object, host: str, port: int) -> None:
     import uvicorn
@@ -28,27 +32,56 @@ def _run(app_obj: object, host: str, port: int) -> None:
 
 
 @app.command("vault")
-def vault(ctx: typer.Context) -> None:
+def vault(ctx: typer.Context, port: int | None = PortOpt) -> None:
     """The Conjur-compatible vault."""
     from payapi.vault.app import create_app
 
     s = get_ctx(ctx).settings
-    _run(create_app(s), s.vault.host, s.vault.port)
+    _run(create_app(s), s.vault.host, port or s.vault.port)
 
 
 @app.command("sapi")
-def sapi(ctx: typer.Context) -> None:
+def sapi(ctx: typer.Context, port: int | None = PortOpt) -> None:
     """Payment-SAPI, the internal system API."""
     from payapi.sapi.app import create_app
 
     s = get_ctx(ctx).settings
-    _run(create_app(s), s.sapi.host, s.sapi.port)
+    _run(create_app(s), s.sapi.host, port or s.sapi.port)
 
 
 @app.command("eapi")
-def eapi(ctx: typer.Context) -> None:
+def eapi(ctx: typer.Context, port: int | None = PortOpt) -> None:
     """Payment-EAPI, the external API."""
     from payapi.eapi.app import create_app
 
     s = get_ctx(ctx).settings
-    _run(create_app(s), s.eapi.host, s.eapi.port)
+    _run(create_app(s), s.eapi.host, port or s.eapi.port)
+
+
+@app.command("endpoint")
+def endpoint(ctx: typer.Context, port: int | None = PortOpt) -> None:
+    """The global endpoint: forwards to the EAPI of the region the DNS record names."""
+    import asyncio
+    from urllib.parse import urlsplit
+
+    from payapi.core import logs
+    from payapi.core.errors import UsageError
+    from payapi.systems.global_endpoint import Forwarder, serve, upstreams_from
+    from payapi.systems.route53 import Route53Dns, region_of
+
+    logs.configure()
+    s = get_ctx(ctx).settings
+    topo = s.topology
+    if not (topo.endpoint and topo.dns_zone and topo.dns_record):
+        raise UsageError("the endpoint needs [topology] endpoint, dns_zone and dns_record")
+    zone, record = topo.dns_zone, topo.dns_record
+    dns = Route53Dns(zone, endpoint_url=topo.dns_endpoint_url)
+
+    def lookup() -> tuple[str | None, int]:
+        answer = dns.lookup(record)
+        return region_of(answer.target, zone), answer.ttl
+
+    upstreams = upstreams_from({name: r.eapi.url for name, r in s.regions.items()})
+    listen = urlsplit(topo.endpoint)
+    forwarder = Forwarder(lookup, upstreams, refresh=topo.endpoint_refresh_seconds)
+    asyncio.run(serve(forwarder, listen.hostname or "127.0.0.1", port or listen.port or 8443))

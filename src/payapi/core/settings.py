@@ -271,6 +271,8 @@ class TopologySettings(BaseModel):
     dns_ttl_seconds: int = Field(default=60, ge=0)
     # How often the global endpoint re-reads the record (it also honours the TTL).
     endpoint_refresh_seconds: float = Field(default=5.0, ge=0)
+    # The Route53 API: None is AWS itself; the lab points it at moto's server.
+    dns_endpoint_url: str | None = None
 
 
 class RegionMemberSettings(BaseModel):
@@ -295,6 +297,15 @@ class RegionServiceSettings(BaseModel):
 
     url: str | None = None
     replicas: int = Field(default=1, ge=0)
+    # How payapi scales it during a regional failover: "none" (someone else does),
+    # "local" (a `payapi serve` process on this host: the lab), or "kubernetes" (the
+    # Deployment's scale subresource, as the seed's `kubectl scale`).
+    control: Literal["none", "local", "kubernetes"] = "none"
+    config_file: Path | None = None  # local: the config the process runs with
+    pid_file: Path | None = None  # local
+    log_file: Path | None = None  # local
+    namespace: str = "payment-system"  # kubernetes
+    deployment: str | None = None  # kubernetes; default: payment-<service>
 
 
 class RegionSettings(BaseModel):

@@ -47,7 +47,7 @@ REPLICATION_USER = "replicator"
 class DcsTimings:
     """Patroni's dynamic configuration that bounds a failover (see ops/feasibility)."""
 
-    ttl: int = 10
+    ttl: int = 20  # Patroni 4 raises anything lower to 20
     loop_wait: int = 2
     retry_timeout: int = 3
     maximum_lag_on_failover: int = 1_048_576
