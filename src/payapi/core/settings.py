@@ -14,7 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,6 +31,7 @@ from pydantic_settings import (
 )
 
 from payapi.core.errors import PayapiError
+from payapi.core.hostport import parse_hostport
 
 CONFIG_ENV = "PAYAPI_CONFIG"
 
@@ -99,6 +108,28 @@ class RedisSettings(BaseModel):
     # (a redis-server on this host started as the lab starts it, data in data_dir).
     control: Literal["none", "local"] = "none"
     data_dir: Path | None = None
+    # Redis HA: with both set, clients ask these Sentinels (host:port) for the primary of
+    # ``sentinel_master`` instead of using url's host and port (url still gives the db
+    # number and the credentials); after a failover they follow the promoted replica.
+    sentinels: list[str] = Field(default_factory=list)
+    sentinel_master: str | None = None
+
+    @field_validator("sentinels")
+    @classmethod
+    def _check_sentinels(cls, value: list[str]) -> list[str]:
+        for addr in value:
+            parse_hostport(addr)  # ValueError names the bad entry
+        return value
+
+    @model_validator(mode="after")
+    def _sentinels_and_master_together(self) -> RedisSettings:
+        if bool(self.sentinels) != bool(self.sentinel_master):
+            raise ValueError("[redis] sentinels and sentinel_master must be set together")
+        return self
+
+    @property
+    def uses_sentinel(self) -> bool:
+        return bool(self.sentinels and self.sentinel_master)
 
 
 PRIMARY = "primary"  # the name of ``[backup] repository`` among the repositories
