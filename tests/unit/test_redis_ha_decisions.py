@@ -23,10 +23,10 @@ def test_parse_hostport() -> None:
             parse_hostport(bad)
 
 
-def _conf(workdir: Path = Path("/w/s 1"), **kw: object) -> str:
+def _conf(**kw: object) -> str:
     args: dict[str, object] = {
         "port": 26379,
-        "workdir": workdir,
+        "workdir": Path("/w/s 1"),
         "master_name": "payapi",
         "master_host": "127.0.0.1",
         "master_port": 6380,

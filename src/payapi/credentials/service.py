@@ -62,7 +62,7 @@ class Platform:
         vault = VaultClient(
             settings.vault.url, settings.vault.account, settings.vault.admin_login, key
         )
-        cache = Cache.from_url(settings.redis.url, timeout=2.0)
+        cache = Cache.from_settings(settings.redis, timeout=2.0)
         return cls(settings=settings, vault=vault, cache=cache)
 
     async def aclose(self) -> None:

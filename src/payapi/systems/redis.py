@@ -613,7 +613,7 @@ def sentinel_failover(
         new = _wait_new_master(
             sentinels, name, old, deadline=deadline, password=password, timeout=socket_timeout
         )
-        # Sentinel demotes the old primary itself, but only some eight seconds later;
+        # Sentinel demotes the old primary itself, but only some ten seconds later;
         # until then a client still connected to it would read a frozen dataset.
         _cmd(conn, "REPLICAOF", new[0], str(new[1]))
         _cmd(conn, "CLIENT", "KILL", "TYPE", "normal")  # SKIPME yes: not us
