@@ -24,7 +24,6 @@ from payapi.cli import (
     backup_cmd,
     clients_cmd,
     credentials_cmd,
-    dns_cmd,
     lab_cmd,
     openapi_cmd,
     plan_cmd,
@@ -84,7 +83,6 @@ app.add_typer(schedule_cmd.app, name="schedule", help="The backup schedule: show
 app.add_typer(backup_cmd.app, name="backup", help="Back up, list and verify backups.")
 app.add_typer(topology_cmd.app, name="topology", help="Regions, members, the endpoint.")
 app.add_typer(region_cmd.app, name="region", help="Regional failover and failback.")
-app.add_typer(dns_cmd.app, name="dns", help="The DNS record that names the serving region.")
 app.add_typer(wal_cmd.app, name="wal", help="WAL archiving (archive/restore_command).")
 app.command("restore")(restore_cmd.restore)
 app.command("openapi")(openapi_cmd.openapi)

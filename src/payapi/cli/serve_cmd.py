@@ -57,31 +57,3 @@ def eapi(ctx: typer.Context, port: int | None = PortOpt) -> None:
     s = get_ctx(ctx).settings
     _run(create_app(s), s.eapi.host, port or s.eapi.port)
 
-
-@app.command("endpoint")
-def endpoint(ctx: typer.Context, port: int | None = PortOpt) -> None:
-    """The global endpoint: forwards to the EAPI of the region the DNS record names."""
-    import asyncio
-    from urllib.parse import urlsplit
-
-    from payapi.core import logs
-    from payapi.core.errors import UsageError
-    from payapi.systems.global_endpoint import Forwarder, serve, upstreams_from
-    from payapi.systems.route53 import Route53Dns, region_of
-
-    logs.configure()
-    s = get_ctx(ctx).settings
-    topo = s.topology
-    if not (topo.endpoint and topo.dns_zone and topo.dns_record):
-        raise UsageError("the endpoint needs [topology] endpoint, dns_zone and dns_record")
-    zone, record = topo.dns_zone, topo.dns_record
-    dns = Route53Dns(zone, endpoint_url=topo.dns_endpoint_url)
-
-    def lookup() -> tuple[str | None, int]:
-        answer = dns.lookup(record)
-        return region_of(answer.target, zone), answer.ttl
-
-    upstreams = upstreams_from({name: r.eapi.url for name, r in s.regions.items()})
-    listen = urlsplit(topo.endpoint)
-    forwarder = Forwarder(lookup, upstreams, refresh=topo.endpoint_refresh_seconds)
-    asyncio.run(serve(forwarder, listen.hostname or "127.0.0.1", port or listen.port or 8443))

@@ -302,8 +302,6 @@ class TopologySettings(BaseModel):
     dns_ttl_seconds: int = Field(default=60, ge=0)
     # How often the global endpoint re-reads the record (it also honours the TTL).
     endpoint_refresh_seconds: float = Field(default=5.0, ge=0)
-    # The Route53 API: None is AWS itself; the lab points it at moto's server.
-    dns_endpoint_url: str | None = None
 
 
 class RegionMemberSettings(BaseModel):
