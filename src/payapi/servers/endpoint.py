@@ -134,10 +134,13 @@ class GlobalEndpoint:
             log.info("endpoint closed connections to the old upstream", count=len(old))
 
     async def _refresh_loop(self) -> None:
+        # Re-checked after every sleep: a read made meanwhile (refresh()) moves the due time.
         while True:
-            await self.refresh()
             delay = self._state.next_read_at - self._clock()
-            await asyncio.sleep(max(0.0, delay))
+            if delay > 0:
+                await asyncio.sleep(delay)
+                continue
+            await self.refresh()
 
     # ------------------------------------------------------------------ lifecycle
 
