@@ -1,6 +1,9 @@
-"""`payapi serve vault|sapi|eapi`: run one service in the foreground (the lab spawns these)."""
+"""`payapi serve vault|sapi|eapi|endpoint`: run one service in the foreground (the lab spawns
+these)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import typer
 
@@ -57,3 +60,32 @@ def eapi(ctx: typer.Context, port: int | None = PortOpt) -> None:
     s = get_ctx(ctx).settings
     _run(create_app(s), s.eapi.host, port or s.eapi.port)
 
+
+@app.command("endpoint")
+def endpoint(ctx: typer.Context, port: int | None = PortOpt) -> None:
+    """The global endpoint: forwards each connection to the region the DNS record names."""
+    import asyncio
+
+    from payapi.core import logs
+    from payapi.servers.endpoint import GlobalEndpoint, serve_until_signalled
+    from payapi.systems.dns import endpoint_listen, endpoint_lookup
+
+    s = get_ctx(ctx).settings
+    host, listen_port = endpoint_listen(s)
+    forwarder = GlobalEndpoint(
+        endpoint_lookup(s),
+        host=host,
+        port=port or listen_port,
+        refresh_seconds=s.topology.endpoint_refresh_seconds,
+        connect_timeout=s.topology.endpoint_connect_timeout_seconds,
+    )
+    logs.configure()
+    loop_factory: Callable[[], asyncio.AbstractEventLoop]
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:  # uvloop is optional: plain asyncio forwards too, a little slower
+        loop_factory = asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(serve_until_signalled(forwarder))

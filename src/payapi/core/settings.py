@@ -302,6 +302,13 @@ class TopologySettings(BaseModel):
     dns_ttl_seconds: int = Field(default=60, ge=0)
     # How often the global endpoint re-reads the record (it also honours the TTL).
     endpoint_refresh_seconds: float = Field(default=5.0, ge=0)
+    # The Route53 API: None is AWS's own; the lab points it at moto's server. Credentials
+    # come from boto3's usual chain (environment, profile, instance role), never from here.
+    dns_endpoint_url: str | None = None
+    # How long `dns set` (the UPSERT) waits for Route53 to report the change INSYNC.
+    dns_sync_timeout_seconds: float = Field(default=120.0, gt=0)
+    # The global endpoint gives up connecting to a region's EAPI after this long.
+    endpoint_connect_timeout_seconds: float = Field(default=2.0, gt=0)
 
 
 class RegionMemberSettings(BaseModel):
