@@ -303,6 +303,8 @@ redis_restore_seconds = 5
         active = self.active_region
         with step("dns"):
             self.dns_server.start()
+            # moto keeps its zones in memory: after its restart the record is re-created
+            # naming the region that serves (lab.json), wherever it pointed before.
             self.ensure_dns(active, only_if_missing=True)
         self.start_region(active)
         for name in REGIONS:

@@ -252,40 +252,29 @@ def _redis_ready(region: RegionSettings) -> str:
     raise RegionalError("no Redis of the region answers")
 
 
-def _dns(settings: Settings) -> tuple[Any, str, str] | None:
-    """The Route53 zone client, the zone and the record (None without DNS configured)."""
-    from payapi.systems.route53 import Route53Dns
-
-    topo = settings.topology
-    if not (topo.dns_zone and topo.dns_record):
-        return None
-    dns = Route53Dns(topo.dns_zone, endpoint_url=topo.dns_endpoint_url)
-    return dns, topo.dns_zone, topo.dns_record
+def _dns_configured(settings: Settings) -> bool:
+    return bool(settings.topology.dns_zone and settings.topology.dns_record)
 
 
 def serving_region(settings: Settings) -> str | None:
     """The region the DNS record names now (None without DNS configured)."""
-    from payapi.systems.route53 import region_of
+    from payapi.systems.dns import show_record
 
-    found = _dns(settings)
-    if found is None:
+    if not _dns_configured(settings):
         return None
-    dns, zone, record = found
-    return region_of(dns.lookup(record).target, zone)
+    return show_record(settings).region
 
 
 def _point_dns(settings: Settings, target: str) -> str:
-    from payapi.systems.route53 import region_of, target_for
+    from payapi.systems.dns import point_at, show_record
 
-    found = _dns(settings)
-    if found is None:
+    if not _dns_configured(settings):
         return "no DNS record configured ([topology] dns_zone, dns_record)"
-    dns, zone, record = found
-    dns.upsert_cname(record, target_for(target, zone), settings.topology.dns_ttl_seconds)
-    answer = dns.lookup(record)  # the seed's `dig`
-    if region_of(answer.target, zone) != target:
-        raise RegionalError(f"the DNS record still names {answer.target}")
-    return f"{record} → {answer.target} (TTL {answer.ttl}s)"
+    change = point_at(settings, target)
+    seen = show_record(settings)  # the seed's `dig`
+    if seen.region != target:
+        raise RegionalError(f"the DNS record still names {seen.target}")
+    return f"{seen.record} → {seen.target} (TTL {seen.ttl}s, in sync after {change.seconds:.1f}s)"
 
 
 def _regions(settings: Settings, to: str) -> tuple[str, RegionSettings, RegionSettings]:
