@@ -22,6 +22,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from payapi.core import logs
 from payapi.core.errors import PayapiError
@@ -82,6 +83,7 @@ class GlobalEndpoint:
         self._server: asyncio.Server | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._connections: set[_Connection] = set()
+        self._handlers: set[asyncio.Task[Any]] = set()
         self._read_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ state
@@ -161,6 +163,10 @@ class GlobalEndpoint:
             self._server.close()
         for conn in list(self._connections):
             conn.abort()
+        # Let the handlers end on the aborted sockets rather than be cancelled by the
+        # loop's shutdown (asyncio then reports a cancelled connection callback as an error).
+        if self._handlers:
+            await asyncio.wait(list(self._handlers), timeout=2.0)
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
@@ -175,6 +181,10 @@ class GlobalEndpoint:
     # ------------------------------------------------------------------ forwarding
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
         upstream = self._state.upstream
         if upstream is None:
             writer.transport.abort()  # no answer yet: refuse rather than guess a region
