@@ -16,6 +16,7 @@ import pytest
 
 from payapi.core.settings import Settings
 from payapi.servers.endpoint import GlobalEndpoint
+from payapi.servers.endpoint_route import Resolved, Upstream
 from payapi.servers.procs import free_port, port_open
 from payapi.systems.dns import endpoint_lookup, point_at
 from tests.integration import s3_server
@@ -264,3 +265,27 @@ async def test_payapi_serve_endpoint(
         _, err = await asyncio.wait_for(proc.communicate(), 10.0)
     assert proc.returncode == 0, err.decode()[-2000:]
     assert "Traceback" not in err.decode(), err.decode()[-3000:]
+
+
+async def test_a_lookup_bug_is_reported_by_type_only(
+    upstreams: tuple[HttpUpstream, HttpUpstream],
+) -> None:
+    """Whatever a lookup raises, the endpoint keeps forwarding and quotes no message (a
+    foreign exception's text might hold anything)."""
+    primary, _ = upstreams
+    answers: list[Resolved | Exception] = [
+        Resolved(Upstream("primary", "127.0.0.1", primary.port), 0),
+        RuntimeError("password=hunter2"),
+    ]
+
+    def lookup() -> Resolved:
+        answer = answers.pop(0) if len(answers) > 1 else answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async with GlobalEndpoint(lookup, refresh_seconds=0.1) as ep:
+        step = await ep.refresh()
+        assert step.state.last_error == "lookup failed (RuntimeError)"
+        assert step.note is not None and "hunter2" not in step.note
+        assert await get_once(ep.port) == "primary"

@@ -116,10 +116,11 @@ class GlobalEndpoint:
     async def refresh(self) -> Step:
         """Read the record now and act on the answer (the refresher calls this when due)."""
         async with self._read_lock:
+            # The cache period counts from the start of the read: the answer is at most
+            # that old, so a change is followed within one period of being made.
+            started = self._clock()
             result = await asyncio.to_thread(self._safe_lookup)
-            step = after_lookup(
-                self._state, result, now=self._clock(), refresh=self.refresh_seconds
-            )
+            step = after_lookup(self._state, result, now=started, refresh=self.refresh_seconds)
             self._state = step.state
             if step.note is not None:
                 emit = log.warning if isinstance(result, LookupFailed) else log.info
