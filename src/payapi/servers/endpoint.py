@@ -22,6 +22,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from payapi.core import logs
 from payapi.core.errors import PayapiError
@@ -82,6 +83,7 @@ class GlobalEndpoint:
         self._server: asyncio.Server | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._connections: set[_Connection] = set()
+        self._handlers: set[asyncio.Task[Any]] = set()
         self._read_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ state
@@ -114,10 +116,11 @@ class GlobalEndpoint:
     async def refresh(self) -> Step:
         """Read the record now and act on the answer (the refresher calls this when due)."""
         async with self._read_lock:
+            # The cache period counts from the start of the read: the answer is at most
+            # that old, so a change is followed within one period of being made.
+            started = self._clock()
             result = await asyncio.to_thread(self._safe_lookup)
-            step = after_lookup(
-                self._state, result, now=self._clock(), refresh=self.refresh_seconds
-            )
+            step = after_lookup(self._state, result, now=started, refresh=self.refresh_seconds)
             self._state = step.state
             if step.note is not None:
                 emit = log.warning if isinstance(result, LookupFailed) else log.info
@@ -161,6 +164,10 @@ class GlobalEndpoint:
             self._server.close()
         for conn in list(self._connections):
             conn.abort()
+        # Let the handlers end on the aborted sockets rather than be cancelled by the
+        # loop's shutdown (asyncio then reports a cancelled connection callback as an error).
+        if self._handlers:
+            await asyncio.wait(list(self._handlers), timeout=2.0)
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
@@ -175,6 +182,10 @@ class GlobalEndpoint:
     # ------------------------------------------------------------------ forwarding
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
         upstream = self._state.upstream
         if upstream is None:
             writer.transport.abort()  # no answer yet: refuse rather than guess a region
