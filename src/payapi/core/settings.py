@@ -59,6 +59,16 @@ class VaultSettings(ServiceListen):
     data_key_env: str = "PAYAPI_VAULT_DATA_KEY"
     token_ttl_seconds: int = 480
     versions_kept: int = 20
+    # Client side, more vaults than ``url`` (standbys, another region's): clients try
+    # them in order when one cannot serve a call (see payapi.vault.client).
+    urls: list[str] = Field(default_factory=list)
+
+    def endpoints(self) -> list[str]:
+        """Every vault a client may call, in order: ``url`` (or host:port), then ``urls``."""
+        listed = [u for u in [self.url, *self.urls] if u.strip()]
+        if not listed:  # neither is set: the vault this process would serve itself
+            listed = [f"http://{self.host}:{self.port}"]
+        return list(dict.fromkeys(u.rstrip("/") for u in listed))
 
 
 class SapiSettings(ServiceListen):

@@ -250,7 +250,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         v = vault or VaultClient(
-            settings.vault.url,
+            settings.vault.endpoints(),
             settings.vault.account,
             settings.eapi.vault_login,
             read_secret_file(settings.eapi.vault_api_key_file, "EAPI vault API key"),
