@@ -24,6 +24,7 @@ from payapi.cli import (
     backup_cmd,
     clients_cmd,
     credentials_cmd,
+    failover_cmd,
     lab_cmd,
     openapi_cmd,
     plan_cmd,
@@ -84,6 +85,7 @@ app.add_typer(topology_cmd.app, name="topology", help="Regions, members, the end
 app.add_typer(wal_cmd.app, name="wal", help="WAL archiving (archive/restore_command).")
 app.command("restore")(restore_cmd.restore)
 app.command("openapi")(openapi_cmd.openapi)
+app.command("failover")(failover_cmd.failover)
 
 
 def main() -> None:

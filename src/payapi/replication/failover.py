@@ -1,0 +1,243 @@
+"""Asking for an in-region failover: the acting half of :mod:`payapi.replication.decide`.
+
+``payapi failover --component db|vault|redis`` comes here. For the database: observe the
+cluster through Patroni, decide the target (refused with one line when it does not exist,
+is not in sync for a switchover, or lags beyond the limit), ask Patroni for the switchover
+or failover, then wait until Patroni names the target as leader and the target itself
+accepts writes (``pg_is_in_recovery()`` is false). Each step is timed in a
+:class:`~payapi.core.journal.Journal`.
+
+For the vault: the vault servers keep their data in the region's database and follow its
+leader (a multi-host DSN with ``target_session_attrs=read-write``), so the standby vault
+"takes over with the database": the database fails over as above, then the standby vault
+members (all vault members when none is configured as standby) must answer ``/health``
+with status ok, on a writable database (``role`` active, where the vault reports it).
+
+Redis: Sentinel support lands separately (``systems/redis.py``); until it does, a Redis
+failover is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from payapi.core.errors import PayapiError, UsageError
+from payapi.core.journal import Journal, Status
+from payapi.core.plan import Plan, PlanError
+from payapi.core.topology import Member, Region, Service
+from payapi.replication.decide import Refusal, choose_failover_target, lag_limit_bytes
+from payapi.replication.observe import DEFAULT_TIMEOUT, observe_postgres, observe_vault
+from payapi.systems.patroni import ClusterView, PatroniClient, PatroniError
+
+__all__ = [
+    "COMPONENTS",
+    "FailoverFailed",
+    "FailoverRefused",
+    "FailoverResult",
+    "failover",
+    "replicated_rpo_seconds",
+]
+
+COMPONENTS = ("db", "vault", "redis")
+POLL_SECONDS = 0.2
+
+
+class FailoverRefused(UsageError):
+    """The failover was not attempted: the request or the cluster's state forbids it."""
+
+
+class FailoverFailed(PayapiError):
+    """The failover was attempted and did not complete; ``result`` has the steps so far."""
+
+    def __init__(self, message: str, result: FailoverResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass(frozen=True)
+class FailoverResult:
+    component: str
+    region: str
+    from_member: str | None
+    to_member: str | None
+    seconds: float
+    steps: tuple[dict[str, Any], ...]
+    vault: tuple[str, ...] = field(default=())  # the vault members serving afterwards
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "component": self.component,
+            "region": self.region,
+            "from": self.from_member,
+            "to": self.to_member,
+            "seconds": round(self.seconds, 3),
+            "steps": list(self.steps),
+        }
+        if self.component == "vault":
+            out["vault"] = list(self.vault)
+        return out
+
+
+def replicated_rpo_seconds(plan: Plan) -> float | None:
+    """The tightest RPO of the data in the region's database: the payment database's and
+    the vault's (the vault keeps its secrets there); None when the plan sets neither."""
+    found: list[float] = []
+    for label in ("database", "vault"):
+        try:
+            comp = plan.components[plan.resolve(label)]
+        except (PlanError, KeyError):
+            continue
+        if comp.rpo is not None:
+            found.append(comp.rpo.delta.total_seconds())
+    return min(found) if found else None
+
+
+def _steps(journal: Journal) -> tuple[dict[str, Any], ...]:
+    return tuple(
+        {"name": s.name, "status": str(s.status), "seconds": round(s.duration or 0.0, 3)}
+        for s in journal.steps
+    )
+
+
+def _wait(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise PayapiError(f"{what}: not after {timeout:g}s")
+        time.sleep(POLL_SECONDS)
+
+
+def _leader_is(client: PatroniClient, name: str) -> bool:
+    try:
+        view = client.cluster()
+    except (PatroniError, ValueError):
+        return False  # the cluster is between leaders: ask again
+    leader = view.leader
+    return leader is not None and leader.name == name and leader.state == "running"
+
+
+def _writable(member: Member) -> bool:
+    obs = asyncio.run(observe_postgres(member.name, member.url, timeout=DEFAULT_TIMEOUT))
+    return obs.writable
+
+
+def _vault_serves(member: Member) -> bool:
+    obs = asyncio.run(observe_vault(member, timeout=DEFAULT_TIMEOUT))
+    return obs.healthy and obs.role in (None, "active")
+
+
+@dataclass(frozen=True)
+class _Request:
+    region: Region
+    to: str | None
+    switchover: bool
+    limit: int
+    timeout: float
+
+
+def _database(req: _Request, journal: Journal) -> tuple[str | None, str]:
+    """The database part: returns (old leader, new leader); raises on refusal/failure."""
+    members = req.region.members_of(Service.POSTGRES)
+    urls = [m.patroni_url for m in members if m.patroni_url]
+    if not urls:
+        raise FailoverRefused(
+            f"region {req.region.name}: no postgres member has a patroni_url, so there is no "
+            "Patroni to ask for a failover"
+        )
+    client = PatroniClient(urls)
+    with journal.step("observe the cluster"):
+        view: ClusterView = client.cluster()
+    decision = choose_failover_target(
+        view, to=req.to, switchover=req.switchover, max_lag_bytes=req.limit
+    )
+    if isinstance(decision, Refusal):
+        journal.skip("choose the target", decision.reason)
+        raise FailoverRefused(f"failover refused: {decision.reason}")
+    journal.skip("choose the target", f"{decision.name} ({decision.role})")
+    target = next((m for m in members if m.name == decision.name), None)
+    if target is None:
+        raise FailoverRefused(
+            f"failover refused: {decision.name} is not among [regions.{req.region.name}.postgres]"
+            " (its DSN is needed to check that it accepts writes)"
+        )
+    kind = "switchover" if req.switchover else "failover"
+    with journal.step(f"{kind} {decision.leader or '(no leader)'} -> {decision.name}"):
+        if req.switchover:
+            assert decision.leader is not None  # decide refuses a switchover without one
+            client.switchover(decision.leader, decision.name)
+        else:
+            client.failover(decision.name)
+    with journal.step(f"{decision.name} leads (Patroni)"):
+        _wait(lambda: _leader_is(client, decision.name), req.timeout, f"{decision.name} leading")
+    with journal.step(f"{decision.name} accepts writes"):
+        _wait(lambda: _writable(target), req.timeout, f"{decision.name} accepting writes")
+    return decision.leader, decision.name
+
+
+def _vault(req: _Request, journal: Journal) -> tuple[str, ...]:
+    vaults = req.region.members_of(Service.VAULT)
+    standby = tuple(m for m in vaults if m.role.value == "standby") or vaults
+    if not standby:
+        raise FailoverRefused(f"region {req.region.name} has no vault member configured")
+    for m in standby:
+        with journal.step(f"vault {m.name} serves on the new leader"):
+            _wait(functools.partial(_vault_serves, m), req.timeout, f"vault {m.name} serving")
+    return tuple(m.name for m in standby)
+
+
+def failover(
+    region: Region,
+    component: str,
+    plan: Plan,
+    *,
+    to: str | None = None,
+    switchover: bool = False,
+    maximum_lag_on_failover: int,
+    write_rate_bytes_per_second: float | None = None,
+    timeout: float = 60.0,
+    journal: Journal | None = None,
+) -> FailoverResult:
+    """Fail ``component`` (db, vault, redis) over within ``region``.
+
+    Raises :class:`FailoverRefused` (exit 2) when nothing was attempted, and
+    :class:`FailoverFailed` (exit 1, with the steps so far) when it did not complete.
+    """
+    if component not in COMPONENTS:
+        raise FailoverRefused(f"unknown component {component!r}; one of {', '.join(COMPONENTS)}")
+    if component == "redis":
+        raise FailoverRefused("redis failover: not yet: Sentinel support lands separately")
+    if timeout <= 0:
+        raise FailoverRefused("--timeout must be a positive number of seconds")
+    j = journal or Journal.silent()
+    limit = lag_limit_bytes(
+        maximum_lag_on_failover,
+        rpo_seconds=replicated_rpo_seconds(plan),
+        write_rate_bytes_per_second=write_rate_bytes_per_second,
+    )
+    req = _Request(region, to, switchover, limit, timeout)
+    started = time.monotonic()
+    old: str | None = None
+    new: str | None = None
+    vault: tuple[str, ...] = ()
+
+    def result() -> FailoverResult:
+        return FailoverResult(
+            component, region.name, old, new, time.monotonic() - started, _steps(j), vault
+        )
+
+    try:
+        old, new = _database(req, j)
+        if component == "vault":
+            vault = _vault(req, j)
+    except FailoverRefused:
+        raise
+    except PayapiError as exc:
+        failed = next((s.name for s in reversed(j.steps) if s.status is Status.FAILED), None)
+        where = f" ({failed})" if failed else ""
+        raise FailoverFailed(f"failover failed{where}: {exc}", result()) from None
+    return result()
