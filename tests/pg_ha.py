@@ -37,6 +37,7 @@ class HaCluster:
     etcds: list[EtcdServer] = field(default_factory=list)
     members: list[PatroniMember] = field(default_factory=list)  # the primary region's pair
     dr: list[PatroniMember] = field(default_factory=list)  # the DR standby cluster
+    parameters: dict[str, str] = field(default_factory=dict)  # postgresql.conf, every member
 
     def client(self) -> PatroniClient:
         return PatroniClient([m.rest_url for m in self.members])
@@ -70,6 +71,7 @@ class HaCluster:
             free_port(),
             free_port(),
             dr_etcd.url,
+            parameters=self.parameters,
             standby_of=StandbyOf(hosts),
         )
         self.dr.append(dr)
@@ -123,16 +125,27 @@ class HaCluster:
 
 
 @contextlib.contextmanager
-def ha_cluster(base: Path, *, dr: bool = False) -> Iterator[HaCluster]:
+def ha_cluster(
+    base: Path, *, dr: bool = False, parameters: dict[str, str] | None = None
+) -> Iterator[HaCluster]:
     """etcd + pg1 (leader) + pg2 (sync standby), and with ``dr`` a standby cluster ``dr1``
-    streaming from them; everything is stopped on the way out, even after a failed start."""
-    ha = HaCluster(base)
+    streaming from them; everything is stopped on the way out, even after a failed start.
+    ``parameters`` go into every member's postgresql.conf."""
+    ha = HaCluster(base, parameters=dict(parameters or {}))
     try:
         etcd = EtcdServer(base / "etcd", free_port(), free_port())
         ha.etcds.append(etcd)
         etcd.start()
         ha.members = [
-            PatroniMember(base / f"pg{i}", SCOPE, f"pg{i}", free_port(), free_port(), etcd.url)
+            PatroniMember(
+                base / f"pg{i}",
+                SCOPE,
+                f"pg{i}",
+                free_port(),
+                free_port(),
+                etcd.url,
+                parameters=ha.parameters,
+            )
             for i in (1, 2)
         ]
         # pg1 bootstraps first, so that it is the leader; pg2 and DR then clone from it.

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from payapi.cli.context import get_ctx
 from payapi.cli.output import EXIT_FAILED, EXIT_USAGE, console, emit, fail, journal
+from payapi.core.errors import PayapiError
 from payapi.core.plan import PlanError, load_plan
 from payapi.core.topology import topology_from_settings
 
@@ -60,26 +61,29 @@ def failover(
     (switchover) or lags beyond the plan's RPO / maximum_lag_on_failover."""
     from payapi.replication import failover as fo
 
-    settings = get_ctx(ctx).settings
     try:
+        settings = get_ctx(ctx).settings
         plan = load_plan(settings.plan_file)
+        topology = topology_from_settings(settings)
+        where = topology.region(region) if region is not None else topology.primary
     except PlanError as exc:
         fail(f"failover: {exc}", EXIT_USAGE)
-    topology = topology_from_settings(settings)
-    where = topology.region(region) if region is not None else topology.primary
+    except PayapiError as exc:  # the config, an unknown region
+        fail(str(exc), exc.exit_code)
     try:
+        # Deciding prints nothing, so that a refusal is exactly one line.
+        prepared = fo.prepare(
+            where,
+            component,
+            plan,
+            to=to,
+            switchover=switchover,
+            maximum_lag_on_failover=settings.patroni.maximum_lag_on_failover,
+            write_rate_bytes_per_second=settings.patroni.write_rate_bytes_per_second,
+            timeout=timeout,
+        )
         with journal(quiet=as_json, prefix="failover: ") as j:
-            result = fo.failover(
-                where,
-                component,
-                plan,
-                to=to,
-                switchover=switchover,
-                maximum_lag_on_failover=settings.patroni.maximum_lag_on_failover,
-                write_rate_bytes_per_second=settings.patroni.write_rate_bytes_per_second,
-                timeout=timeout,
-                journal=j,
-            )
+            result = fo.run(prepared, j)
     except fo.FailoverRefused as exc:
         fail(str(exc), EXIT_USAGE)
     except fo.FailoverFailed as exc:

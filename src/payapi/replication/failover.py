@@ -39,8 +39,10 @@ __all__ = [
     "FailoverFailed",
     "FailoverRefused",
     "FailoverResult",
-    "failover",
+    "Prepared",
+    "prepare",
     "replicated_rpo_seconds",
+    "run",
 ]
 
 COMPONENTS = ("db", "vault", "redis")
@@ -132,65 +134,22 @@ def _vault_serves(member: Member) -> bool:
 
 
 @dataclass(frozen=True)
-class _Request:
+class Prepared:
+    """A failover decided and not yet done: what :func:`run` will ask Patroni for."""
+
+    component: str
     region: Region
-    to: str | None
+    patroni_urls: tuple[str, ...]
     switchover: bool
-    limit: int
+    leader: str | None
+    target: Member
+    target_role: str
     timeout: float
+    started: float  # time.monotonic() when preparing began (the total counts from there)
+    steps: tuple[dict[str, Any], ...]  # observing and deciding, timed
 
 
-def _database(req: _Request, journal: Journal) -> tuple[str | None, str]:
-    """The database part: returns (old leader, new leader); raises on refusal/failure."""
-    members = req.region.members_of(Service.POSTGRES)
-    urls = [m.patroni_url for m in members if m.patroni_url]
-    if not urls:
-        raise FailoverRefused(
-            f"region {req.region.name}: no postgres member has a patroni_url, so there is no "
-            "Patroni to ask for a failover"
-        )
-    client = PatroniClient(urls)
-    with journal.step("observe the cluster"):
-        view: ClusterView = client.cluster()
-    decision = choose_failover_target(
-        view, to=req.to, switchover=req.switchover, max_lag_bytes=req.limit
-    )
-    if isinstance(decision, Refusal):
-        journal.skip("choose the target", decision.reason)
-        raise FailoverRefused(f"failover refused: {decision.reason}")
-    journal.skip("choose the target", f"{decision.name} ({decision.role})")
-    target = next((m for m in members if m.name == decision.name), None)
-    if target is None:
-        raise FailoverRefused(
-            f"failover refused: {decision.name} is not among [regions.{req.region.name}.postgres]"
-            " (its DSN is needed to check that it accepts writes)"
-        )
-    kind = "switchover" if req.switchover else "failover"
-    with journal.step(f"{kind} {decision.leader or '(no leader)'} -> {decision.name}"):
-        if req.switchover:
-            assert decision.leader is not None  # decide refuses a switchover without one
-            client.switchover(decision.leader, decision.name)
-        else:
-            client.failover(decision.name)
-    with journal.step(f"{decision.name} leads (Patroni)"):
-        _wait(lambda: _leader_is(client, decision.name), req.timeout, f"{decision.name} leading")
-    with journal.step(f"{decision.name} accepts writes"):
-        _wait(lambda: _writable(target), req.timeout, f"{decision.name} accepting writes")
-    return decision.leader, decision.name
-
-
-def _vault(req: _Request, journal: Journal) -> tuple[str, ...]:
-    vaults = req.region.members_of(Service.VAULT)
-    standby = tuple(m for m in vaults if m.role.value == "standby") or vaults
-    if not standby:
-        raise FailoverRefused(f"region {req.region.name} has no vault member configured")
-    for m in standby:
-        with journal.step(f"vault {m.name} serves on the new leader"):
-            _wait(functools.partial(_vault_serves, m), req.timeout, f"vault {m.name} serving")
-    return tuple(m.name for m in standby)
-
-
-def failover(
+def prepare(
     region: Region,
     component: str,
     plan: Plan,
@@ -200,42 +159,114 @@ def failover(
     maximum_lag_on_failover: int,
     write_rate_bytes_per_second: float | None = None,
     timeout: float = 60.0,
-    journal: Journal | None = None,
-) -> FailoverResult:
-    """Fail ``component`` (db, vault, redis) over within ``region``.
-
-    Raises :class:`FailoverRefused` (exit 2) when nothing was attempted, and
-    :class:`FailoverFailed` (exit 1, with the steps so far) when it did not complete.
-    """
+) -> Prepared:
+    """Observe the cluster and decide; nothing is changed. Raises
+    :class:`FailoverRefused` (one line, exit 2) when the request cannot be carried out,
+    :class:`FailoverFailed` when Patroni cannot be asked at all."""
+    started = time.monotonic()
     if component not in COMPONENTS:
         raise FailoverRefused(f"unknown component {component!r}; one of {', '.join(COMPONENTS)}")
     if component == "redis":
         raise FailoverRefused("redis failover: not yet: Sentinel support lands separately")
     if timeout <= 0:
         raise FailoverRefused("--timeout must be a positive number of seconds")
-    j = journal or Journal.silent()
+    if component == "vault" and not region.members_of(Service.VAULT):
+        # Refused before the database moves: a vault failover without a vault to wait for
+        # would be a database failover under another name.
+        raise FailoverRefused(f"region {region.name} has no vault member configured")
+    members = region.members_of(Service.POSTGRES)
+    urls = tuple(m.patroni_url for m in members if m.patroni_url)
+    if not urls:
+        raise FailoverRefused(
+            f"region {region.name}: no postgres member has a patroni_url, so there is no "
+            "Patroni to ask for a failover"
+        )
     limit = lag_limit_bytes(
         maximum_lag_on_failover,
         rpo_seconds=replicated_rpo_seconds(plan),
         write_rate_bytes_per_second=write_rate_bytes_per_second,
     )
-    req = _Request(region, to, switchover, limit, timeout)
-    started = time.monotonic()
-    old: str | None = None
-    new: str | None = None
+    j = Journal.silent()
+    try:
+        with j.step("observe the cluster"):
+            view: ClusterView = PatroniClient(urls).cluster()
+    except (PatroniError, ValueError) as exc:
+        shown = exc if isinstance(exc, PatroniError) else "an answer that is not JSON"
+        result = FailoverResult(
+            component, region.name, None, None, time.monotonic() - started, _steps(j)
+        )
+        raise FailoverFailed(f"failover failed (observe the cluster): {shown}", result) from None
+    decision = choose_failover_target(view, to=to, switchover=switchover, max_lag_bytes=limit)
+    if isinstance(decision, Refusal):
+        raise FailoverRefused(f"failover refused: {decision.reason}")
+    target = next((m for m in members if m.name == decision.name), None)
+    if target is None:
+        raise FailoverRefused(
+            f"failover refused: {decision.name} is not among [regions.{region.name}.postgres]"
+            " (its DSN is needed to check that it accepts writes)"
+        )
+    j.skip("choose the target", f"{decision.name} ({decision.role})")
+    return Prepared(
+        component,
+        region,
+        urls,
+        switchover,
+        decision.leader,
+        target,
+        decision.role,
+        timeout,
+        started,
+        _steps(j),
+    )
+
+
+def _database(p: Prepared, journal: Journal) -> None:
+    client = PatroniClient(p.patroni_urls)
+    name = p.target.name
+    kind = "switchover" if p.switchover else "failover"
+    with journal.step(f"{kind} {p.leader or '(no leader)'} -> {name}"):
+        if p.switchover:
+            assert p.leader is not None  # decide refuses a switchover without one
+            client.switchover(p.leader, name)
+        else:
+            client.failover(name)
+    with journal.step(f"{name} leads (Patroni)"):
+        _wait(lambda: _leader_is(client, name), p.timeout, f"{name} leading")
+    with journal.step(f"{name} accepts writes"):
+        _wait(lambda: _writable(p.target), p.timeout, f"{name} accepting writes")
+
+
+def _vault(p: Prepared, journal: Journal) -> tuple[str, ...]:
+    vaults = p.region.members_of(Service.VAULT)
+    standby = tuple(m for m in vaults if m.role.value == "standby") or vaults
+    for m in standby:
+        with journal.step(f"vault {m.name} serves on the new leader"):
+            _wait(functools.partial(_vault_serves, m), p.timeout, f"vault {m.name} serving")
+    return tuple(m.name for m in standby)
+
+
+def run(prepared: Prepared, journal: Journal | None = None) -> FailoverResult:
+    """Carry out a prepared failover, each step timed in ``journal``. Raises
+    :class:`FailoverFailed` (exit 1, with the steps so far) when it does not complete."""
+    p = prepared
+    j = journal or Journal.silent()
     vault: tuple[str, ...] = ()
 
     def result() -> FailoverResult:
         return FailoverResult(
-            component, region.name, old, new, time.monotonic() - started, _steps(j), vault
+            p.component,
+            p.region.name,
+            p.leader,
+            p.target.name,
+            time.monotonic() - p.started,
+            p.steps + _steps(j),
+            vault,
         )
 
     try:
-        old, new = _database(req, j)
-        if component == "vault":
-            vault = _vault(req, j)
-    except FailoverRefused:
-        raise
+        _database(p, j)
+        if p.component == "vault":
+            vault = _vault(p, j)
     except PayapiError as exc:
         failed = next((s.name for s in reversed(j.steps) if s.status is Status.FAILED), None)
         where = f" ({failed})" if failed else ""
