@@ -25,6 +25,7 @@ from payapi.cli import (
     clients_cmd,
     credentials_cmd,
     failover_cmd,
+    health_cmd,
     lab_cmd,
     openapi_cmd,
     plan_cmd,
@@ -81,6 +82,7 @@ app.add_typer(
 app.add_typer(serve_cmd.app, name="serve", help="Run one service in the foreground.")
 app.add_typer(schedule_cmd.app, name="schedule", help="The backup schedule: show, run.")
 app.add_typer(backup_cmd.app, name="backup", help="Back up, list and verify backups.")
+app.add_typer(health_cmd.app, name="health", help="Health of a region: health check.")
 app.add_typer(topology_cmd.app, name="topology", help="Regions, members, the endpoint.")
 app.add_typer(wal_cmd.app, name="wal", help="WAL archiving (archive/restore_command).")
 app.command("restore")(restore_cmd.restore)

@@ -18,9 +18,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from payapi.core.plan import Plan, PlanError
 from payapi.systems.patroni import ClusterView, MemberView
 
-__all__ = ["Refusal", "Target", "choose_failover_target", "lag_limit_bytes"]
+__all__ = [
+    "Refusal",
+    "Target",
+    "choose_failover_target",
+    "lag_limit_bytes",
+    "replicated_rpo_seconds",
+]
 
 UP_STATES = frozenset({"running", "streaming"})
 SYNC_ROLES = frozenset({"sync_standby", "quorum_standby"})
@@ -55,6 +62,20 @@ def lag_limit_bytes(
     if rpo_seconds is not None and write_rate_bytes_per_second:
         limit = min(limit, int(rpo_seconds * write_rate_bytes_per_second))
     return limit
+
+
+def replicated_rpo_seconds(plan: Plan) -> float | None:
+    """The tightest RPO of the data in the region's database: the payment database's and
+    the vault's (the vault keeps its secrets there); None when the plan sets neither."""
+    found: list[float] = []
+    for label in ("database", "vault"):
+        try:
+            comp = plan.components[plan.resolve(label)]
+        except (PlanError, KeyError):
+            continue
+        if comp.rpo is not None:
+            found.append(comp.rpo.delta.total_seconds())
+    return min(found) if found else None
 
 
 def _names(members: tuple[MemberView, ...]) -> str:

@@ -28,9 +28,14 @@ from typing import Any
 
 from payapi.core.errors import PayapiError, UsageError
 from payapi.core.journal import Journal, Status
-from payapi.core.plan import Plan, PlanError
+from payapi.core.plan import Plan
 from payapi.core.topology import Member, Region, Service
-from payapi.replication.decide import Refusal, choose_failover_target, lag_limit_bytes
+from payapi.replication.decide import (
+    Refusal,
+    choose_failover_target,
+    lag_limit_bytes,
+    replicated_rpo_seconds,
+)
 from payapi.replication.observe import DEFAULT_TIMEOUT, observe_postgres, observe_vault
 from payapi.systems.patroni import ClusterView, PatroniClient, PatroniError
 
@@ -41,7 +46,6 @@ __all__ = [
     "FailoverResult",
     "Prepared",
     "prepare",
-    "replicated_rpo_seconds",
     "run",
 ]
 
@@ -83,20 +87,6 @@ class FailoverResult:
         if self.component == "vault":
             out["vault"] = list(self.vault)
         return out
-
-
-def replicated_rpo_seconds(plan: Plan) -> float | None:
-    """The tightest RPO of the data in the region's database: the payment database's and
-    the vault's (the vault keeps its secrets there); None when the plan sets neither."""
-    found: list[float] = []
-    for label in ("database", "vault"):
-        try:
-            comp = plan.components[plan.resolve(label)]
-        except (PlanError, KeyError):
-            continue
-        if comp.rpo is not None:
-            found.append(comp.rpo.delta.total_seconds())
-    return min(found) if found else None
 
 
 def _steps(journal: Journal) -> tuple[dict[str, Any], ...]:

@@ -281,7 +281,12 @@ async def observe_vault(member: Member, *, timeout: float = DEFAULT_TIMEOUT) -> 
             r = await http.get(member.url.rstrip("/") + "/health")
     except httpx.HTTPError as exc:
         return VaultObservation(
-            name, role_wanted, shown, reachable=False, healthy=False, error=type(exc).__name__
+            name,
+            role_wanted,
+            shown,
+            reachable=False,
+            healthy=False,
+            error=f"unreachable ({type(exc).__name__})",
         )
     try:
         body = r.json()
