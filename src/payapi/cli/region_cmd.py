@@ -37,14 +37,18 @@ def _confirm(what: str, yes: bool) -> None:
 
 def _verifier(settings: Any) -> Any:
     """The verification step: ``health check --environment REGION`` (ops.health)."""
-    from payapi.ops.health import check_region
+    from payapi.core.plan import load_plan
+    from payapi.ops import health, health_observe
+
+    plan = load_plan(settings.plan_file)
 
     def verify(region: str) -> tuple[bool, str]:
-        report = check_region(settings, region)
-        bad = [n for n, c in report["components"].items() if not c["healthy"]]
+        observations = health_observe.observe(settings, region)
+        report = health.assess(observations, health_observe.context(settings, plan)).to_json()
+        bad = [f"{n} ({c['detail']})" for n, c in report["components"].items() if not c["healthy"]]
         if not bad:
-            return True, f"health check --environment {region}: all healthy"
-        return False, "unhealthy: " + ", ".join(bad)
+            return True, f"health check --environment {region}: every component healthy"
+        return False, "unhealthy: " + "; ".join(bad)
 
     return verify
 

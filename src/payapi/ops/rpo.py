@@ -15,6 +15,8 @@ Exposure (the full semantics, with examples, are in ``docs/rpo.md``):
   and no WAL has been written since the last archived segment (an idle database).
 - vault, Redis: ``now`` minus the start of the newest backup of any type (an incremental
   counts: it restores on top of its full).
+- database, vault, with ``[regions]`` configured: the better of the above and what
+  streaming replication protects them with now (:mod:`payapi.ops.rpo_replication`).
 - Payment-EAPI/SAPI hold no data; they are redeployed from the configuration, so their
   exposure is that of the newest ``configuration`` backup.
 - A component without an RPO in the plan, or one payapi does not operate (monitoring),
@@ -39,7 +41,9 @@ from typing import Any
 from payapi.backup.retention_policy import wal_position
 from payapi.core.errors import PayapiError
 from payapi.core.plan import BackupPolicy, Component, Plan, PlanError
+from payapi.ops.rpo_replication import Protection, ReplicationObservations, protection, replicated
 from payapi.ops.schedule import backup_interval
+from payapi.replication.lag import lsn_bytes
 
 __all__ = [
     "AT_RISK_FRACTION",
@@ -188,7 +192,7 @@ class ArchiverObservation:
         if self.insert_lsn is None or self.last_archived_wal is None:
             return None
         segment = _segment_number(self.last_archived_wal, self.wal_segment_size)
-        insert = _lsn_bytes(self.insert_lsn)
+        insert = lsn_bytes(self.insert_lsn)
         if segment is None or insert is None:
             return None
         next_start = (segment + 1) * self.wal_segment_size
@@ -197,16 +201,6 @@ class ArchiverObservation:
 
 LONG_PAGE_HEADER = 40
 """SizeOfXLogLongPHD: the header at the start of every WAL segment (64-bit builds)."""
-
-
-def _lsn_bytes(lsn: str) -> int | None:
-    hi, sep, lo = lsn.strip().partition("/")
-    if not sep:
-        return None
-    try:
-        return (int(hi, 16) << 32) + int(lo, 16)
-    except ValueError:
-        return None
 
 
 def _segment_number(name: str, segment_size: int) -> int | None:
@@ -236,6 +230,7 @@ class Observations:
     database: ArchiverObservation | None = None
     repository: str | None = None
     notes: tuple[str, ...] = ()
+    replication: ReplicationObservations | None = None  # with [regions]: ops.rpo_replication
 
     def __post_init__(self) -> None:
         _aware(self.observed_at, "observed_at")
@@ -301,6 +296,7 @@ class ComponentStatus:
     wal: WalStatus | None = None
     reasons: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    replication: Protection | None = None
 
     def to_json(self) -> dict[str, Any]:
         lb, lv = self.last_backup, self.last_verified
@@ -334,6 +330,7 @@ class ComponentStatus:
                 for r in self.retention
             ],
             "wal": self.wal.to_json() if self.wal else None,
+            "replication": self.replication.to_json() if self.replication else None,
             "reasons": list(self.reasons),
             "notes": list(self.notes),
         }
@@ -348,6 +345,7 @@ class RpoReport:
     observed_at: datetime | None = None
     repository: str | None = None
     notes: tuple[str, ...] = ()
+    replication: Protection | None = None
 
     @property
     def violation(self) -> bool:
@@ -506,9 +504,15 @@ def _judge_verification(
 
 
 def _assess_database(
-    v: _Verdict, obs: Observations, backups: Sequence[BackupObservation], now: datetime
+    v: _Verdict,
+    obs: Observations,
+    backups: Sequence[BackupObservation],
+    now: datetime,
+    protected: bool = False,
 ) -> tuple[datetime | None, timedelta | None, WalStatus]:
-    """Recovery point and exposure of the database, and its WAL status."""
+    """Recovery point and exposure of the database, and its WAL status. ``protected``:
+    replication keeps it within its RPO, so a broken archive (the fallback) is AT RISK."""
+    broken = Status.AT_RISK if protected else Status.VIOLATION
     db = obs.database
     base = _newest(backups)
     repo_key = _wal_key(obs.wal_newest)
@@ -532,7 +536,7 @@ def _assess_database(
     elif db.off:
         archiving = "off"
         v.raise_to(
-            Status.VIOLATION,
+            broken,
             "WAL archiving is off (archive_mode=off): the plan requires continuous "
             "transaction logs",
         )
@@ -540,7 +544,7 @@ def _assess_database(
         archiving = "failing"
         since = human_duration(now - db.last_failed_at) if db.last_failed_at else "-"
         v.raise_to(
-            Status.VIOLATION,
+            broken,
             f"WAL archiving is failing: {db.failed_count} failures, the last {since} ago "
             f"(segment {db.last_failed_wal}); nothing is archived since "
             f"{_iso(db.last_archived_at) or 'the start'}",
@@ -611,6 +615,8 @@ def assess(
     except PlanError:
         config_name = None
 
+    repl = observations.replication
+    prot = protection(repl, now) if repl is not None else None
     out: list[ComponentStatus] = []
     for comp in plan.components.values():
         kind = component_kind(comp)
@@ -639,8 +645,10 @@ def assess(
                 "stateless, but the plan has no configuration component to redeploy it from"
             )
         else:
+            covered = prot if prot is not None and replicated(comp) else None
             if kind is Kind.DATABASE:
-                point, exposure, wal = _assess_database(v, observations, backups, now)
+                within = covered is not None and covered.within(rpo)
+                point, exposure, wal = _assess_database(v, observations, backups, now, within)
             else:
                 point = last.started_at if last is not None else None
                 exposure = _age(now, point)
@@ -649,6 +657,11 @@ def assess(
                         f"stateless: redeployed from the {source} backup, so its exposure "
                         "is that backup's age"
                     )
+            if covered is not None:
+                for reason in covered.at_risk:
+                    v.raise_to(Status.AT_RISK, reason)
+                exposure, point, notes = covered.combine(exposure, point, now)
+                v.notes.extend(notes)
             what = source if kind is Kind.REDEPLOYED else comp.name
             _judge_exposure(v, exposure, rpo, str(what), at_risk_fraction)
             _judge_verification(v, now, backups, last_verified, limit)
@@ -682,6 +695,7 @@ def assess(
                 wal=wal,
                 reasons=tuple(v.reasons),
                 notes=tuple(v.notes),
+                replication=prot if prot is not None and replicated(comp) else None,
             )
         )
     return out
@@ -701,6 +715,9 @@ def report(
         observed_at=observations.observed_at,
         repository=observations.repository,
         notes=observations.notes,
+        replication=(
+            protection(observations.replication, now) if observations.replication else None
+        ),
     )
 
 

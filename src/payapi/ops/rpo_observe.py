@@ -19,6 +19,7 @@ from payapi.ops.rpo import (
     Observations,
     _newest_segment,
 )
+from payapi.ops.rpo_replication import ReplicationObservations
 
 DB_TIMEOUT_SECONDS = 5.0
 
@@ -105,7 +106,8 @@ def observe(
     database: bool = True,
     db_timeout: float = DB_TIMEOUT_SECONDS,
 ) -> Observations:
-    """Read the database (first) and then the repository into :class:`Observations`.
+    """Read the database (first: with ``[regions]``, every region's replication, then the
+    archiver) and then the repository into :class:`Observations`.
 
     The database is asked first, so that the repository, read after it, is at least as
     new as what the database says it archived. Raises :class:`CheckError` (one line)
@@ -115,7 +117,9 @@ def observe(
     from payapi.backup.service import open_repository
 
     now = clock or (lambda: datetime.now(UTC))
-    dsn = settings.postgres.payment_dsn
+    # --no-database asks no server at all, so replication goes unobserved too.
+    replication = observe_replication(settings, clock=now, timeout=db_timeout) if database else None
+    dsn = settings.postgres.payment_dsn or _leader_dsn(settings, replication)
     db: ArchiverObservation | None = None
     if database and dsn:
         db = asyncio.run(observe_database(dsn, timeout=db_timeout, clock=now))
@@ -162,4 +166,40 @@ def observe(
         wal_count=len(names),
         database=db,
         repository=str(repo.url),
+        replication=replication,
     )
+
+
+def observe_replication(
+    settings: Settings,
+    *,
+    clock: Callable[[], datetime] | None = None,
+    timeout: float = DB_TIMEOUT_SECONDS,
+) -> ReplicationObservations | None:
+    """Every configured region's replication (standbys first); None without ``[regions]``,
+    so that a one-region configuration is judged exactly as before."""
+    if not settings.regions:
+        return None
+    from payapi.core.topology import topology_from_settings
+    from payapi.replication.observe import observe_regions
+
+    topology = topology_from_settings(settings)
+    seen = observe_regions(topology, timeout=timeout, clock=clock or (lambda: datetime.now(UTC)))
+    return ReplicationObservations(
+        primary=topology.primary.name,
+        regions=tuple(seen.values()),
+        write_rate_bytes_per_second=settings.patroni.write_rate_bytes_per_second,
+    )
+
+
+def _leader_dsn(settings: Settings, replication: ReplicationObservations | None) -> str:
+    """Without ``postgres.payment_dsn``: the DSN of the primary region's leader, as observed
+    (its archiver is the one that archives)."""
+    if replication is None:
+        return ""
+    primary = replication.region(replication.primary)
+    leader = primary.leader if primary is not None else None
+    if leader is None:
+        return ""
+    members = settings.regions[replication.primary].postgres
+    return next((m.url for m in members if m.name == leader.member), "")
