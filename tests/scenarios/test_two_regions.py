@@ -10,6 +10,7 @@ that the missing ones were all acknowledged inside the reported data window).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import threading
@@ -105,6 +106,7 @@ class TwoRegions:
 
     def missing(self, acks: list[Ack]) -> list[Ack]:
         """The acknowledged payments that the serving region's database lacks."""
+        acks = list(acks)  # the writer appends while we look: judge one snapshot
         dsn = self.lab.region(self.lab.active_region).dsn("payment_db")
         ids = {a.payment_id for a in acks}
         found: set[str] = set()
@@ -149,8 +151,11 @@ def regions() -> Iterator[TwoRegions]:
     finally:
         if writer is not None:
             writer.stop()
-        lab.down()
-        shutil.rmtree(root, ignore_errors=True)
+        if os.environ.get("PAYAPI_KEEP_LAB"):  # a debugging aid: inspect the lab afterwards
+            print(f"lab kept in {lab.dir}")
+        else:
+            lab.down()
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def test_status_has_the_contract_keys(regions: TwoRegions) -> None:
