@@ -17,6 +17,7 @@ from payapi.ops.rpo import report
 from payapi.ops.schedule import jobs_from_plan
 from payapi.ops.scheduler import Scheduler
 from tests.unit.test_rpo import NOW, healthy
+from tests.unit.test_rpo_replication import regions
 
 PROM = Path(__file__).parents[2] / "deploy" / "prometheus"
 RULES = PROM / "alerts.yml"
@@ -64,6 +65,8 @@ def test_the_issues_alerts_exist() -> None:
         "PayapiBackupVerificationFailed",
         "PayapiRpoExposureAboveObjective",
         "PayapiWalArchivingFailing",
+        "PayapiDrRegionLaggingBeyondRpo",
+        "PayapiNoSynchronousStandby",
     } <= names
     for rule in _rules():
         assert rule["labels"]["severity"] in ("warning", "critical")  # type: ignore[index]
@@ -72,7 +75,8 @@ def test_the_issues_alerts_exist() -> None:
 
 def test_every_metric_the_rules_read_is_exported() -> None:
     plan = load_plan()
-    exported = render(report(plan, healthy(), NOW)).decode()
+    # With [regions] observed, so that the replication figures are exported too.
+    exported = render(report(plan, healthy(replication=regions()), NOW)).decode()
     scheduler = Scheduler(jobs_from_plan(plan), ["payapi"], emit=lambda _e: None)
     from prometheus_client import CollectorRegistry, generate_latest
 

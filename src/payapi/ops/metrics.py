@@ -41,6 +41,7 @@ __all__ = [
     "RpoCollector",
     "StaticCollector",
     "render",
+    "replication_families",
     "rpo_families",
     "write_textfile",
 ]
@@ -147,7 +148,61 @@ def rpo_families(rep: RpoReport | None) -> list[Metric]:
         wal_failed,
         db_up,
     ]
-    return families
+    return families + replication_families(rep)
+
+
+def replication_families(rep: RpoReport) -> list[Metric]:
+    """Replication's figures (with ``[regions]`` configured; none otherwise): each member's
+    lag within its region, the DR regions' lag behind the primary (+Inf: unknown), whether
+    the primary region's synchronous standby streams (exported where one is configured or
+    present), and the tightest RPO of the replicated data, which the DR alert compares with."""
+    prot = rep.replication
+    if prot is None:
+        return []
+    m = ["region", "member", "role"]
+    up = _gauge("payapi_replication_member_up", "1 if the member runs (Patroni) or answers.", m)
+    lag_bytes = _gauge(
+        "payapi_replication_lag_bytes", "WAL bytes the member is behind its region's leader.", m
+    )
+    lag_seconds = _gauge(
+        "payapi_replication_lag_seconds", "Replay lag behind the region's leader (seconds).", m
+    )
+    for lag in prot.members:
+        labels = [lag.region, lag.member, lag.role]
+        up.add_metric(labels, 1.0 if lag.up else 0.0)
+        if lag.lag_bytes is not None:
+            lag_bytes.add_metric(labels, float(lag.lag_bytes))
+        if lag.lag_seconds is not None:
+            lag_seconds.add_metric(labels, lag.lag_seconds)
+    d = ["region", "member"]
+    dr_seconds = _gauge(
+        "payapi_replication_dr_lag_seconds",
+        "How far the DR region's database is behind the primary's (+Inf: unknown).",
+        d,
+    )
+    dr_bytes = _gauge(
+        "payapi_replication_dr_lag_bytes", "WAL bytes the DR region has not replayed.", d
+    )
+    for dr in prot.dr:
+        labels = [dr.region, dr.member or ""]
+        dr_seconds.add_metric(labels, _age_value(dr.seconds))
+        if dr.lag_bytes is not None:
+            dr_bytes.add_metric(labels, float(dr.lag_bytes))
+    sync = _gauge(
+        "payapi_replication_sync_standby",
+        "1 if a synchronous standby streams in the region, 0 if the one configured does not.",
+        ["region"],
+    )
+    if prot.sync_expected or prot.sync_standby is not None:
+        sync.add_metric([prot.primary], 1.0 if prot.sync_standby is not None else 0.0)
+    objective = _gauge(
+        "payapi_replication_rpo_objective_seconds",
+        "The tightest RPO of the data in the replicated database (database, vault).",
+    )
+    rpos = [c.rpo.total_seconds() for c in rep.components if c.replication and c.rpo]
+    if rpos:
+        objective.add_metric([], min(rpos))
+    return [up, lag_bytes, lag_seconds, dr_seconds, dr_bytes, sync, objective]
 
 
 def _component_samples(
