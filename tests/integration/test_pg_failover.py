@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,7 +124,7 @@ async def _pay_until(sapi: Sapi, ledger: Ledger, worker: int, stop: asyncio.Even
             raise AssertionError(f"payment {key}: {resp.status_code} {resp.text}")
 
 
-async def _until(what: str, check: Any, timeout: float = 15.0) -> None:
+async def _until(what: str, check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while not await check():
         if time.monotonic() > deadline:
@@ -189,7 +189,7 @@ async def test_sapi_follows_the_writer_and_loses_no_acknowledged_payment(pair: P
         assert all(r["n"] == 1 for r in rows)
 
 
-def _count(ledger: Ledger, n: int) -> Any:
+def _count(ledger: Ledger, n: int) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
         return len(ledger.acked) >= n
 
