@@ -8,6 +8,10 @@ from asyncpg import exceptions as pgexc
 
 from payapi import pgfailure
 
+# asyncpg's words for a connection whose server hung up, and for one used concurrently.
+LOST = 'cannot switch to state 12; protocol is in the "failed" state'
+BUSY = "cannot switch to state 3; another operation (12) is in progress"
+
 
 @pytest.mark.parametrize(
     ("exc", "kind", "reconnect"),
@@ -20,6 +24,18 @@ from payapi import pgfailure
         (asyncpg.InterfaceError("cannot call fetch(): connection is closed"), "unreachable", True),
         (asyncpg.InterfaceError("pool is closing"), "unreachable", True),
         (ConnectionRefusedError(111, "refused"), "unreachable", True),
+        (
+            pgexc.InternalClientError(
+                "cannot switch to state 12; another operation (2) is in progress"
+            ),
+            "unreachable",
+            True,
+        ),
+        (
+            pgexc.InternalClientError(LOST),
+            "unreachable",
+            True,
+        ),
         (TimeoutError(), "timeout", False),
         (pgexc.QueryCanceledError("statement timeout"), "timeout", False),
         (pgexc.TooManyConnectionsError("too many clients"), "overloaded", False),
@@ -35,6 +51,8 @@ def test_unavailable(exc: BaseException, kind: str, reconnect: bool) -> None:
     "exc",
     [
         asyncpg.InterfaceError("cannot perform operation: another operation is in progress"),
+        pgexc.InternalClientError(BUSY),
+        pgexc.InternalClientError("unknown error in protocol implementation"),
         asyncpg.UniqueViolationError("duplicate key"),
         asyncpg.UndefinedTableError("relation does not exist"),
         ValueError("bug"),

@@ -8,6 +8,7 @@ tools that want "a primary and a standby" without one use this.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -113,16 +114,33 @@ def wait_streaming(primary: PgCluster, name: str, *, timeout: float = 30.0) -> N
         time.sleep(0.1)
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc; empty where there is none)."""
+    out: list[int] = []
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = entry.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        fields = text[text.rfind(")") + 2 :].split()
+        if len(fields) > 1 and fields[1] == str(pid):
+            out.append(int(entry.parent.name))
+    return out
+
+
 def kill_postmaster(cluster: PgCluster, *, timeout: float = 10.0) -> None:
-    """``kill -9`` the postmaster of ``cluster`` (a crash: no shutdown checkpoint, clients
-    see their connections drop) and wait until it is gone. Its backends exit by themselves
-    once the postmaster has died."""
+    """``kill -9`` the server of ``cluster``, the postmaster first and then its backends (a
+    crash of the host: no shutdown checkpoint, clients see their connections drop, no
+    backend lingers to finish a commit), and wait until they are gone."""
     pid = postmaster_pid(cluster.datadir)
     if pid is None or not pid_alive(pid):
         return
-    os.kill(pid, signal.SIGKILL)
+    backends = _children(pid)  # before the kill: orphans are re-parented
+    for victim in (pid, *backends):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGKILL)
     deadline = time.monotonic() + timeout
-    while pid_alive(pid):
+    while any(pid_alive(p) for p in (pid, *backends)):
         if time.monotonic() >= deadline:
             raise ServerError(f"postmaster {pid} still alive {timeout:.0f}s after SIGKILL")
         time.sleep(0.05)

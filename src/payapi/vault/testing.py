@@ -48,9 +48,27 @@ async def running_vault(
     admin_key = await bootstrap(dsn, account, admin_login, data_key=key)
     if admin_key is None:
         raise ServerError(f"vault account {account!r} already exists on this database")
+    async with serving_vault(
+        dsn, data_key=key, account=account, admin_login=admin_login, **vault_settings
+    ) as vault:
+        vault.admin_api_key = admin_key
+        yield vault
+
+
+@asynccontextmanager
+async def serving_vault(
+    dsn: str,
+    *,
+    data_key: bytes,
+    account: str = "payapi",
+    admin_login: str = "admin",
+    **vault_settings: Any,
+) -> AsyncIterator[RunningVault]:
+    """Serve a vault database that is already bootstrapped (a second vault on it, or a
+    standby vault on a replica of it) with its ``data_key``; ``admin_api_key`` is empty."""
     with tempfile.TemporaryDirectory(prefix="payapi-vault-") as tmp:
         key_file = Path(tmp) / "data.key"
-        key_file.write_bytes(base64.b64encode(key))
+        key_file.write_bytes(base64.b64encode(data_key))
         key_file.chmod(0o600)
         settings = Settings(
             vault=VaultSettings(
@@ -66,6 +84,6 @@ async def running_vault(
         settings.vault.url = url
         settings.vault.port = server.port
         try:
-            yield RunningVault(url, account, admin_login, admin_key, key, settings, server)
+            yield RunningVault(url, account, admin_login, "", data_key, settings, server)
         finally:
             server.stop()
