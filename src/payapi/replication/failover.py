@@ -186,16 +186,18 @@ def prepare(
             component, region.name, None, None, time.monotonic() - started, _steps(j)
         )
         raise FailoverFailed(f"failover failed (observe the cluster): {shown}", result) from None
-    decision = choose_failover_target(view, to=to, switchover=switchover, max_lag_bytes=limit)
-    if isinstance(decision, Refusal):
-        raise FailoverRefused(f"failover refused: {decision.reason}")
-    target = next((m for m in members if m.name == decision.name), None)
-    if target is None:
-        raise FailoverRefused(
-            f"failover refused: {decision.name} is not among [regions.{region.name}.postgres]"
-            " (its DSN is needed to check that it accepts writes)"
-        )
-    j.skip("choose the target", f"{decision.name} ({decision.role})")
+    with j.step("choose the target"):
+        decision = choose_failover_target(view, to=to, switchover=switchover, max_lag_bytes=limit)
+        if isinstance(decision, Refusal):
+            raise FailoverRefused(f"failover refused: {decision.reason}")
+        target = next((m for m in members if m.name == decision.name), None)
+        if target is None:
+            raise FailoverRefused(
+                f"failover refused: {decision.name} is not among "
+                f"[regions.{region.name}.postgres] (its DSN is needed to check that it "
+                "accepts writes)"
+            )
+        j.note(f"{decision.name} ({decision.role})")
     return Prepared(
         component,
         region,
