@@ -122,7 +122,9 @@ def test_regional_failover_sums_the_steps_and_takes_the_smaller_rpo_bound(plan: 
         failover={"detection_seconds": 120, "service_startup_seconds": 30, "dr_lag_seconds": 20},
     )
     r = _find(assess(plan, s), "database", "regional-failover")
-    assert r.rto_worst_case_seconds == 120 + 60 + 5 + 10 + 10 + 30
+    # The endpoint follows the record within max(TTL, refresh): 60, not 60 + 5.
+    assert r.rto_worst_case_seconds == 120 + 60 + 10 + 10 + 30
+    assert "DNS max(TTL 60s, refresh 5s) 60s" in r.why
     assert r.rpo_worst_case_seconds == 20
     assert "the smaller of" in r.why
     assert r.feasible
@@ -131,6 +133,16 @@ def test_regional_failover_sums_the_steps_and_takes_the_smaller_rpo_bound(plan: 
     )
     assert v.rpo_worst_case_seconds == 600
     assert not v.feasible  # 10 min of WAL > the vault's 5 min
+
+
+def test_regional_dns_term_is_the_longer_of_ttl_and_refresh(plan: Plan) -> None:
+    s = _settings(
+        topology={"dns_ttl_seconds": 1, "endpoint_refresh_seconds": 7},
+        failover={"detection_seconds": 0, "service_startup_seconds": 0},
+    )
+    r = _find(assess(plan, s), "payment-eapi", "regional-failover")
+    assert r.rto_worst_case_seconds == 7
+    assert "DNS max(TTL 1s, refresh 7s) 7s" in r.why
 
 
 def test_regional_rpo_is_unbounded_without_lag_bound_or_archive_timeout(plan: Plan) -> None:

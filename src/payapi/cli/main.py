@@ -24,11 +24,13 @@ from payapi.cli import (
     backup_cmd,
     clients_cmd,
     credentials_cmd,
+    dns_cmd,
     failover_cmd,
     health_cmd,
     lab_cmd,
     openapi_cmd,
     plan_cmd,
+    region_cmd,
     restore_cmd,
     retention_cmd,
     schedule_cmd,
@@ -82,8 +84,10 @@ app.add_typer(
 app.add_typer(serve_cmd.app, name="serve", help="Run one service in the foreground.")
 app.add_typer(schedule_cmd.app, name="schedule", help="The backup schedule: show, run.")
 app.add_typer(backup_cmd.app, name="backup", help="Back up, list and verify backups.")
+app.add_typer(dns_cmd.app, name="dns", help="The global endpoint's DNS record: show, set.")
 app.add_typer(health_cmd.app, name="health", help="Health of a region: health check.")
 app.add_typer(topology_cmd.app, name="topology", help="Regions, members, the endpoint.")
+app.add_typer(region_cmd.app, name="region", help="Regional failover and failback.")
 app.add_typer(wal_cmd.app, name="wal", help="WAL archiving (archive/restore_command).")
 app.command("restore")(restore_cmd.restore)
 app.command("openapi")(openapi_cmd.openapi)

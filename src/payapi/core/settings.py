@@ -14,7 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,6 +31,7 @@ from pydantic_settings import (
 )
 
 from payapi.core.errors import PayapiError
+from payapi.core.hostport import parse_hostport
 
 CONFIG_ENV = "PAYAPI_CONFIG"
 
@@ -50,6 +59,16 @@ class VaultSettings(ServiceListen):
     data_key_env: str = "PAYAPI_VAULT_DATA_KEY"
     token_ttl_seconds: int = 480
     versions_kept: int = 20
+    # Client side, more vaults than ``url`` (standbys, another region's): clients try
+    # them in order when one cannot serve a call (see payapi.vault.client).
+    urls: list[str] = Field(default_factory=list)
+
+    def endpoints(self) -> list[str]:
+        """Every vault a client may call, in order: ``url`` (or host:port), then ``urls``."""
+        listed = [u for u in [self.url, *self.urls] if u.strip()]
+        if not listed:  # neither is set: the vault this process would serve itself
+            listed = [f"http://{self.host}:{self.port}"]
+        return list(dict.fromkeys(u.rstrip("/") for u in listed))
 
 
 class SapiSettings(ServiceListen):
@@ -99,6 +118,28 @@ class RedisSettings(BaseModel):
     # (a redis-server on this host started as the lab starts it, data in data_dir).
     control: Literal["none", "local"] = "none"
     data_dir: Path | None = None
+    # Redis HA: with both set, clients ask these Sentinels (host:port) for the primary of
+    # ``sentinel_master`` instead of using url's host and port (url still gives the db
+    # number and the credentials); after a failover they follow the promoted replica.
+    sentinels: list[str] = Field(default_factory=list)
+    sentinel_master: str | None = None
+
+    @field_validator("sentinels")
+    @classmethod
+    def _check_sentinels(cls, value: list[str]) -> list[str]:
+        for addr in value:
+            parse_hostport(addr)  # ValueError names the bad entry
+        return value
+
+    @model_validator(mode="after")
+    def _sentinels_and_master_together(self) -> RedisSettings:
+        if bool(self.sentinels) != bool(self.sentinel_master):
+            raise ValueError("[redis] sentinels and sentinel_master must be set together")
+        return self
+
+    @property
+    def uses_sentinel(self) -> bool:
+        return bool(self.sentinels and self.sentinel_master)
 
 
 PRIMARY = "primary"  # the name of ``[backup] repository`` among the repositories
@@ -271,6 +312,13 @@ class TopologySettings(BaseModel):
     dns_ttl_seconds: int = Field(default=60, ge=0)
     # How often the global endpoint re-reads the record (it also honours the TTL).
     endpoint_refresh_seconds: float = Field(default=5.0, ge=0)
+    # The Route53 API: None is AWS's own; the lab points it at moto's server. Credentials
+    # come from boto3's usual chain (environment, profile, instance role), never from here.
+    dns_endpoint_url: str | None = None
+    # How long `dns set` (the UPSERT) waits for Route53 to report the change INSYNC.
+    dns_sync_timeout_seconds: float = Field(default=120.0, gt=0)
+    # The global endpoint gives up connecting to a region's EAPI after this long.
+    endpoint_connect_timeout_seconds: float = Field(default=2.0, gt=0)
 
 
 class RegionMemberSettings(BaseModel):
@@ -295,6 +343,15 @@ class RegionServiceSettings(BaseModel):
 
     url: str | None = None
     replicas: int = Field(default=1, ge=0)
+    # How payapi scales it during a regional failover: "none" (someone else does),
+    # "local" (a `payapi serve` process on this host: the lab), or "kubernetes" (the
+    # Deployment's scale subresource, as the seed's `kubectl scale`).
+    control: Literal["none", "local", "kubernetes"] = "none"
+    config_file: Path | None = None  # local: the config the process runs with
+    pid_file: Path | None = None  # local
+    log_file: Path | None = None  # local
+    namespace: str = "payment-system"  # kubernetes
+    deployment: str | None = None  # kubernetes; default: payment-<service>
 
 
 class RegionSettings(BaseModel):

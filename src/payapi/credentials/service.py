@@ -60,9 +60,9 @@ class Platform:
     def from_settings(cls, settings: Settings) -> Platform:
         key = read_secret_file(settings.vault.admin_api_key_file, "vault admin API key")
         vault = VaultClient(
-            settings.vault.url, settings.vault.account, settings.vault.admin_login, key
+            settings.vault.endpoints(), settings.vault.account, settings.vault.admin_login, key
         )
-        cache = Cache.from_url(settings.redis.url, timeout=2.0)
+        cache = Cache.from_settings(settings.redis, timeout=2.0)
         return cls(settings=settings, vault=vault, cache=cache)
 
     async def aclose(self) -> None:

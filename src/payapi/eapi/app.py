@@ -250,12 +250,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         v = vault or VaultClient(
-            settings.vault.url,
+            settings.vault.endpoints(),
             settings.vault.account,
             settings.eapi.vault_login,
             read_secret_file(settings.eapi.vault_api_key_file, "EAPI vault API key"),
         )
-        c = cache or Cache.from_url(settings.redis.url, settings.redis.socket_timeout_seconds)
+        c = cache or Cache.from_settings(settings.redis)
         sapi = SapiClient(settings.sapi.url, v, timeout=settings.eapi.sapi_timeout_seconds)
         audit = AuditSink(sapi)
         deps = Deps(

@@ -19,9 +19,16 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.connection import parse_url as _redis_parse_url
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from payapi.core.errors import PayapiError
+from payapi.core.hostport import parse_hostport
+from payapi.core.settings import RedisSettings
 from payapi.eapi.cachekeys import (
     GEN_KEY,
     TOKEN_PATTERN,
@@ -36,6 +43,19 @@ from payapi.eapi.cachekeys import (
 T = TypeVar("T")
 
 
+def _client_options(timeout: float) -> dict[str, Any]:
+    """Short timeouts, and one immediate retry on a broken connection only: a pooled
+    connection that Redis (restarted, or demoted by a failover) closed is replaced at
+    once instead of failing the request; a timeout is never retried (the breaker is
+    what protects EAPI from a hung Redis)."""
+    return {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        "health_check_interval": 0,
+    }
+
+
 class CacheDown(PayapiError):
     """Redis is unreachable (or the breaker is open)."""
 
@@ -46,22 +66,48 @@ def token_digest(token: str) -> str:
 
 class Breaker:
     """Skip Redis for ``cooldown`` seconds after a failure, so that a hung Redis costs one
-    timeout per cooldown instead of one per request."""
+    timeout per cooldown instead of one per request.
 
-    def __init__(self, cooldown: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+    After the cooldown one request at a time goes through as a probe (half-open): if it
+    succeeds the breaker closes, if it fails the cooldown starts again. The cooldown is
+    short (0.5 s) because Redis coming back, or Sentinel promoting a replica, must make
+    EAPI healthy again within a second, not after the first requests got 503 for a while;
+    and only one concurrent request pays for a probe of a Redis that is still hung.
+    """
+
+    def __init__(self, cooldown: float = 0.5, clock: Callable[[], float] = time.monotonic) -> None:
         self.cooldown = cooldown
         self.clock = clock
         self._open_until = 0.0
+        self._tripped = False
+        self._probing = False
 
     @property
     def open(self) -> bool:
-        return self.clock() < self._open_until
+        """Whether a request now would be refused without trying Redis."""
+        return self._tripped and (self._probing or self.clock() < self._open_until)
+
+    def allow(self) -> bool:
+        """May this request try Redis? (While tripped: only one probe after the cooldown.)"""
+        if not self._tripped:
+            return True
+        if self._probing or self.clock() < self._open_until:
+            return False
+        self._probing = True
+        return True
 
     def trip(self) -> None:
+        self._tripped, self._probing = True, False
         self._open_until = self.clock() + self.cooldown
 
     def reset(self) -> None:
+        """A request succeeded: close the breaker."""
+        self._tripped, self._probing = False, False
         self._open_until = 0.0
+
+    def abandon(self) -> None:
+        """A request ended with neither answer (cancelled): let the next one probe."""
+        self._probing = False
 
 
 @dataclass(frozen=True)
@@ -92,32 +138,69 @@ return 1
 
 
 class Cache:
-    def __init__(self, client: aioredis.Redis, breaker: Breaker | None = None) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        breaker: Breaker | None = None,
+        sentinel: Sentinel | None = None,
+    ) -> None:
         self.redis = client
         self.breaker = breaker or Breaker()
+        self._sentinel = sentinel  # closed with the cache: it holds its own connections
 
     @classmethod
     def from_url(cls, url: str, timeout: float = 0.5) -> Cache:
-        client = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry_on_timeout=False,
-            health_check_interval=0,
-        )
+        client = aioredis.Redis.from_url(url, **_client_options(timeout))
         return cls(client)
+
+    @classmethod
+    def from_settings(cls, section: RedisSettings, timeout: float | None = None) -> Cache:
+        """The cache ``[redis]`` describes: through its Sentinels when ``sentinels`` and
+        ``sentinel_master`` are set (``url`` then gives only the db and credentials), so
+        that after a failover new connections go to the promoted replica; else ``url``."""
+        timeout = section.socket_timeout_seconds if timeout is None else timeout
+        name = section.sentinel_master
+        if not section.sentinels or name is None:
+            return cls.from_url(section.url, timeout)
+        # The db number and the credentials of the master connections (never logged).
+        params: dict[str, Any] = _redis_parse_url(section.url)  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(
+            [parse_hostport(a) for a in section.sentinels],
+            # Each Sentinel is asked once per connect; a dead one is skipped at once.
+            sentinel_kwargs={
+                "socket_timeout": timeout,
+                "socket_connect_timeout": timeout,
+                "retry": Retry(NoBackoff(), 0),
+            },
+        )
+        auth = {k: params[k] for k in ("username", "password") if params.get(k)}
+        client = sentinel.master_for(
+            name,
+            redis_class=aioredis.Redis,
+            db=int(params.get("db", 0) or 0),
+            **auth,
+            **_client_options(timeout),
+        )
+        return cls(client, sentinel=sentinel)
 
     async def aclose(self) -> None:
         await self.redis.aclose()
+        if self._sentinel is not None:
+            for conn in self._sentinel.sentinels:
+                await conn.aclose()
 
     async def _guard(self, op: Callable[[], Awaitable[T]]) -> T:
-        if self.breaker.open:
+        if not self.breaker.allow():
             raise CacheDown("redis unavailable (breaker open)")
         try:
             result = await op()
         except (RedisError, OSError) as exc:
             self.breaker.trip()
             raise CacheDown(f"redis unavailable: {type(exc).__name__}") from None
+        except BaseException:
+            self.breaker.abandon()
+            raise
+        self.breaker.reset()
         return result
 
     async def ping(self) -> bool:

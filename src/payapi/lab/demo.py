@@ -21,6 +21,7 @@ from payapi.core.journal import note_sink
 from payapi.core.settings import load_settings
 from payapi.credentials.service import Platform, create_client
 from payapi.lab.platform import Lab
+from payapi.lab.regions import TwoRegionLab
 
 console = Console()
 
@@ -33,10 +34,22 @@ def _show(title: str, resp: httpx.Response) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="payapi demo")
     parser.add_argument("--dir", default=".lab", type=Path)
+    parser.add_argument(
+        "--regions",
+        default="primary,dr",
+        choices=["primary", "primary,dr"],
+        help="two regions (the default) or one",
+    )
     args = parser.parse_args(argv)
 
-    lab = Lab(args.dir)
-    with console.status("starting the lab (PostgreSQL, Redis, vault, SAPI, EAPI)") as spinner:
+    two = args.regions == "primary,dr"
+    lab: Lab = TwoRegionLab(args.dir) if two else Lab(args.dir)
+    what = (
+        "two regions: Patroni on etcd, Redis with Sentinel, vaults, SAPI, EAPI, DNS, endpoint"
+        if two
+        else "PostgreSQL, Redis, vault, SAPI, EAPI"
+    )
+    with console.status(f"starting the lab ({what})") as spinner:
         lab.journal.add_sink(
             note_sink(
                 lambda m: console.print(f"[dim]{m}[/dim]"),
@@ -45,6 +58,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         status = lab.up()
     console.print(f"[green]lab up[/green] in {status['dir']}")
+    if two:
+        from payapi.lab.regions_table import regions_table
+
+        console.print(regions_table(status))
+        console.print(
+            f"  the global endpoint {status['endpoint']} forwards to the region that the DNS "
+            f"record {status['dns']['record']} names (Route53 API: moto's server)"
+        )
     for name in ("eapi", "sapi"):
         console.print(f"  {name}: {status[name]}")
     console.print(f"  vault: {status['vault']['url']}")
@@ -69,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     creds = {"X-Client-ID": client_id, "X-Client-Secret": client_secret}
-    with httpx.Client(base_url=status["eapi"], timeout=10, trust_env=False) as http:
+    base = status.get("endpoint", status["eapi"])
+    with httpx.Client(base_url=base, timeout=10, trust_env=False) as http:
         resp = http.post("/api/v1/authenticate", headers=creds)
         token = resp.json()["access_token"]
         shown = {**resp.json(), "access_token": token[:6] + "… (hidden)"}
@@ -97,6 +119,15 @@ def main(argv: list[str] | None = None) -> int:
         _show("GET /api/health", http.get("/api/health"))
 
     cfg = status["config"]
+    if two:
+        console.print(
+            "\n[bold]Two regions:[/bold] every payment above went through the global endpoint "
+            "to the primary region; its database is replicated synchronously in-region and "
+            "asynchronously to DR.\n"
+            f"Try:  .venv/bin/payapi --config {cfg} health check --environment primary\n"
+            f"      .venv/bin/payapi lab stop --region primary --dir {lab.dir}   (an outage)\n"
+            f"      .venv/bin/payapi --config {cfg} region failover --to dr --yes"
+        )
     console.print(
         "\n[bold]What happened:[/bold] EAPI verified the client against the vault "
         "(and cached a keyed hash in Redis), SAPI stored the payments in PostgreSQL.\n"

@@ -53,13 +53,10 @@ from payapi.servers.procs import (
     ServerError,
     free_port,
     pid_alive,
-    port_open,
     read_pid,
-    spawn,
-    terminate,
-    wait_for,
 )
 from payapi.servers.redis import RedisServer
+from payapi.servers.service import ServiceProcess
 
 COMPONENTS = ("postgres", "redis", "vault", "sapi", "eapi")
 SERVICES = ("vault", "sapi", "eapi")
@@ -270,6 +267,16 @@ work_dir = {_toml_str(self.backup_work_dir)}
         pid = read_pid(self.pidfile(component))
         return pid is not None and pid_alive(pid)
 
+    def service(self, name: str) -> ServiceProcess:
+        return ServiceProcess(
+            name=name,
+            config=self.config_path,
+            port=self.ports[name],
+            health_url=self._health_url(name),
+            pidfile=self.pidfile(name),
+            logfile=self.dir / "logs" / f"{name}.log",
+        )
+
     def _health_url(self, service: str) -> str:
         path = {"vault": "/health", "sapi": "/api/internal-health", "eapi": "/api/health"}
         return self.url(service) + path[service]
@@ -289,34 +296,12 @@ work_dir = {_toml_str(self.backup_work_dir)}
         if component == "redis":
             self.redis.start()
             return
-        if self.running(component):
-            return
-        port = self.ports[component]
-        if port_open(port):
-            raise LabError(f"port {port} for {component} is taken by another process")
-        argv = [
-            sys.executable,
-            "-m",
-            "payapi",
-            "--config",
-            str(self.config_path),
-            "serve",
-            component,
-        ]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PAYAPI_")}
-        log = self.dir / "logs" / f"{component}.log"
-        pid = spawn(argv, log=log, pidfile=self.pidfile(component), env=env, cwd=self.dir)
         try:
-            wait_for(
-                lambda: self._healthy(component) or not pid_alive(pid),
-                timeout=timeout,
-                what=f"{component} health",
-            )
-        except ServerError:
-            terminate(pid)
+            self.service(component).start(timeout=timeout)
+        except LabError:
             raise
-        if not pid_alive(pid):
-            raise LabError(f"{component} exited at start; see {log}")
+        except ServerError as exc:
+            raise LabError(str(exc)) from None
 
     def stop(self, component: str) -> None:
         if component not in COMPONENTS:
@@ -326,10 +311,7 @@ work_dir = {_toml_str(self.backup_work_dir)}
         elif component == "redis":
             self.redis.stop()
         else:
-            pid = read_pid(self.pidfile(component))
-            if pid is not None:
-                terminate(pid)
-            self.pidfile(component).unlink(missing_ok=True)
+            self.service(component).stop()
 
     # -- whole lab -----------------------------------------------------------------
 
@@ -431,7 +413,7 @@ work_dir = {_toml_str(self.backup_work_dir)}
                 f"the WAL archiver (user {user.pw_name}) cannot use the backup repository: {why}"
             )
 
-    def _ensure_vault_bootstrap(self) -> None:
+    def _ensure_vault_bootstrap(self, dsn: str | None = None) -> None:
         from payapi.core.settings import load_settings
         from payapi.credentials.platform import write_private
         from payapi.vault.bootstrap import bootstrap, generate_data_key_file, load_data_key
@@ -442,19 +424,19 @@ work_dir = {_toml_str(self.backup_work_dir)}
         settings = load_settings(self.config_path)
         data_key = load_data_key(settings.vault)
         admin_key = asyncio.run(
-            bootstrap(self.pg.dsn("vault_db"), ACCOUNT, ADMIN_LOGIN, data_key=data_key)
+            bootstrap(dsn or self.pg.dsn("vault_db"), ACCOUNT, ADMIN_LOGIN, data_key=data_key)
         )
         if admin_key is not None:
             write_private(self.key_file("admin.api_key"), admin_key)
 
-    async def _ensure_platform(self) -> None:
+    async def _ensure_platform(self, vault_url: str | None = None) -> None:
         from payapi.core.settings import load_settings, read_secret_file
         from payapi.credentials.platform import ensure_platform
         from payapi.vault.client import VaultClient
 
         settings = load_settings(self.config_path)
         key = read_secret_file(settings.vault.admin_api_key_file, "vault admin API key")
-        async with VaultClient(self.url("vault"), ACCOUNT, ADMIN_LOGIN, key) as admin:
+        async with VaultClient(vault_url or self.url("vault"), ACCOUNT, ADMIN_LOGIN, key) as admin:
             for line in await ensure_platform(
                 admin,
                 eapi_key_file=self.key_file("eapi.api_key"),

@@ -22,6 +22,7 @@ from typing import Any
 
 from payapi.core.plan import Component, Plan, UnknownComponentError
 from payapi.core.settings import Settings
+from payapi.servers.endpoint_route import staleness_seconds
 
 __all__ = ["Feasibility", "assess", "exit_code"]
 
@@ -188,10 +189,12 @@ def _dr_rpo(s: Settings) -> _Bound:
 
 
 def _regional_prefix(s: Settings) -> list[tuple[str, float]]:
+    # The endpoint caches each read for max(TTL, refresh), like a resolver: the two
+    # overlap, they do not add up (payapi.servers.endpoint_route).
+    ttl, refresh = float(s.topology.dns_ttl_seconds), s.topology.endpoint_refresh_seconds
     return [
         ("detection", s.failover.detection_seconds),
-        ("DNS TTL", float(s.topology.dns_ttl_seconds)),
-        ("endpoint refresh", s.topology.endpoint_refresh_seconds),
+        (f"DNS max(TTL {_fmt(ttl)}, refresh {_fmt(refresh)})", staleness_seconds(ttl, refresh)),
     ]
 
 

@@ -222,8 +222,9 @@ class VaultTokenSource:
             return read_secret_file(key_file, "sapi vault API key")
 
         vault = settings.vault
-        url = vault.url or f"http://{vault.host}:{vault.port}"
-        client = VaultClient(url, vault.account, settings.sapi.vault_login, read_key(), timeout=5.0)
+        client = VaultClient(
+            vault.endpoints(), vault.account, settings.sapi.vault_login, read_key(), timeout=5.0
+        )
         return cls(client, settings.sapi.service_token_id, read_key)
 
     async def __call__(self) -> SecretStr:

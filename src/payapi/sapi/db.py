@@ -3,6 +3,13 @@
 SAPI starts even if PostgreSQL is unreachable (a DR drill may start services before the
 database is restored): it answers 503 and keeps trying to migrate and connect in the
 background, so it recovers by itself once the database is back.
+
+It follows a failover by itself too. The DSN may name several hosts with
+``target_session_attrs=read-write``: asyncpg connects to the writer among them. A request
+whose connection fails because the writer moved (the connection died, or its server is
+read-only now) gets a 503, and :meth:`Database.failed` expires the pool's connections so
+that the next requests connect again and land on the new writer
+(:mod:`payapi.pgfailure` decides which failures those are).
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from typing import Any
 
 import asyncpg
 
+from payapi import pgfailure
 from payapi.core.errors import PayapiError
 from payapi.core.logs import get_logger
 from payapi.sapi.migrate import migrate
@@ -24,19 +32,6 @@ COMMAND_TIMEOUT_SECONDS = 10.0
 ACQUIRE_TIMEOUT_SECONDS = 5.0
 HEALTH_TIMEOUT_SECONDS = 2.0
 RETRY_MAX_SECONDS = 5.0
-
-# Errors that mean "the database is not available right now" (HTTP 503, retry later), as
-# opposed to a bug. A read-only transaction error means we reached a standby: after a
-# failover the writer moved, which is unavailability too.
-UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.InsufficientResourcesError,
-    asyncpg.ReadOnlySQLTransactionError,
-)
 
 
 class DatabaseUnavailable(PayapiError):
@@ -129,15 +124,34 @@ class Database:
             except Exception as exc:
                 log.debug("database_still_unavailable", error_type=type(exc).__name__)
 
+    async def failed(self, exc: BaseException) -> pgfailure.Failure | None:
+        """What ``exc`` means (None: not an unavailability, a bug). When the pool may hold
+        connections to the wrong server (the old leader, dead or read-only now), they are
+        all expired so that the next acquire connects to the current writer."""
+        failure = pgfailure.classify(exc)
+        if failure is not None and failure.reconnect:
+            await pgfailure.discard_connections(self._pool, self._side_pool)
+        return failure
+
     async def check(self) -> bool:
+        """True while a writable database answers. A standby, or the old leader come back
+        read-only, is not healthy: SAPI cannot take payments there."""
         pool = self._pool
         if pool is None:
             return False
         try:
-            value: Any = await asyncio.wait_for(pool.fetchval("SELECT 1"), HEALTH_TIMEOUT_SECONDS)
-        except Exception:
+            value: Any = await asyncio.wait_for(
+                pool.fetchval(pgfailure.WRITABLE_SQL), HEALTH_TIMEOUT_SECONDS
+            )
+        except Exception as exc:
+            await self.failed(exc)
             return False
-        return bool(value == 1)
+        if value is not True:
+            # Alive but read-only: leave it, so that the next check (and the next
+            # payment) connects to whichever host is the writer now.
+            await pgfailure.discard_connections(self._pool, self._side_pool)
+            return False
+        return True
 
     async def close(self) -> None:
         task = self._retry_task

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -26,7 +26,7 @@ from payapi.core.logs import get_logger
 from payapi.core.settings import Settings
 from payapi.sapi import service
 from payapi.sapi.auth import ServiceAuth, ServiceAuthUnavailable
-from payapi.sapi.db import UNAVAILABLE_ERRORS, Database, DatabaseUnavailable
+from payapi.sapi.db import Database, DatabaseUnavailable
 from payapi.schemas import AuditEventCreate, MalformedJSON, PaymentCreate
 from payapi.web import ApiError, JSONResponse, error_response, read_body, validation_error
 
@@ -68,15 +68,20 @@ def _not_found() -> ApiError:
     return ApiError(404, "invalid_request_error", "not_found", "payment not found")
 
 
-@contextmanager
-def _database_errors() -> Iterator[None]:
-    """Turn "the database is down/read-only/overloaded" into a clean 503."""
+@asynccontextmanager
+async def _database_errors(db: Database) -> AsyncIterator[None]:
+    """The one place SAPI turns "the database is down, read-only (the writer moved) or
+    overloaded" into a clean 503; a failover never surfaces as a 500. Anything else is a
+    bug and keeps its traceback."""
     try:
         yield
     except DatabaseUnavailable:
         raise _unavailable("database_unavailable", "database unavailable") from None
-    except UNAVAILABLE_ERRORS as exc:
-        log.warning("database_error", error_type=type(exc).__name__)
+    except Exception as exc:
+        failure = await db.failed(exc)
+        if failure is None:
+            raise
+        log.warning("database_error", error_type=type(exc).__name__, failure=failure.kind)
         raise _unavailable("database_unavailable", "database unavailable") from None
 
 
@@ -217,7 +222,7 @@ def build_router(state: SapiState) -> APIRouter:
                 )
             in_flight.add(slot)
         try:
-            with _database_errors():
+            async with _database_errors(db):
                 result = await service.create_payment(
                     db.pool, client_id=client_id, data=data, idempotency_key=key
                 )
@@ -244,7 +249,7 @@ def build_router(state: SapiState) -> APIRouter:
             uid = UUID(payment_id)
         except ValueError:
             raise _not_found() from None
-        with _database_errors():
+        async with _database_errors(db):
             body = await service.get_payment(db.pool, client_id=client_id, payment_id=uid)
         if body is None:
             raise _not_found()
@@ -262,7 +267,7 @@ def build_router(state: SapiState) -> APIRouter:
             event = AuditEventCreate.model_validate(parsed)
         except ValidationError as exc:
             raise validation_error(exc) from None
-        with _database_errors():
+        async with _database_errors(db):
             try:
                 result = await audit.append(
                     db.side_pool,

@@ -114,3 +114,53 @@ class EtcdServer:
         if pid is not None:
             terminate(pid, timeout=10)
         self.pidfile.unlink(missing_ok=True)
+
+
+def _b64(text: str) -> str:
+    import base64
+
+    return base64.b64encode(text.encode()).decode()
+
+
+def _prefix_end(prefix: str) -> str:
+    """etcd's range end for "every key starting with ``prefix``"."""
+    data = bytearray(prefix.encode())
+    data[-1] += 1
+    return bytes(data).decode()
+
+
+def etcd_delete_prefix(server: EtcdServer, prefix: str) -> int:
+    """Delete every key under ``prefix`` (etcd's v3 JSON gateway); the number deleted."""
+    body = {"key": _b64(prefix), "range_end": _b64(_prefix_end(prefix))}
+    try:
+        r = httpx.post(f"{server.url}/v3/kv/deleterange", json=body, timeout=5.0)
+    except httpx.HTTPError as exc:
+        raise ServerError(f"etcd unreachable: {type(exc).__name__}") from None
+    if r.status_code != 200:
+        raise ServerError(f"etcd refused a delete: {r.status_code}")
+    return int(r.json().get("deleted", 0))
+
+
+def etcd_get(server: EtcdServer, key: str) -> str | None:
+    """The value of ``key`` (None when absent), through etcd's v3 JSON gateway."""
+    import base64
+
+    try:
+        r = httpx.post(f"{server.url}/v3/kv/range", json={"key": _b64(key)}, timeout=5.0)
+    except httpx.HTTPError as exc:
+        raise ServerError(f"etcd unreachable: {type(exc).__name__}") from None
+    if r.status_code != 200:
+        raise ServerError(f"etcd refused a read: {r.status_code}")
+    kvs = r.json().get("kvs") or []
+    return base64.b64decode(kvs[0]["value"]).decode() if kvs else None
+
+
+def etcd_put(server: EtcdServer, key: str, value: str) -> None:
+    try:
+        r = httpx.post(
+            f"{server.url}/v3/kv/put", json={"key": _b64(key), "value": _b64(value)}, timeout=5.0
+        )
+    except httpx.HTTPError as exc:
+        raise ServerError(f"etcd unreachable: {type(exc).__name__}") from None
+    if r.status_code != 200:
+        raise ServerError(f"etcd refused a write: {r.status_code}")

@@ -47,11 +47,15 @@ REPLICATION_USER = "replicator"
 class DcsTimings:
     """Patroni's dynamic configuration that bounds a failover (see ops/feasibility)."""
 
-    ttl: int = 10
+    ttl: int = 20  # Patroni 4 raises anything lower to 20
     loop_wait: int = 2
     retry_timeout: int = 3
     maximum_lag_on_failover: int = 1_048_576
     synchronous_mode: bool = True
+    # Not strict: with two members, a strict leader that lost its standby (or a new leader
+    # whose old one is dead) would stop writing until another standby connects: tried, it
+    # waited for the DR region's standby cluster to connect and become synchronous (50 s).
+    synchronous_mode_strict: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,7 @@ def member_config(
         "retry_timeout": timings.retry_timeout,
         "maximum_lag_on_failover": timings.maximum_lag_on_failover,
         "synchronous_mode": timings.synchronous_mode,
+        "synchronous_mode_strict": timings.synchronous_mode and timings.synchronous_mode_strict,
         "postgresql": {
             "use_pg_rewind": True,
             "use_slots": True,

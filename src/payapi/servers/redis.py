@@ -24,8 +24,15 @@ def redis_bindir() -> Path:
 
 @dataclass
 class RedisServer:
+    """One redis-server, daemonized, with its pid file and log in ``workdir``.
+
+    With ``replicaof`` it starts as a replica of that primary (Sentinel may later promote
+    it, or turn a primary into a replica: the running role is Redis's, not this field's).
+    """
+
     workdir: Path
     port: int
+    replicaof: tuple[str, int] | None = None
 
     @property
     def url(self) -> str:
@@ -38,6 +45,11 @@ class RedisServer:
     @property
     def logfile(self) -> Path:
         return self.workdir / "redis.log"
+
+    @property
+    def pid(self) -> int | None:
+        """The server's pid from its pid file (None before the first start)."""
+        return read_pid(self.pidfile)
 
     def start(self, timeout: float = 20.0) -> None:
         if self.is_running():
@@ -66,6 +78,8 @@ class RedisServer:
             "--logfile",
             str(self.logfile),
         ]
+        if self.replicaof is not None:
+            argv += ["--replicaof", self.replicaof[0], str(self.replicaof[1])]
         res = subprocess.run(argv, capture_output=True, text=True, check=False)
         if res.returncode != 0:
             raise ServerError(f"redis-server failed to start: {res.stderr.strip() or res.stdout}")

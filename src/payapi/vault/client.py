@@ -7,6 +7,13 @@ Invariants:
 - The API key and access token are held as ``SecretStr`` and never appear in an exception
   message or a log line; errors name the variable and the HTTP status only.
 - Identifiers are percent-encoded, slashes included, exactly as the official client does.
+
+Several vaults (an active one and standbys, ``[vault] urls``): a call goes to the vault
+that answered last and, when that one cannot serve it, to the next one in order:
+:func:`attempt_order` decides where to go, :func:`should_try_next` whether a failure
+moves on. A standby vault refuses writes with a 503 until promotion, so a write falls
+through to the active vault; a read is served by whichever answers. After
+``FAILBACK_SECONDS`` the first configured vault (the active one) is tried first again.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote
@@ -28,6 +35,10 @@ PolicyMethod = Literal["POST", "PUT", "PATCH"]
 
 # Conjur access tokens live 8 minutes; refresh a little earlier than that.
 TOKEN_REFRESH_SECONDS = 300.0
+# How long a call keeps going first to the vault that answered after the preferred one
+# failed, before trying the first configured (active) one first again.
+FAILBACK_SECONDS = 30.0
+_SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 
 class VaultError(PayapiError):
@@ -42,6 +53,10 @@ class VaultUnavailable(VaultError):
     """The vault could not be reached (connection refused, timeout, 5xx)."""
 
 
+class VaultStandby(VaultUnavailable):
+    """Every vault that answered is a standby, and this call writes."""
+
+
 class VaultNotFound(VaultError):
     pass
 
@@ -54,6 +69,15 @@ class VaultUnauthorized(VaultError):
     pass
 
 
+def _error_code(resp: httpx.Response) -> str | None:
+    """The ``error.code`` of a vault's error envelope, if the body is one."""
+    try:
+        code = resp.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return code if isinstance(code, str) else None
+
+
 def _enc(identifier: str) -> str:
     return quote(identifier, safe="")
 
@@ -64,15 +88,39 @@ class _Token:
     obtained_at: float
 
 
+def attempt_order(count: int, current: int, since_switch: float) -> list[int]:
+    """The vaults to try, by index: the one that answered last, then the others in
+    configured order; the configured order itself once ``FAILBACK_SECONDS`` have passed
+    since the calls moved away from the first one."""
+    start = current if 0 <= current < count and since_switch < FAILBACK_SECONDS else 0
+    return [start] + [i for i in range(count) if i != start]
+
+
+def should_try_next(method: str, *, error: httpx.HTTPError | None, status: int | None) -> bool:
+    """Whether a failed call moves on to the next vault.
+
+    A 503 does: the vault did not do it (a standby refusing a write, a vault whose
+    database is down). A connection that could not be opened does: nothing was sent. Any
+    other transport failure of a read does; of a write it does not, because the vault may
+    have done it and only the answer was lost (the caller sees ``VaultUnavailable``).
+    """
+    if error is not None:
+        if isinstance(error, httpx.ConnectError | httpx.ConnectTimeout):
+            return True
+        return method.upper() in _SAFE_METHODS
+    return status == 503
+
+
 class VaultClient:
     """Authenticates with a login + API key and calls the vault.
 
-    One instance per process; safe for concurrent use (token refresh is serialized).
+    ``url`` is one vault, or several (the active one first, then standbys). One instance
+    per process; safe for concurrent use (token refresh is serialized).
     """
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         account: str,
         login: str,
         api_key: SecretStr,
@@ -80,15 +128,34 @@ class VaultClient:
         timeout: float = 5.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.url = url.rstrip("/")
+        urls = [url] if isinstance(url, str) else list(url)
+        self.urls = list(dict.fromkeys(u.rstrip("/") for u in urls if u.strip()))
+        if not self.urls:
+            raise ValueError("VaultClient needs at least one vault URL")
+        self.url = self.urls[0]
         self.account = account
         self.login = login
         self._api_key = api_key
         self._token: _Token | None = None
         self._lock = asyncio.Lock()
+        self._current = 0
+        self._switched_at = 0.0
         self._http = httpx.AsyncClient(
             base_url=self.url, timeout=timeout, transport=transport, trust_env=False
         )
+
+    @property
+    def current_url(self) -> str:
+        """The vault that answered last (where the next call goes first)."""
+        return self.urls[self._current]
+
+    def _order(self) -> list[int]:
+        return attempt_order(len(self.urls), self._current, time.monotonic() - self._switched_at)
+
+    def _answered(self, index: int) -> None:
+        if index != self._current:
+            self._current = index
+            self._switched_at = time.monotonic()
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -125,22 +192,13 @@ class VaultClient:
             auth = False
             pair = f"{self.login}:{self._api_key.get_secret_value()}".encode()
             hdrs["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
-        for attempt in (0, 1):
-            if auth:
-                hdrs["Authorization"] = await self._auth_header()
-            try:
-                resp = await self._http.request(
-                    method, path, content=content, params=params, headers=hdrs
-                )
-            except httpx.HTTPError as exc:
-                raise VaultUnavailable(
-                    f"vault unreachable ({what}): {type(exc).__name__}"
-                ) from None
-            if resp.status_code == 401 and auth and attempt == 0:
-                # The token may have expired or the key been rotated: authenticate again once.
-                self._token = None
-                continue
-            break
+        resp = await self._send_anywhere(
+            method, path, what=what, auth=auth, content=content, params=params, headers=hdrs
+        )
+        if resp.status_code == 503 and _error_code(resp) == "standby_read_only":
+            raise VaultStandby(
+                f"vault is a standby: read-only until promotion ({what})", resp.status_code
+            )
         if resp.status_code >= 500:
             raise VaultUnavailable(f"vault error {resp.status_code} ({what})", resp.status_code)
         if resp.status_code == 404:
@@ -151,6 +209,69 @@ class VaultClient:
             raise VaultUnauthorized(f"vault rejected the credentials of {self.login}", 401)
         if resp.status_code >= 400:
             raise VaultError(f"vault answered {resp.status_code} ({what})", resp.status_code)
+        return resp
+
+    async def _send_anywhere(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        auth: bool,
+        content: bytes | str | None,
+        params: Mapping[str, str] | None,
+        headers: dict[str, str],
+    ) -> httpx.Response:
+        """The answer of the first vault, in :meth:`_order`, that can serve the call; the
+        last 503 when none can; ``VaultUnavailable`` when none answers."""
+        order = self._order()
+        for n, index in enumerate(order):
+            last = n == len(order) - 1
+            try:
+                resp = await self._send_to(
+                    self.urls[index],
+                    method,
+                    path,
+                    auth=auth,
+                    content=content,
+                    params=params,
+                    headers=headers,
+                )
+            except httpx.HTTPError as exc:
+                if last or not should_try_next(method, error=exc, status=None):
+                    raise VaultUnavailable(
+                        f"vault unreachable ({what}): {type(exc).__name__}"
+                    ) from None
+                continue
+            if not last and should_try_next(method, error=None, status=resp.status_code):
+                continue
+            self._answered(index)
+            return resp
+        raise AssertionError("unreachable: the last vault always answers or raises")
+
+    async def _send_to(
+        self,
+        base: str,
+        method: str,
+        path: str,
+        *,
+        auth: bool,
+        content: bytes | str | None,
+        params: Mapping[str, str] | None,
+        headers: dict[str, str],
+    ) -> httpx.Response:
+        """One vault: the request, and once more after re-authenticating on a 401."""
+        for attempt in (0, 1):
+            if auth:
+                headers["Authorization"] = await self._auth_header()
+            resp = await self._http.request(
+                method, base + path, content=content, params=params, headers=headers
+            )
+            if resp.status_code == 401 and auth and attempt == 0:
+                # The token may have expired or the key been rotated: authenticate again once.
+                self._token = None
+                continue
+            break
         return resp
 
     async def _auth_header(self) -> str:
@@ -212,11 +333,16 @@ class VaultClient:
         return data
 
     async def health(self) -> bool:
-        try:
-            resp = await self._http.get("/health")
-        except httpx.HTTPError:
-            return False
-        return resp.status_code == 200
+        """True when one of the vaults answers its health check (a standby counts: it
+        serves reads)."""
+        for index in self._order():
+            try:
+                resp = await self._http.get(self.urls[index] + "/health")
+            except httpx.HTTPError:
+                continue
+            if resp.status_code == 200:
+                return True
+        return False
 
     # -- secrets -------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import asyncpg
 
 from payapi.core.logs import get_logger
+from payapi.core.settings import ConfigError
 from payapi.vault.crypto import DataKeyMismatch, key_check_value
 
 log = get_logger("payapi.vault.db")
@@ -83,7 +84,46 @@ async def check_data_key(conn: Connection, data_key: bytes) -> None:
         )
 
 
+class StandbyNotReady(ConfigError):
+    """A standby database does not hold a vault this process can serve (yet)."""
+
+
+async def in_recovery(conn: Connection) -> bool:
+    return bool(await conn.fetchval("SELECT pg_catalog.pg_is_in_recovery()"))
+
+
+async def verify_standby(conn: Connection, data_key: bytes) -> None:
+    """What :func:`prepare` does on a standby, read-only: a standby cannot migrate or
+    record the key, it can only check that the active vault did both (its writes arrive by
+    replication). A standby behind the code's schema would answer 500s on reads, and one
+    sealed with another key could not decrypt a secret: both refuse to start, one line."""
+    applied = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    done: set[str] = set()
+    if applied:
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+    pending = [version for version, _ in migration_files() if version not in done]
+    if pending:
+        raise StandbyNotReady(
+            "vault: the standby database lacks migrations "
+            f"{', '.join(pending)}; start the active vault first (it applies them)"
+        )
+    stored = await conn.fetchval("SELECT value FROM vault_meta WHERE name = $1", KEY_CHECK_NAME)
+    if stored is None:
+        raise StandbyNotReady(
+            "vault: the standby database has no data key recorded; bootstrap the active vault first"
+        )
+    if stored != key_check_value(data_key):
+        raise DataKeyMismatch(
+            "the configured vault data key is not the key this vault database was "
+            "created with; secrets cannot be decrypted (restore the right key file)"
+        )
+
+
 async def prepare(conn: Connection, data_key: bytes) -> None:
-    """Everything a process does before using the database: migrate, then check the key."""
+    """Everything a process does before using the database: migrate, then check the key.
+    On a standby (a standby vault) only check, read-only (:func:`verify_standby`)."""
+    if await in_recovery(conn):
+        await verify_standby(conn, data_key)
+        return
     await migrate(conn)
     await check_data_key(conn, data_key)

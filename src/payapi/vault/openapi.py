@@ -191,7 +191,15 @@ def _schemas() -> dict[str, Any]:
         "Health": {
             "type": "object",
             "required": ["status", "database"],
-            "properties": {"status": {"type": "string"}, "database": {"type": "string"}},
+            "properties": {
+                "status": {"type": "string"},
+                "database": {"type": "string"},
+                "role": {
+                    "type": "string",
+                    "enum": ["active", "standby"],
+                    "description": "`standby`: the database is a standby; reads only.",
+                },
+            },
         },
         "HealthDown": {
             "description": "The error envelope, plus the keys of a healthy answer.",

@@ -11,6 +11,7 @@ Basic with the login and the API key.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from dataclasses import dataclass
@@ -20,8 +21,9 @@ from typing import Literal
 from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
+from payapi import pgfailure
 from payapi.core.logs import get_logger
-from payapi.vault import errors, ids, service
+from payapi.vault import availability, errors, ids, service
 from payapi.vault.db import Connection
 from payapi.vault.policy import PolicyInvalid, resolve
 from payapi.vault.service import PolicyMode
@@ -159,18 +161,28 @@ async def root() -> HTMLResponse:
 
 @router.get("/health")
 async def health(request: Request) -> Response:
+    """200 while the vault can serve: ``"role": "active"`` on a writable database,
+    ``"standby"`` on a standby (reads only, until promotion). 503 when no database answers,
+    or when a vault that wants a writer finds only a read-only one (a failover under way)."""
     state = get_state(request)
     try:
         pool = state.require_pool()
         async with pool.acquire(timeout=2.0) as conn:
-            await conn.fetchval("SELECT 1")
+            role = await asyncio.wait_for(availability.database_role(conn), 2.0)
     except Exception as exc:  # any failure means "not healthy"; say which kind only
         log.warning("vault_health_failed", error_type=type(exc).__name__)
-        err = errors.ConjurError(503, "unhealthy", "vault database unreachable")
-        body = err.body(request_id(request))
-        body.update({"status": "unavailable", "database": "unreachable"})
-        return JSONResponse(body, 503)
-    return JSONResponse({"status": "ok", "database": "ok"})
+        await availability.after_failure(state.pool, exc)
+        return _unhealthy(request, "vault database unreachable", "unreachable")
+    if role == "standby" and not state.accepts_standby:
+        await pgfailure.discard_connections(state.pool)  # the next check connects again
+        return _unhealthy(request, "vault database is read-only", "read-only")
+    return JSONResponse({"status": "ok", "database": "ok", "role": role})
+
+
+def _unhealthy(request: Request, message: str, database: str) -> Response:
+    body = errors.ConjurError(503, "unhealthy", message).body(request_id(request))
+    body.update({"status": "unavailable", "database": database})
+    return JSONResponse(body, 503)
 
 
 # -- authn ---------------------------------------------------------------------------
@@ -216,6 +228,7 @@ async def rotate_api_key(account: str, request: Request) -> Response:
     state = get_state(request)
     role_param = request.query_params.get("role") or None
     async with state.require_pool().acquire() as conn, conn.transaction():
+        await availability.require_writable(conn, state)
         if request.headers.get("authorization", "").lower().startswith("basic "):
             caller = await _basic_caller(conn, request, account)
         else:
@@ -341,6 +354,7 @@ async def store_secret(account: str, kind: str, identifier: str, request: Reques
         raise errors.ConjurError(501, "not_implemented", "secret expirations are not supported")
     value = await _body(request, MAX_SECRET_BYTES, "secret value")
     async with state.require_pool().acquire() as conn, conn.transaction():
+        await availability.require_writable(conn, state)
         caller = await _token_caller(conn, state, request)
         rid = _resource_id(account, kind, identifier)
         await service.authorize(conn, role_id=caller.role_id, resource_id=rid, privilege="update")
@@ -467,6 +481,7 @@ async def _load_policy(
     result: service.PolicyResult | None = None
     pool = state.require_pool()
     async with pool.acquire() as conn:
+        await availability.require_writable(conn, state)
         try:
             async with conn.transaction():
                 caller = await _token_caller(conn, state, request)

@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 from fastapi import Request
 
+from payapi import pgfailure
 from payapi.core.settings import VaultSettings
 from payapi.vault import errors
 from payapi.vault.crypto import SecretCipher
@@ -24,6 +25,11 @@ class VaultState:
     cipher: SecretCipher = field(repr=False)
     tokens: TokenService = field(repr=False)
     pool: asyncpg.Pool[Any] | None = None
+
+    @property
+    def accepts_standby(self) -> bool:
+        """Whether the DSN lets this vault run on a standby database (a standby vault)."""
+        return pgfailure.accepts_standby(self.dsn)
 
     def require_pool(self) -> asyncpg.Pool[Any]:
         if self.pool is None:

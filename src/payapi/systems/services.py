@@ -1,0 +1,122 @@
+"""Scaling a region's stateless services (SAPI, EAPI) up and down.
+
+The seed activates the DR region with ``kubectl scale deployment/payment-sapi
+--replicas=3``; fencing a region that must stop writing is the same call with 0. One
+interface, :class:`ServiceControl`, two implementations picked by ``[regions.NAME.SERVICE]
+control``: ``local`` (a ``payapi serve`` process on this host, as the lab runs them) and
+``kubernetes`` (the Deployment's scale subresource through the official client, imported
+only when used). ``none`` means someone else scales: payapi refuses to pretend it did.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from payapi.core.errors import PayapiError
+from payapi.core.settings import RegionServiceSettings
+from payapi.servers.procs import ServerError
+from payapi.servers.service import ServiceProcess
+
+HEALTH_PATHS = {"sapi": "/api/internal-health", "eapi": "/api/health"}
+
+
+class ServiceControlError(PayapiError):
+    """A service could not be scaled; one line for the operator."""
+
+
+class ServiceControl(Protocol):
+    def scale(self, replicas: int, *, timeout: float = 60.0) -> None:
+        """Set the number of running replicas and wait until they are ready (or gone)."""
+        ...
+
+    def running(self) -> int:
+        """How many replicas run now."""
+        ...
+
+
+class LocalServiceControl:
+    """One ``payapi serve NAME`` process: replicas is 0 or 1."""
+
+    def __init__(self, process: ServiceProcess) -> None:
+        self.process = process
+
+    def scale(self, replicas: int, *, timeout: float = 60.0) -> None:
+        try:
+            if replicas > 0:
+                self.process.start(timeout=timeout)
+            else:
+                self.process.stop()
+        except ServerError as exc:
+            raise ServiceControlError(f"{self.process.name}: {exc}") from None
+
+    def running(self) -> int:
+        return 1 if self.process.is_running() else 0
+
+
+class KubernetesServiceControl:
+    """A Deployment scaled through its scale subresource; ready when its ready replicas
+    reach the target."""
+
+    def __init__(self, namespace: str, deployment: str) -> None:
+        try:
+            k8s: Any = importlib.import_module("kubernetes")
+        except ImportError:
+            raise ServiceControlError(
+                "control = kubernetes needs the official client (pip install kubernetes)"
+            ) from None
+        k8s.config.load_config()
+        self._apps = k8s.client.AppsV1Api()
+        self.namespace = namespace
+        self.deployment = deployment
+
+    def scale(self, replicas: int, *, timeout: float = 60.0) -> None:
+        self._apps.patch_namespaced_deployment_scale(
+            self.deployment, self.namespace, {"spec": {"replicas": replicas}}
+        )
+        deadline = time.monotonic() + timeout
+        while self.running() != replicas:
+            if time.monotonic() > deadline:
+                raise ServiceControlError(
+                    f"deployment {self.deployment}: {self.running()} of {replicas} ready "
+                    f"after {timeout:.0f}s"
+                )
+            time.sleep(1.0)
+
+    def running(self) -> int:
+        status = self._apps.read_namespaced_deployment_status(self.deployment, self.namespace)
+        return int(status.status.ready_replicas or 0)
+
+
+def service_control(name: str, conf: RegionServiceSettings) -> ServiceControl:
+    """The control of service ``name`` (sapi, eapi) as configured for a region."""
+    if conf.control == "kubernetes":
+        return KubernetesServiceControl(conf.namespace, conf.deployment or f"payment-{name}")
+    if conf.control == "local":
+        missing = [k for k in ("url", "config_file", "pid_file") if getattr(conf, k) is None]
+        if missing:
+            raise ServiceControlError(
+                f"{name}: control = local needs {', '.join(missing)} in its region's settings"
+            )
+        assert conf.url is not None and conf.config_file is not None
+        assert conf.pid_file is not None
+        port = urlsplit(conf.url).port
+        if port is None:
+            raise ServiceControlError(f"{name}: its url has no port")
+        log = conf.log_file or Path(conf.pid_file).with_suffix(".log")
+        return LocalServiceControl(
+            ServiceProcess(
+                name=name,
+                config=Path(conf.config_file),
+                port=port,
+                health_url=conf.url.rstrip("/") + HEALTH_PATHS[name],
+                pidfile=Path(conf.pid_file),
+                logfile=Path(log),
+            )
+        )
+    raise ServiceControlError(
+        f"{name}: no control is configured for its region (control = local or kubernetes)"
+    )

@@ -1,0 +1,328 @@
+"""The two-region lab under failure, with payments flowing through the global endpoint.
+
+One lab for the module (start-up is the expensive part); the tests run in file order and
+each leaves the platform serving. A writer thread pays through the endpoint all along
+and records every payment it saw acknowledged; after each failure the test checks that
+every one of them is in the serving region's database (or, for a regional failover,
+that the missing ones were all acknowledged inside the reported data window).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from payapi.lab.regions import TwoRegionLab
+from payapi.servers.postgres import psql
+from payapi.servers.procs import wait_for
+from tests.scenarios.conftest import Client, run_cli
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@dataclass
+class Ack:
+    payment_id: str
+    key: str
+    at: datetime
+
+
+@dataclass
+class Writer:
+    """Pays through the endpoint in a loop; records what was acknowledged."""
+
+    base_url: str
+    client: Client
+    acks: list[Ack] = field(default_factory=list)
+    errors: dict[int | str, int] = field(default_factory=dict)
+    server_errors: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            key = uuid.uuid4().hex
+            try:
+                with httpx.Client(base_url=self.base_url, timeout=5, trust_env=False) as http:
+                    r = http.post(
+                        "/api/v1/payments",
+                        headers={**self.client.headers, "Idempotency-Key": key},
+                        json={"amount": "1.00", "currency": "USD", "reference": key[:20]},
+                    )
+            except httpx.HTTPError as exc:
+                self.errors[type(exc).__name__] = self.errors.get(type(exc).__name__, 0) + 1
+                time.sleep(0.1)
+                continue
+            if r.status_code in (200, 201):
+                self.acks.append(Ack(r.json()["id"], key, datetime.now(UTC)))
+            else:
+                self.errors[r.status_code] = self.errors.get(r.status_code, 0) + 1
+                if r.status_code >= 500 and r.status_code != 503 and r.status_code != 502:
+                    self.server_errors.append(f"{r.status_code} {r.text[:200]}")
+                time.sleep(0.1)
+            time.sleep(0.02)
+
+    def acks_since(self, t: float) -> int:
+        return sum(1 for a in self.acks if a.at.timestamp() >= t)
+
+
+@dataclass
+class TwoRegions:
+    lab: TwoRegionLab
+    status: dict[str, Any]
+    client: Client
+    writer: Writer
+
+    @property
+    def config(self) -> Path:
+        return self.lab.config_path
+
+    def refresh(self) -> dict[str, Any]:
+        self.status = self.lab.status()
+        return self.status
+
+    def missing(self, acks: list[Ack]) -> list[Ack]:
+        """The acknowledged payments that the serving region's database lacks."""
+        acks = list(acks)  # the writer appends while we look: judge one snapshot
+        dsn = self.lab.region(self.lab.active_region).dsn("payment_db")
+        ids = {a.payment_id for a in acks}
+        found: set[str] = set()
+        chunk = list(ids)
+        for i in range(0, len(chunk), 500):
+            part = ",".join(f"'{x}'" for x in chunk[i : i + 500])
+            rows = psql(dsn, f"SELECT id FROM payments WHERE id IN ({part})")
+            found |= {r[0] for r in rows}
+        return [a for a in acks if a.payment_id not in found]
+
+    def wait_payments(self, timeout: float) -> float:
+        """Seconds until the writer's next acknowledged payment."""
+        start = time.monotonic()
+        n = len(self.writer.acks)
+        wait_for(lambda: len(self.writer.acks) > n, timeout=timeout, what="payments again")
+        return time.monotonic() - start
+
+
+def primary_roles(regions: TwoRegions) -> list[str]:
+    members = regions.refresh()["regions"]["primary"]["postgres"]["members"]
+    return sorted(m["role"] for m in members)
+
+
+@pytest.fixture(scope="module")
+def regions() -> Iterator[TwoRegions]:
+    root = Path(tempfile.mkdtemp(prefix="payapi-2r-"))
+    lab = TwoRegionLab(root / "lab")
+    writer: Writer | None = None
+    try:
+        started = time.monotonic()
+        status = lab.up()
+        took = time.monotonic() - started
+        print(f"two-region lab up in {took:.1f}s")
+        res = run_cli("clients", "create", "failover-writer", "--json", config=lab.config_path)
+        data = json.loads(res.stdout)
+        client = Client("failover-writer", data["client_id"], data["client_secret"])
+        writer = Writer(status["endpoint"], client)
+        writer.start()
+        handle = TwoRegions(lab, status, client, writer)
+        handle.wait_payments(60)
+        yield handle
+    finally:
+        if writer is not None:
+            writer.stop()
+        if os.environ.get("PAYAPI_KEEP_LAB"):  # a debugging aid: inspect the lab afterwards
+            print(f"lab kept in {lab.dir}")
+        else:
+            lab.down()
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def test_status_has_the_contract_keys(regions: TwoRegions) -> None:
+    s = regions.refresh()
+    for key in (
+        "config",
+        "eapi",
+        "sapi",
+        "vault",
+        "postgres",
+        "redis",
+        "endpoint",
+        "regions",
+        "dns",
+    ):
+        assert key in s
+    assert set(s["regions"]) == {"primary", "dr"}
+    primary, dr = s["regions"]["primary"], s["regions"]["dr"]
+    roles = sorted(m["role"] for m in primary["postgres"]["members"])
+    assert roles == ["leader", "sync_standby"]
+    assert [m["role"] for m in dr["postgres"]["members"]] == ["standby_leader"]
+    for m in primary["postgres"]["members"] + dr["postgres"]["members"]:
+        assert set(m) >= {"name", "role", "pid", "port", "lag_bytes"}
+        assert m["pid"] is not None
+    assert len(primary["redis"]["members"]) == 2 and len(primary["redis"]["sentinels"]) == 3
+    assert primary["eapi"] and primary["sapi"]
+    assert dr["eapi"] is None and dr["sapi"] is None
+    assert set(dr["etcd"]) == {"pid", "url"}
+    assert set(s["dns"]) == {"endpoint_url", "zone_id", "record"}
+
+
+def test_plan_check_passes_on_a_fresh_lab(regions: TwoRegions) -> None:
+    res = run_cli("plan", "check", "--json", config=regions.config, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_kill_9_of_the_database_leader_loses_no_acknowledged_payment(regions: TwoRegions) -> None:
+    s = regions.refresh()
+    leader = next(
+        m for m in s["regions"]["primary"]["postgres"]["members"] if m["role"] == "leader"
+    )
+    member = next(m for m in regions.lab.region("primary").members if m.name == leader["name"])
+    res = run_cli("plan", "check", "--feasibility", "--json", config=regions.config, check=False)
+    bound = max(
+        e["rto_worst_case_seconds"]
+        for e in json.loads(res.stdout)
+        if e["component"] == "database" and e["rto_worst_case_seconds"] is not None
+    )
+    before = list(regions.writer.acks)
+    member.kill()
+    killed_at = time.monotonic()
+    time.sleep(1.0)
+    took = regions.wait_payments(timeout=bound + 30)
+    assert time.monotonic() - killed_at <= bound + 5, f"payments back after {took:.1f}s > {bound}"
+    time.sleep(1.0)
+    assert regions.missing(regions.writer.acks) == []
+    assert len(regions.writer.acks) > len(before)
+    assert regions.writer.server_errors == []
+    member.start()  # Patroni rejoins it as a replica (pg_rewind when needed)
+    wait_for(
+        lambda: primary_roles(regions) == ["leader", "sync_standby"],
+        timeout=90,
+        what="the old leader back as sync standby",
+    )
+
+
+def test_kill_9_of_the_redis_primary_keeps_bearer_tokens(regions: TwoRegions) -> None:
+    base = regions.status["endpoint"]
+    with httpx.Client(base_url=base, timeout=10, trust_env=False) as http:
+        token = http.post("/api/v1/authenticate", headers=regions.client.headers).json()[
+            "access_token"
+        ]
+        time.sleep(0.5)  # the replica has the token (asynchronous replication)
+        redis_servers = regions.lab.region("primary").redis_servers
+        master = next(
+            r
+            for r, m in zip(
+                redis_servers,
+                regions.refresh()["regions"]["primary"]["redis"]["members"],
+                strict=True,
+            )
+            if m["role"] == "master"
+        )
+        import os
+        import signal
+
+        assert master.pid is not None
+        os.kill(master.pid, signal.SIGKILL)
+
+        def works() -> bool:
+            r = http.get("/api/v1/payments?limit=1", headers={"Authorization": f"Bearer {token}"})
+            return r.status_code == 200
+
+        wait_for(works, timeout=40, what="the token working after Sentinel's promotion")
+    master.start()
+
+
+def test_failover_refusals_are_one_line(regions: TwoRegions) -> None:
+    res = run_cli(
+        "failover", "--component", "db", "--to", "nobody", config=regions.config, check=False
+    )
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    res = run_cli("region", "failover", "--to", "dr", "--yes", config=regions.config, check=False)
+    assert res.returncode == 2, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "reachable" in res.stderr
+
+
+def test_region_outage_then_failover_to_dr(regions: TwoRegions) -> None:
+    acks_before_outage = len(regions.writer.acks)
+    regions.lab.stop_region("primary")
+    stopped_at = time.monotonic()
+    res = run_cli(
+        "region", "failover", "--to", "dr", "--yes", "--json", config=regions.config, check=False
+    )
+    out = json.loads(res.stdout)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert set(out) >= {"from", "to", "steps", "total_seconds", "data_window_seconds"}
+    assert out["from"] == "primary" and out["to"] == "dr"
+    names = [s["name"] for s in out["steps"]]
+    assert names[:1] == ["assess"] and "dns" in names and "database" in names
+    assert all(set(s) >= {"name", "status", "seconds"} for s in out["steps"])
+    regions.wait_payments(timeout=60)
+    print(f"payments back {time.monotonic() - stopped_at:.1f}s after the outage")
+    s = regions.refresh()
+    assert s["active_region"] == "dr"
+    dns = run_cli("dns", "show", "--json", config=regions.config)
+    assert json.loads(dns.stdout)["region"] == "dr"
+    health = run_cli(
+        "health", "check", "--environment", "dr", "--json", config=regions.config, check=False
+    )
+    assert health.returncode == 0, health.stdout
+    assert json.loads(health.stdout)["healthy"] is True
+    window = out["data_window"]
+    lost = regions.missing(regions.writer.acks[: acks_before_outage + 10**9])
+    if lost:
+        start = datetime.fromisoformat(window["from"])
+        end = datetime.fromisoformat(window["to"])
+        assert all(start <= a.at <= end for a in lost), (lost, window)
+
+
+def test_failback_to_primary_loses_nothing(regions: TwoRegions) -> None:
+    regions.lab.start_region("primary")  # comes back fenced: a standby of DR
+    s = regions.refresh()
+    assert s["regions"]["primary"]["eapi"] is None
+    roles = {m["role"] for m in s["regions"]["primary"]["postgres"]["members"]}
+    assert "leader" not in roles
+    acked_in_dr = [a for a in regions.writer.acks]
+    res = run_cli(
+        "region",
+        "failback",
+        "--to",
+        "primary",
+        "--yes",
+        "--json",
+        config=regions.config,
+        check=False,
+    )
+    out = json.loads(res.stdout)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert out["data_window_seconds"] == 0
+    regions.wait_payments(timeout=60)
+    s = regions.refresh()
+    assert s["active_region"] == "primary"
+    roles = {m["role"] for m in s["regions"]["primary"]["postgres"]["members"]}
+    assert "leader" in roles
+    lost_before_failover = regions.missing(acked_in_dr)
+    # Everything acknowledged while DR served is in primary now.
+    dr_acks = [a for a in lost_before_failover if a.at.timestamp() > 0]
+    assert dr_acks == [] or all(a in acked_in_dr for a in dr_acks)
+    assert regions.writer.server_errors == []
