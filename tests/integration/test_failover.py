@@ -111,7 +111,7 @@ def test_bad_usage_is_refused_with_one_line(config: Path) -> None:
     code, _, err = run(config, "failover", "--component", "db", "--region", "mars")
     assert code == 2 and "no region named 'mars'" in err
     code, _, err = run(config, "failover", "--component", "redis")
-    assert code == 2 and "Sentinel support lands separately" in err
+    assert code == 2 and "region primary: no Sentinel configured" in err
     code, _, err = run(config, "failover", "--component", "vault")
     assert code == 2 and "no vault member configured" in err
 
