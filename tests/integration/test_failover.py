@@ -6,7 +6,10 @@ switchover runs last."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +19,11 @@ from typer.testing import CliRunner
 from payapi.backup.crypto import write_key_file
 from payapi.backup.repository import Repository
 from payapi.cli.main import app
+from payapi.core.settings import Settings, VaultSettings
 from payapi.servers.postgres import psql
+from payapi.servers.uvicorn import ServerThread
+from payapi.vault.app import create_app
+from payapi.vault.bootstrap import bootstrap
 from tests.pg_ha import HaCluster, ha_cluster, roles
 
 pytestmark = pytest.mark.timeout(180)
@@ -145,3 +152,47 @@ def test_a_switchover_moves_the_leader_and_prints_the_contract(ha: HaCluster, co
     assert psql(ha.members[1].dsn(), "SELECT count(*) FROM acked") == [["50"]]
     ha.wait_pair()
     assert roles(ha.client())["pg2"] == "leader"
+
+
+@pytest.fixture(scope="module")
+def vaults(ha: HaCluster, session_dir: Path) -> Iterator[list[str]]:
+    """Two vault servers (active and standby) on the region's database, reaching it
+    through a multi-host DSN that follows the writer."""
+    hosts = ",".join(f"127.0.0.1:{m.pg_port}" for m in ha.members)
+    dsn = f"postgresql://postgres@{hosts}/postgres?target_session_attrs=read-write"
+    key = secrets.token_bytes(32)
+    asyncio.run(bootstrap(dsn, "payapi", "admin", data_key=key))
+    key_file = session_dir / "failover" / "vault-data.key"
+    key_file.write_bytes(base64.b64encode(key))
+    key_file.chmod(0o600)
+    servers = []
+    try:
+        for _ in range(2):
+            settings = Settings(vault=VaultSettings(dsn=dsn, data_key_file=key_file))
+            servers.append(ServerThread(create_app(settings)))
+        yield [server.start() for server in servers]
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_a_vault_failover_moves_the_database_and_waits_for_the_standby_vault(
+    ha: HaCluster, config: Path, vaults: list[str]
+) -> None:
+    with_vaults = config.with_name("with-vaults.toml")
+    with_vaults.write_text(
+        config.read_text()
+        + f'[[regions.primary.vault]]\nname = "vault1"\nrole = "leader"\nurl = "{vaults[0]}"\n\n'
+        + f'[[regions.primary.vault]]\nname = "vault2"\nrole = "standby"\nurl = "{vaults[1]}"\n'
+    )
+    leader = next(n for n, r in roles(ha.client()).items() if r == "leader")
+    code, out, err = run(with_vaults, "failover", "-c", "vault", "--switchover", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["component"] == "vault" and data["from"] == leader and data["to"] != leader
+    assert data["vault"] == ["vault2"]
+    assert data["steps"][-1]["name"] == "vault vault2 serves on the new leader"
+    code, out, _ = run(with_vaults, "health", "check", "--json")
+    assert (
+        "vault1 ok (active), vault2 ok (active)" in json.loads(out)["components"]["vault"]["detail"]
+    )
