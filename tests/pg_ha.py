@@ -100,6 +100,10 @@ class HaCluster:
             if not members:
                 continue
             lines += [f"[regions.{region}]", f'role = "{role}"', ""]
+            if region == "dr":
+                # As the seed's DR region: SAPI and EAPI configured but scaled to 0.
+                lines += ["[regions.dr.sapi]", "replicas = 0", "", "[regions.dr.eapi]"]
+                lines += ["replicas = 0", ""]
             for i, m in enumerate(members):
                 if region == "dr":
                     member_role = "standby_leader" if i == 0 else "replica"

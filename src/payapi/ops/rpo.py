@@ -513,6 +513,7 @@ def _assess_database(
     """Recovery point and exposure of the database, and its WAL status. ``protected``:
     replication keeps it within its RPO, so a broken archive (the fallback) is AT RISK."""
     broken = Status.AT_RISK if protected else Status.VIOLATION
+    meanwhile = " (replication keeps it within its RPO meanwhile)" if protected else ""
     db = obs.database
     base = _newest(backups)
     repo_key = _wal_key(obs.wal_newest)
@@ -538,7 +539,7 @@ def _assess_database(
         v.raise_to(
             broken,
             "WAL archiving is off (archive_mode=off): the plan requires continuous "
-            "transaction logs",
+            "transaction logs" + meanwhile,
         )
     elif db.failing:
         archiving = "failing"
@@ -547,7 +548,7 @@ def _assess_database(
             broken,
             f"WAL archiving is failing: {db.failed_count} failures, the last {since} ago "
             f"(segment {db.last_failed_wal}); nothing is archived since "
-            f"{_iso(db.last_archived_at) or 'the start'}",
+            f"{_iso(db.last_archived_at) or 'the start'}{meanwhile}",
         )
     else:
         archiving = "ok"

@@ -13,8 +13,7 @@ leader (a multi-host DSN with ``target_session_attrs=read-write``), so the stand
 members (all vault members when none is configured as standby) must answer ``/health``
 with status ok, on a writable database (``role`` active, where the vault reports it).
 
-Redis: Sentinel support lands separately (``systems/redis.py``); until it does, a Redis
-failover is refused.
+For Redis: Sentinel promotes a replica (:mod:`payapi.replication.redis_failover`).
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ from payapi.core.errors import PayapiError, UsageError
 from payapi.core.journal import Journal, Status
 from payapi.core.plan import Plan
 from payapi.core.topology import Member, Region, Service
+from payapi.replication import redis_failover
 from payapi.replication.decide import (
     Refusal,
     choose_failover_target,
@@ -37,7 +37,9 @@ from payapi.replication.decide import (
     replicated_rpo_seconds,
 )
 from payapi.replication.observe import DEFAULT_TIMEOUT, observe_postgres, observe_vault
+from payapi.replication.redis_failover import PreparedRedis
 from payapi.systems.patroni import ClusterView, PatroniClient, PatroniError
+from payapi.systems.redis import SentinelError
 
 __all__ = [
     "COMPONENTS",
@@ -149,17 +151,23 @@ def prepare(
     maximum_lag_on_failover: int,
     write_rate_bytes_per_second: float | None = None,
     timeout: float = 60.0,
-) -> Prepared:
-    """Observe the cluster and decide; nothing is changed. Raises
+) -> Prepared | PreparedRedis:
+    """Observe the cluster (Sentinel, for Redis) and decide; nothing is changed. Raises
     :class:`FailoverRefused` (one line, exit 2) when the request cannot be carried out,
     :class:`FailoverFailed` when Patroni cannot be asked at all."""
     started = time.monotonic()
     if component not in COMPONENTS:
         raise FailoverRefused(f"unknown component {component!r}; one of {', '.join(COMPONENTS)}")
-    if component == "redis":
-        raise FailoverRefused("redis failover: not yet: Sentinel support lands separately")
     if timeout <= 0:
         raise FailoverRefused("--timeout must be a positive number of seconds")
+    if component == "redis":
+        try:
+            return redis_failover.prepare(
+                region, to=to, switchover=switchover, timeout=timeout, refused=FailoverRefused
+            )
+        except SentinelError as exc:
+            failed = FailoverResult(component, region.name, None, None, 0.0, ())
+            raise FailoverFailed(f"failover failed (ask Sentinel): {exc}", failed) from None
     if component == "vault" and not region.members_of(Service.VAULT):
         # Refused before the database moves: a vault failover without a vault to wait for
         # would be a database failover under another name.
@@ -186,16 +194,18 @@ def prepare(
             component, region.name, None, None, time.monotonic() - started, _steps(j)
         )
         raise FailoverFailed(f"failover failed (observe the cluster): {shown}", result) from None
-    decision = choose_failover_target(view, to=to, switchover=switchover, max_lag_bytes=limit)
-    if isinstance(decision, Refusal):
-        raise FailoverRefused(f"failover refused: {decision.reason}")
-    target = next((m for m in members if m.name == decision.name), None)
-    if target is None:
-        raise FailoverRefused(
-            f"failover refused: {decision.name} is not among [regions.{region.name}.postgres]"
-            " (its DSN is needed to check that it accepts writes)"
-        )
-    j.skip("choose the target", f"{decision.name} ({decision.role})")
+    with j.step("choose the target"):
+        decision = choose_failover_target(view, to=to, switchover=switchover, max_lag_bytes=limit)
+        if isinstance(decision, Refusal):
+            raise FailoverRefused(f"failover refused: {decision.reason}")
+        target = next((m for m in members if m.name == decision.name), None)
+        if target is None:
+            raise FailoverRefused(
+                f"failover refused: {decision.name} is not among "
+                f"[regions.{region.name}.postgres] (its DSN is needed to check that it "
+                "accepts writes)"
+            )
+        j.note(f"{decision.name} ({decision.role})")
     return Prepared(
         component,
         region,
@@ -235,11 +245,26 @@ def _vault(p: Prepared, journal: Journal) -> tuple[str, ...]:
     return tuple(m.name for m in standby)
 
 
-def run(prepared: Prepared, journal: Journal | None = None) -> FailoverResult:
+def _run_redis(p: PreparedRedis, j: Journal) -> FailoverResult:
+    def result(old: str | None, new: str | None) -> FailoverResult:
+        seconds = time.monotonic() - p.started
+        return FailoverResult("redis", p.region.name, old, new, seconds, p.steps + _steps(j))
+
+    try:
+        old, new = redis_failover.run(p, j)
+    except PayapiError as exc:
+        old = redis_failover.member_at(p.region, p.old)
+        raise FailoverFailed(f"failover failed (Sentinel): {exc}", result(old, None)) from None
+    return result(old, new)
+
+
+def run(prepared: Prepared | PreparedRedis, journal: Journal | None = None) -> FailoverResult:
     """Carry out a prepared failover, each step timed in ``journal``. Raises
     :class:`FailoverFailed` (exit 1, with the steps so far) when it does not complete."""
-    p = prepared
     j = journal or Journal.silent()
+    if isinstance(prepared, PreparedRedis):
+        return _run_redis(prepared, j)
+    p = prepared
     vault: tuple[str, ...] = ()
 
     def result() -> FailoverResult:
