@@ -90,7 +90,6 @@ class TwoRegionLab(Lab):
             raise LabError(f"unknown region {name!r}; one of {', '.join(REGIONS)}")
         state = self._state()
         active = state["active_region"]
-        other = self.region_dir(active)
         # A region that does not serve streams from the one that does.
         standby_of = None
         if name != active:
@@ -99,7 +98,6 @@ class TwoRegionLab(Lab):
                 ("127.0.0.1", other_ports[k]) for k in sorted(other_ports) if _is_pg_port(k)
             )
             standby_of = StandbyOf(hosts, restore_command=self._restore_command(name))
-        del other
         return LabRegion(
             name=name,
             dir=self.region_dir(name),

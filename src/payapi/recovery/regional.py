@@ -320,20 +320,8 @@ def region_failover(
                 journal.note(", ".join(_scale(source_name, source, 0)))
                 journal.note(_demote(source_name, source, target))
                 out.window_to = datetime.now(UTC)
-        with step("dns"):
-            journal.note(_point_dns(settings, to))
-        with step("database"):
-            out.window_from = _last_replayed_commit(target)
-            journal.note(_promote(to, target))
-        with step("vault"):
-            journal.note(_vault_active(target))
-        with step("redis"):
-            journal.note(_redis_ready(target))
-        with step("application"):
-            replicas = max(1, source.sapi.replicas)
-            journal.note(", ".join(_scale(to, target, replicas)))
-        with step("verification"):
-            _verify(verify, to, journal)
+        out.window_from = _last_replayed_commit(target)  # before promotion ends recovery
+        _take_over(settings, to, target, max(1, source.sapi.replicas), journal, verify)
         out.ok = True
     except RefusedError:
         raise
@@ -346,6 +334,31 @@ def region_failover(
         elif out.window_to and seen_fenced(journal):
             out.data_window_seconds = 0.0
     return out
+
+
+def _take_over(
+    settings: Settings,
+    to: str,
+    target: RegionSettings,
+    replicas: int,
+    journal: Journal,
+    verify: Verifier | None,
+) -> None:
+    """The steps both directions share once the old region no longer writes: DNS,
+    database, vault, Redis, application, verification."""
+    step = journal.step
+    with step("dns"):
+        journal.note(_point_dns(settings, to))
+    with step("database"):
+        journal.note(_promote(to, target))
+    with step("vault"):
+        journal.note(_vault_active(target))
+    with step("redis"):
+        journal.note(_redis_ready(target))
+    with step("application"):
+        journal.note(", ".join(_scale(to, target, replicas)))
+    with step("verification"):
+        _verify(verify, to, journal)
 
 
 def seen_fenced(journal: Journal) -> bool:
@@ -410,19 +423,7 @@ def region_failback(
             journal.note(f"region {to} has replayed {lsn}: nothing to lose")
         with step("demote"):
             journal.note(_demote(source_name, source, target))
-        with step("dns"):
-            journal.note(_point_dns(settings, to))
-        with step("database"):
-            journal.note(_promote(to, target))
-        with step("vault"):
-            journal.note(_vault_active(target))
-        with step("redis"):
-            journal.note(_redis_ready(target))
-        with step("application"):
-            replicas = max(1, target.sapi.replicas)
-            journal.note(", ".join(_scale(to, target, replicas)))
-        with step("verification"):
-            _verify(verify, to, journal)
+        _take_over(settings, to, target, max(1, target.sapi.replicas), journal, verify)
         out.ok = True
         out.data_window_seconds = 0.0
     except RefusedError:
