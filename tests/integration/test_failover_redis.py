@@ -53,6 +53,24 @@ def test_a_target_is_refused_sentinel_chooses(config: Path) -> None:
     assert err.strip().count("\n") == 0
 
 
+def test_observe_redis_follows_sentinel_to_the_primary(ha: RedisHA, config: Path) -> None:
+    from payapi.core.settings import load_settings
+    from payapi.core.topology import topology_from_settings
+    from payapi.replication.redis_observe import observe_redis
+    from payapi.systems.redis import client
+
+    ha.wait_ready()
+    conn = client(ha.primary.url, 1.0)
+    conn.set("observed", "1")
+    conn.wait(1, 2000)  # the replica acknowledged the write (WAIT, Redis's own check)
+    conn.close()
+    region = topology_from_settings(load_settings(config)).region("primary")
+    seen = observe_redis(region)
+    assert seen.primary == "redis-0" and seen.error is None and seen.info is not None
+    assert seen.info["role"] == "master"
+    assert [r["state"] for r in seen.info["replicas"]] == ["online"]
+
+
 def test_a_switchover_promotes_the_replica(ha: RedisHA, config: Path) -> None:
     code, out, err = run(config, "failover", "-c", "redis", "--switchover", "--json")
     assert code == 0, err

@@ -187,7 +187,6 @@ def test_status_has_the_contract_keys(regions: TwoRegions) -> None:
     assert set(s["dns"]) == {"endpoint_url", "zone_id", "record"}
 
 
-@pytest.mark.skip(reason="issue 9 in progress: not yet passing on the lab, see the session note")
 def test_plan_check_passes_on_a_fresh_lab(regions: TwoRegions) -> None:
     res = run_cli("plan", "check", "--json", config=regions.config, check=False)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -255,7 +254,6 @@ def test_kill_9_of_the_redis_primary_keeps_bearer_tokens(regions: TwoRegions) ->
     master.start()
 
 
-@pytest.mark.skip(reason="issue 9 in progress: not yet passing on the lab, see the session note")
 def test_failover_refusals_are_one_line(regions: TwoRegions) -> None:
     res = run_cli(
         "failover", "--component", "db", "--to", "nobody", config=regions.config, check=False

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from payapi.ops.health import (
     CHECKS,
+    DnsObservation,
     HealthContext,
     HealthObservations,
     ServiceObservation,
     assess,
 )
 from payapi.replication.observe import PgObservation, RegionObservation, VaultObservation
+from payapi.replication.redis_observe import RedisObservation
 from payapi.systems.patroni import ClusterView, MemberView
+from payapi.systems.redis import ReplicaInfo, ReplicationInfo
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 CTX = HealthContext(rpo_seconds=300.0, maximum_lag_on_failover=1_000_000)
@@ -116,11 +120,66 @@ def test_a_healthy_primary_has_every_component_healthy_and_the_json_contract() -
     assert "synchronous standby pg2 streaming" in data["components"]["replication"]["detail"]
 
 
-def test_redis_and_dns_are_extension_points_that_do_not_block() -> None:
+def test_redis_and_dns_unconfigured_do_not_block() -> None:
     report = assess(healthy_primary(), CTX)
     for name in ("redis", "dns"):
         assert report.components[name].healthy
         assert report.components[name].detail == "not configured"
+
+
+def redis_seen(
+    role: str = "master", *, online: int = 1, members: int = 2, error: str | None = None
+) -> RedisObservation:
+    replicas: list[ReplicaInfo] = [
+        {
+            "host": "127.0.0.1",
+            "port": 7001,
+            "state": "online",
+            "offset": 9,
+            "lag": 0,
+            "lag_bytes": 0,
+        }
+    ][:online]
+    info: ReplicationInfo | None = (
+        None if error else {"role": role, "offset": 9, "replicas": replicas, "master": None}
+    )
+    return RedisObservation("primary", NOW, members, 3, "redis-1", info, error)
+
+
+def test_redis_of_an_active_region_needs_its_primary_and_an_online_replica() -> None:
+    def judged(r: RedisObservation, region: str = "primary") -> tuple[bool, str]:
+        base = (
+            healthy_primary()
+            if region == "primary"
+            else HealthObservations(
+                "dr", dr_region(), primary_region(), services(up=False, replicas=0)
+            )
+        )
+        return verdict(replace(base, redis=r), "redis")
+
+    ok, detail = judged(redis_seen())
+    assert ok and "primary redis-1 (Sentinel's choice)" in detail and "0 bytes behind" in detail
+    assert judged(redis_seen(online=0)) == (False, "primary redis-1: no replica online")
+    assert not judged(redis_seen("replica"))[0]
+    assert judged(redis_seen(error="no Sentinel sees a running primary of 'payapi'")) == (
+        False,
+        "no Sentinel sees a running primary of 'payapi'",
+    )
+    assert judged(redis_seen(online=0, members=1))[0]  # one Redis: nothing to replicate to
+    assert judged(redis_seen(online=0), "dr")[0]  # a standby's Redis only has to answer
+
+
+def test_dns_must_name_the_active_region_and_not_a_standby() -> None:
+    def judged(obs: HealthObservations, region: str | None) -> bool:
+        seen = DnsObservation("api.payments.lab.", f"{region}.payments.lab.", region)
+        return verdict(replace(obs, dns=seen), "dns")[0]
+
+    standby = HealthObservations("dr", dr_region(), primary_region(), ())
+    assert judged(healthy_primary(), "primary") and not judged(healthy_primary(), "dr")
+    assert judged(standby, "primary") and not judged(standby, "dr")
+    broken = DnsObservation("api.payments.lab.", None, None, "zone payments.lab not found")
+    ok, detail = verdict(replace(healthy_primary(), dns=broken), "dns")
+    assert not ok and "zone payments.lab not found" in detail
 
 
 def test_patroni_unreachable_is_unhealthy() -> None:

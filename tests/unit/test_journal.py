@@ -95,6 +95,17 @@ def test_skip_records_a_step_that_was_not_done() -> None:
     assert j.steps[0].duration == 0.0
 
 
+def test_record_keeps_a_step_that_ran_before_the_journal_heard_of_it() -> None:
+    said: list[str] = []
+    j = Journal(note_sink(said.append))
+    began = datetime(2026, 1, 1, tzinfo=UTC)
+    j.record("assess", began, "primary is down")
+    assert said == ["assess", "primary is down"]
+    (step,) = j.steps
+    assert step.status is Status.OK and step.started_at == began
+    assert step.output == "primary is down" and (step.duration or 0) > 0
+
+
 def test_a_prefixed_journal_reports_through_its_parent() -> None:
     said: list[str] = []
     parent = Journal(note_sink(said.append))

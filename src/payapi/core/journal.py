@@ -159,6 +159,19 @@ class Journal:
             self.steps.append(done)
         self._tell(done)
 
+    def record(self, name: str, started_at: datetime, output: str = "") -> None:
+        """Record a step that already ran, from ``started_at`` until now: work done
+        before the operation could know it would go ahead (an assessment that may
+        refuse), so a refusal prints nothing but its one line."""
+        began = Step(name, Status.RUNNING, started_at)
+        self._tell(began)
+        if output:
+            self._tell(replace(began, event=Event.NOTE, output=output))
+        done = replace(began, status=Status.OK, event=Event.ENDED, ended_at=self._clock())
+        with self._lock:
+            self.steps.append(replace(done, output=output))
+        self._tell(replace(done, output=output))
+
     def _end(self, status: Status, output: str | None) -> None:
         with self._lock:
             step = self._open.pop()

@@ -23,8 +23,13 @@ regional failover ``health check --environment dr`` asks of it what it asks of a
   should be (the seed scales the services up on failover), so it is **healthy** with the
   detail ``standby: replicas 0, not running``; a standby with replicas above 0 is a warm
   standby and must answer like an active region.
-- ``redis``, ``dns``: extension points (Sentinel and Route53 land separately); until they
-  do, they report ``not configured`` and count as healthy so they never block the check.
+- ``redis``: active: the primary Sentinel names (or the one member) answers as master,
+  and where the region has replicas one of them is online; standby: its Redis answers
+  (it is seeded from the primary's snapshots, a cache).
+- ``dns``: the record (Route53 ``ListResourceRecordSets``) names the region when it is
+  active, and another region when it is a standby: two regions served is unhealthy.
+
+A component with nothing configured reports ``not configured`` and counts as healthy.
 """
 
 from __future__ import annotations
@@ -35,10 +40,12 @@ from typing import Any
 
 from payapi.replication.lag import dr_lag, member_lags, sync_standby
 from payapi.replication.observe import RegionObservation
+from payapi.replication.redis_observe import RedisObservation
 
 __all__ = [
     "CHECKS",
     "ComponentHealth",
+    "DnsObservation",
     "HealthContext",
     "HealthObservations",
     "HealthReport",
@@ -64,6 +71,16 @@ class ServiceObservation:
 
 
 @dataclass(frozen=True)
+class DnsObservation:
+    """The global record, as read: the region it names (None: none, with why)."""
+
+    record: str
+    target: str | None
+    region: str | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class HealthContext:
     """What the configuration and the plan say the figures are judged against."""
 
@@ -78,6 +95,8 @@ class HealthObservations:
     region: RegionObservation
     primary: RegionObservation | None = None  # for a standby region: the primary's (DR lag)
     services: tuple[ServiceObservation, ...] = ()
+    redis: RedisObservation | None = None
+    dns: DnsObservation | None = None  # None: no DNS record configured
 
     @property
     def active(self) -> bool:
@@ -264,19 +283,40 @@ def _service(name: str) -> Check:
     return check
 
 
-# --------------------------------------------------------------------------- extension points
+# --------------------------------------------------------------------------- redis, dns
 
 
 def check_redis(obs: HealthObservations, ctx: HealthContext) -> ComponentHealth:
-    """Extension point: Sentinel's view of the region's Redis (systems/redis.py's
-    ``sentinel_master`` / ``replication_info``) replaces this when it lands."""
-    return ComponentHealth(True, NOT_CONFIGURED)
+    r = obs.redis
+    if r is None or not r.configured:
+        return ComponentHealth(True, NOT_CONFIGURED)
+    if r.info is None:
+        return ComponentHealth(False, r.error or "no answer")
+    if not obs.active:
+        return ComponentHealth(True, f"standby: {r.primary} answers ({r.info['role']})")
+    if r.info["role"] != "master":
+        return ComponentHealth(False, f"{r.primary} is a {r.info['role']}, expected the primary")
+    online = [x for x in r.info["replicas"] if x["state"] == "online"]
+    via = " (Sentinel's choice)" if r.sentinels else ""
+    shown = [f"primary {r.primary}{via}"]
+    shown += [f"replica {x['host']}:{x['port']} {x['lag_bytes']} bytes behind" for x in online]
+    if r.members > 1 and not online:
+        return ComponentHealth(False, f"primary {r.primary}: no replica online")
+    return ComponentHealth(True, ", ".join(shown))
 
 
 def check_dns(obs: HealthObservations, ctx: HealthContext) -> ComponentHealth:
-    """Extension point: the DNS record naming this region (systems/route53.py) replaces
-    this when it lands."""
-    return ComponentHealth(True, NOT_CONFIGURED)
+    d = obs.dns
+    if d is None:
+        return ComponentHealth(True, NOT_CONFIGURED)
+    if d.error is not None:
+        return ComponentHealth(False, f"{d.record}: {d.error}")
+    shown = f"{d.record} → {d.target} (region {d.region or 'unknown'})"
+    if obs.active and d.region != obs.environment:
+        return ComponentHealth(False, f"{shown}: the record does not name this active region")
+    if not obs.active and d.region == obs.environment:
+        return ComponentHealth(False, f"{shown}: the record names this standby region")
+    return ComponentHealth(True, shown)
 
 
 CHECKS: dict[str, Check] = {

@@ -1,8 +1,8 @@
 """Observing for `payapi health check`: one region's servers (through
 :mod:`payapi.replication.observe`), the primary region's too when the region is a standby
-(its DR lag is measured against it), and the region's SAPI and EAPI health routes. It
-decides nothing (:func:`payapi.ops.health.assess` does) and never raises for an
-unreachable server."""
+(its DR lag is measured against it), the region's SAPI and EAPI health routes, its Redis,
+and the global DNS record. It decides nothing (:func:`payapi.ops.health.assess` does)
+and never raises for an unreachable server."""
 
 from __future__ import annotations
 
@@ -10,12 +10,19 @@ import asyncio
 
 import httpx
 
+from payapi.core.errors import PayapiError
 from payapi.core.plan import Plan
 from payapi.core.settings import Settings
 from payapi.core.topology import Deployment, Region, topology_from_settings
-from payapi.ops.health import HealthContext, HealthObservations, ServiceObservation
+from payapi.ops.health import (
+    DnsObservation,
+    HealthContext,
+    HealthObservations,
+    ServiceObservation,
+)
 from payapi.replication.decide import replicated_rpo_seconds
 from payapi.replication.observe import DEFAULT_TIMEOUT, observe_regions
+from payapi.replication.redis_observe import observe_redis
 
 HEALTH_PATHS = {"sapi": "/api/internal-health", "eapi": "/api/health"}
 
@@ -73,7 +80,24 @@ def observe(
     seen = observe_regions(topology, names, timeout=timeout)
     primary = seen[topology.primary.name] if region.name != topology.primary.name else None
     services = asyncio.run(_services(region, timeout))
-    return HealthObservations(region.name, seen[region.name], primary, services)
+    redis = observe_redis(region, timeout=min(timeout, 1.0))
+    return HealthObservations(
+        region.name, seen[region.name], primary, services, redis, observe_dns(settings)
+    )
+
+
+def observe_dns(settings: Settings) -> DnsObservation | None:
+    """The global record through the Route53 API; None when no record is configured."""
+    from payapi.systems.dns import show_record
+
+    t = settings.topology
+    if not (t.dns_zone and t.dns_record):
+        return None
+    try:
+        view = show_record(settings)
+    except PayapiError as exc:
+        return DnsObservation(t.dns_record, None, None, str(exc))
+    return DnsObservation(view.record, view.target, view.region, view.problem)
 
 
 def context(settings: Settings, plan: Plan) -> HealthContext:

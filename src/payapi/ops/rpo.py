@@ -41,9 +41,11 @@ from typing import Any
 from payapi.backup.retention_policy import wal_position
 from payapi.core.errors import PayapiError
 from payapi.core.plan import BackupPolicy, Component, Plan, PlanError
+from payapi.ops.rpo_cover import Cover, StandbyServices, cover_for
 from payapi.ops.rpo_replication import Protection, ReplicationObservations, protection, replicated
 from payapi.ops.schedule import backup_interval
 from payapi.replication.lag import lsn_bytes
+from payapi.replication.redis_observe import RedisObservation
 
 __all__ = [
     "AT_RISK_FRACTION",
@@ -231,6 +233,8 @@ class Observations:
     repository: str | None = None
     notes: tuple[str, ...] = ()
     replication: ReplicationObservations | None = None  # with [regions]: ops.rpo_replication
+    redis: RedisObservation | None = None  # the serving region's Redis: ops.rpo_cover
+    standby_services: StandbyServices | None = None  # with [regions]: ops.rpo_cover
 
     def __post_init__(self) -> None:
         _aware(self.observed_at, "observed_at")
@@ -297,6 +301,7 @@ class ComponentStatus:
     reasons: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     replication: Protection | None = None
+    cover: Cover | None = None  # Redis's replicas, a stateless service's standby deployment
 
     def to_json(self) -> dict[str, Any]:
         lb, lv = self.last_backup, self.last_verified
@@ -331,6 +336,7 @@ class ComponentStatus:
             ],
             "wal": self.wal.to_json() if self.wal else None,
             "replication": self.replication.to_json() if self.replication else None,
+            "cover": self.cover.to_json() if self.cover else None,
             "reasons": list(self.reasons),
             "notes": list(self.notes),
         }
@@ -632,6 +638,7 @@ def assess(
         exposure: timedelta | None = None
         wal: WalStatus | None = None
         rpo = comp.rpo.delta if comp.rpo is not None else None
+        other: Cover | None = None
 
         if rpo is None or kind is None:
             status = Status.NOT_MANAGED
@@ -646,9 +653,12 @@ def assess(
                 "stateless, but the plan has no configuration component to redeploy it from"
             )
         else:
-            covered = prot if prot is not None and replicated(comp) else None
+            other = cover_for(comp, observations.redis, observations.standby_services, now)
+            covered: Protection | Cover | None = (
+                prot if prot is not None and replicated(comp) else other
+            )
             if kind is Kind.DATABASE:
-                within = covered is not None and covered.within(rpo)
+                within = isinstance(covered, Protection) and covered.within(rpo)
                 point, exposure, wal = _assess_database(v, observations, backups, now, within)
             else:
                 point = last.started_at if last is not None else None
@@ -697,6 +707,7 @@ def assess(
                 reasons=tuple(v.reasons),
                 notes=tuple(v.notes),
                 replication=prot if prot is not None and replicated(comp) else None,
+                cover=other if status is not Status.NOT_MANAGED else None,
             )
         )
     return out

@@ -19,7 +19,9 @@ from payapi.ops.rpo import (
     Observations,
     _newest_segment,
 )
+from payapi.ops.rpo_cover import StandbyServices
 from payapi.ops.rpo_replication import ReplicationObservations
+from payapi.replication.redis_observe import RedisObservation
 
 DB_TIMEOUT_SECONDS = 5.0
 
@@ -158,6 +160,7 @@ def observe(
         )
         for b in infos
     )
+    redis, standby = observe_covers(settings, clock=now) if database else (None, None)
     return Observations(
         observed_at=now(),
         backups=backups,
@@ -167,7 +170,33 @@ def observe(
         database=db,
         repository=str(repo.url),
         replication=replication,
+        redis=redis,
+        standby_services=standby,
     )
+
+
+def observe_covers(
+    settings: Settings, *, clock: Callable[[], datetime]
+) -> tuple[RedisObservation | None, StandbyServices | None]:
+    """With ``[regions]``: the primary region's Redis replication, and which standby
+    regions have each stateless service deployed (:mod:`payapi.ops.rpo_cover`)."""
+    if not settings.regions:
+        return None, None
+    from payapi.core.topology import topology_from_settings
+    from payapi.replication.redis_observe import observe_redis
+
+    topology = topology_from_settings(settings)
+    standbys = tuple(r.name for r in topology.standbys)
+    deployed = {
+        service: frozenset(
+            name
+            for name in standbys
+            if (conf := getattr(settings.regions[name], service)).url is not None
+            or conf.control != "none"
+        )
+        for service in ("eapi", "sapi")
+    }
+    return observe_redis(topology.primary, clock=clock), StandbyServices(standbys, deployed)
 
 
 def observe_replication(

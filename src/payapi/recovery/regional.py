@@ -308,13 +308,13 @@ def region_failover(
     out = Outcome(source=source_name, target=to, journal=journal)
     step = journal.step
     try:
-        with step("assess"):
-            seen = probe(source_name, source)
-            why = refuse_failover(seen, force=force)
-            if why:
-                raise RefusedError(why)
-            out.window_to = datetime.now(UTC)
-            journal.note(seen.describe())
+        assessed_at = datetime.now(UTC)
+        seen = probe(source_name, source)
+        why = refuse_failover(seen, force=force)
+        if why:
+            raise RefusedError(why)
+        out.window_to = datetime.now(UTC)
+        journal.record("assess", assessed_at, seen.describe())
         if seen.reachable:
             with step("fence"):
                 journal.note(", ".join(_scale(source_name, source, 0)))
