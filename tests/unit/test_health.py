@@ -130,16 +130,15 @@ def test_redis_and_dns_unconfigured_do_not_block() -> None:
 def redis_seen(
     role: str = "master", *, online: int = 1, members: int = 2, error: str | None = None
 ) -> RedisObservation:
-    replicas: list[ReplicaInfo] = [
-        {
-            "host": "127.0.0.1",
-            "port": 7001,
-            "state": "online",
-            "offset": 9,
-            "lag": 0,
-            "lag_bytes": 0,
-        }
-    ][:online]
+    one: ReplicaInfo = {
+        "host": "127.0.0.1",
+        "port": 7001,
+        "state": "online",
+        "offset": 9,
+        "lag": 0,
+        "lag_bytes": 0,
+    }
+    replicas = [one][:online]
     info: ReplicationInfo | None = (
         None if error else {"role": role, "offset": 9, "replicas": replicas, "master": None}
     )
