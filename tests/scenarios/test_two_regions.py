@@ -96,6 +96,7 @@ class TwoRegions:
     client: Client
     writer: Writer
     lost_in_failover: set[str] = field(default_factory=set)  # payment ids
+    token: str | None = None  # issued before the regional outage, in the seeded snapshot
 
     @property
     def config(self) -> Path:
@@ -265,6 +266,20 @@ def test_failover_refusals_are_one_line(regions: TwoRegions) -> None:
     assert len(res.stderr.strip().splitlines()) == 1 and "reachable" in res.stderr
 
 
+def test_dr_redis_is_seeded_from_the_newest_snapshot(regions: TwoRegions) -> None:
+    with httpx.Client(base_url=regions.status["endpoint"], timeout=10, trust_env=False) as http:
+        r = http.post("/api/v1/authenticate", headers=regions.client.headers)
+        assert r.status_code == 200, r.text
+        regions.token = r.json()["access_token"]
+    run_cli("backup", "run", "--component", "redis", "--json", config=regions.config)
+    res = run_cli("region", "seed-redis", "--region", "dr", "--json", config=regions.config)
+    assert json.loads(res.stdout)["detail"].startswith("restored snapshot"), res.stdout
+    refused = run_cli(
+        "region", "seed-redis", "--region", "primary", config=regions.config, check=False
+    )
+    assert refused.returncode == 2 and "serves" in refused.stderr, refused.stderr
+
+
 def test_region_outage_then_failover_to_dr(regions: TwoRegions) -> None:
     acks_before_outage = len(regions.writer.acks)
     regions.lab.stop_region("primary")
@@ -299,6 +314,15 @@ def test_region_outage_then_failover_to_dr(regions: TwoRegions) -> None:
         end = datetime.fromisoformat(window["to"])
         assert all(start <= a.at <= end for a in lost), (lost, window)
     regions.lost_in_failover = {a.payment_id for a in lost}
+    redis_step = next(s for s in out["steps"] if s["name"] == "redis")
+    assert redis_step["detail"].startswith("restored snapshot"), redis_step
+    if regions.token is not None:  # issued in primary, restored into DR's Redis
+        pid = regions.writer.acks[-1].payment_id
+        with httpx.Client(base_url=s["endpoint"], timeout=10, trust_env=False) as http:
+            r = http.get(
+                f"/api/v1/payments/{pid}", headers={"Authorization": f"Bearer {regions.token}"}
+            )
+        assert r.status_code == 200, r.text
 
 
 def test_failback_to_primary_loses_nothing(regions: TwoRegions) -> None:

@@ -162,6 +162,17 @@ def test_a_plan_with_other_frequencies_schedules_them() -> None:
     assert redis.next_run(T0) == T0.replace(minute=40)
 
 
+def test_a_standby_region_redis_is_seeded_after_each_snapshot() -> None:
+    schedule = jobs_from_plan(PLAN, ["dr"])
+    snapshot, seed = schedule.job("redis-snapshot"), schedule.job("redis-seed-dr")
+    assert seed.kind == "seed" and seed.every == snapshot.every
+    assert seed.offset == snapshot.offset + timedelta(minutes=5)
+    assert seed.args == ("region", "seed-redis", "--region", "dr", "--json")
+    order = [j.name for j in due_jobs(schedule.jobs, T0.replace(minute=15), {})]
+    assert order.index("redis-seed-dr") > order.index("redis-snapshot")
+    assert "redis-seed-dr" not in {j.name for j in SCHEDULE.jobs}  # no regions: no seeding
+
+
 # ---------------------------------------------------------------- the loop
 
 

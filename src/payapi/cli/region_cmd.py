@@ -136,3 +136,30 @@ def failback(
     with journal(quiet=as_json) as j:
         outcome = region_failback(settings, to=to, journal=j, verify=_verifier(settings))
     _finish(ctx, outcome, as_json)
+
+
+@app.command("seed-redis")
+def seed_redis_cmd(
+    ctx: typer.Context,
+    region: str = typer.Option(..., "--region", help="The standby region whose Redis to seed."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Restore the newest Redis snapshot into a standby region's Redis (the schedule runs
+    it a few minutes after each snapshot). Refused for a region that serves."""
+    from payapi.recovery.regional import probe
+    from payapi.recovery.regional_redis import seed_redis
+
+    settings = get_ctx(ctx).settings
+    if region not in settings.regions:
+        known = ", ".join(sorted(settings.regions)) or "none configured"
+        raise UsageError(f"unknown region {region!r} (regions: {known})")
+    conf = settings.regions[region]
+    if probe(region, conf).writable:
+        raise UsageError(f"region {region} serves: seeding would replace its live Redis")
+    with journal(quiet=as_json) as j:
+        detail = seed_redis(conf, j)
+    emit(
+        {"region": region, "detail": detail},
+        as_json=as_json,
+        human=lambda d: console.print(f"{d['region']}: {d['detail']}"),
+    )

@@ -77,8 +77,17 @@ def show(
 ) -> None:
     """Print every scheduled job with its next runs (UTC)."""
     loaded = load_for_cli(ctx, plan)
-    data = schedule_json(jobs_from_plan(loaded), parse_now(now), count)
+    try:
+        regions = seed_regions(get_ctx(ctx).settings)
+    except ConfigError:
+        regions = []
+    data = schedule_json(jobs_from_plan(loaded, regions), parse_now(now), count)
     emit(data, as_json=as_json, human=_print_schedule)
+
+
+def seed_regions(settings: Settings) -> list[str]:
+    """The standby regions with a Redis to seed from the primary's snapshots."""
+    return [n for n, r in settings.regions.items() if r.role != "primary" and r.redis]
 
 
 class _RpoTick:
@@ -161,7 +170,7 @@ def run(
         settings = get_ctx(ctx).settings
     except ConfigError as exc:
         fail(str(exc))
-    schedule = jobs_from_plan(loaded)
+    schedule = jobs_from_plan(loaded, seed_regions(settings))
     collector = RpoCollector(loaded)
     command = shlex.split(job_command) if job_command else payapi_command(settings.config_path)
     if not command:

@@ -170,6 +170,10 @@ class TwoRegionLab(Lab):
                 f"sentinels = {json.dumps(r.sentinel_addrs())}\n"
                 f"sentinel_master = {_toml_str(SENTINEL_MASTER)}\n"
             )
+        else:  # one Redis, seeded from snapshots: restores in place stop and start it
+            redis_section += (
+                f'control = "local"\ndata_dir = {_toml_str(r.redis_servers[0].workdir)}\n'
+            )
         text = f"""# payapi two-region lab, region {name!r}: written by `payapi lab up`. A
 # development setup: PostgreSQL trusts loopback and Redis has no password. No secret
 # is stored here.

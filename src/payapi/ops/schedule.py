@@ -29,7 +29,7 @@ Invariants:
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -53,8 +53,14 @@ __all__ = [
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 """Slots are counted from here (a Thursday, 00:00 UTC)."""
 
-JobKind = Literal["backup", "verify", "restore-test", "purge"]
-_KIND_ORDER: Mapping[str, int] = {"backup": 0, "verify": 1, "restore-test": 2, "purge": 3}
+JobKind = Literal["backup", "seed", "verify", "restore-test", "purge"]
+_KIND_ORDER: Mapping[str, int] = {
+    "backup": 0,
+    "seed": 1,
+    "verify": 2,
+    "restore-test": 3,
+    "purge": 4,
+}
 
 # Components payapi has a backup engine for, by the canonical names of the packaged plan
 # (a plan of your own may rename them; aliases resolve). Their WAL is not scheduled: it is
@@ -75,6 +81,9 @@ TIMES: Mapping[str, timedelta] = {
     # Weekly, counted from the epoch (a Thursday): Saturday 05:00 UTC.
     "restore-test": timedelta(days=2, hours=5),
 }
+# A standby region's Redis is seeded this long after each Redis snapshot (the seed's
+# "periodic snapshots to the DR region"), when the snapshot has surely finished.
+SEED_AFTER_SNAPSHOT = timedelta(minutes=5)
 # Hourly-or-slower jobs not named above start at this offset.
 DEFAULT_OFFSET = timedelta(minutes=30)
 # "on change" rows (configuration in Git) are swept daily: a change is copied at most a
@@ -230,9 +239,12 @@ def _backup_flags(backup_type: str) -> tuple[str, ...]:
     return ()
 
 
-def jobs_from_plan(plan: Plan) -> Schedule:
+def jobs_from_plan(plan: Plan, seed_regions: Sequence[str] = ()) -> Schedule:
     """The schedule the plan asks for: one job per backup row payapi can run, plus the
-    daily verification and purge. Rows it cannot run are listed with the reason."""
+    daily verification and purge. Rows it cannot run are listed with the reason.
+
+    ``seed_regions``: the standby regions whose Redis is seeded from each Redis snapshot
+    (``payapi region seed-redis``), a few minutes after it."""
     engines = _engine_names(plan)
     jobs: list[Job] = []
     skipped: list[NotScheduled] = []
@@ -283,6 +295,7 @@ def jobs_from_plan(plan: Plan) -> Schedule:
                 backup_type=row.type,
             )
         )
+    jobs.extend(_seed_jobs(jobs, engines, seed_regions))
     jobs.append(
         Job(
             name="verify",
@@ -321,6 +334,24 @@ def jobs_from_plan(plan: Plan) -> Schedule:
     if len(set(names)) != len(names):
         raise PlanError("the plan has two backup rows of the same component and type")
     return Schedule(tuple(jobs), tuple(skipped))
+
+
+def _seed_jobs(jobs: list[Job], engines: Mapping[str, str], regions: Sequence[str]) -> list[Job]:
+    snapshot = next((j for j in jobs if engines.get(j.component or "") == "redis"), None)
+    if snapshot is None:
+        return []
+    return [
+        Job(
+            name=f"redis-seed-{region}",
+            kind="seed",
+            every=snapshot.every,
+            offset=(snapshot.offset + SEED_AFTER_SNAPSHOT) % snapshot.every,
+            args=("region", "seed-redis", "--region", region, "--json"),
+            frequency=f"{snapshot.frequency}, after the snapshot",
+            component=snapshot.component,
+        )
+        for region in regions
+    ]
 
 
 _DATABASE = "database"

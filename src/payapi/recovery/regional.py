@@ -3,7 +3,8 @@
 ``region_failover(to="dr")``: assess (is the serving region really gone?), fence it when
 it is not and ``force`` says go on anyway, move the DNS record, promote the DR database
 (Patroni's standby cluster becomes a normal one), wait for the DR vault to take writes,
-check the DR Redis, start SAPI and EAPI, verify. ``region_failback(to="primary")``: make
+restore the newest Redis snapshot into the DR Redis (:mod:`payapi.recovery.regional_redis`),
+start SAPI and EAPI, verify. ``region_failback(to="primary")``: make
 the old region a standby of the serving one (Patroni rewinds or re-clones it), wait until
 it has everything, pause writes, hand over with zero data loss.
 
@@ -31,6 +32,7 @@ from payapi.recovery.regional_plan import (
     choose_source,
     refuse_failover,
 )
+from payapi.recovery.regional_redis import seed_redis
 from payapi.servers.postgres import psql
 from payapi.servers.procs import ToolError
 from payapi.systems.patroni import ClusterView, PatroniClient, PatroniError
@@ -237,21 +239,6 @@ def _vault_active(region: RegionSettings, timeout: float = 60) -> str:
     return "vault active (takes writes)"
 
 
-def _redis_ready(region: RegionSettings) -> str:
-    import redis
-
-    from payapi.systems.redis import client
-
-    for m in region.redis:
-        try:
-            answered = bool(client(m.url, 2.0).ping())
-        except (redis.RedisError, OSError):
-            answered = False
-        if answered:
-            return f"{m.name} answers (a cache: tokens not copied are re-issued on demand)"
-    raise RegionalError("no Redis of the region answers")
-
-
 def _dns_configured(settings: Settings) -> bool:
     return bool(settings.topology.dns_zone and settings.topology.dns_record)
 
@@ -354,7 +341,7 @@ def _take_over(
     with step("vault"):
         journal.note(_vault_active(target))
     with step("redis"):
-        journal.note(_redis_ready(target))
+        journal.note(seed_redis(target))
     with step("application"):
         journal.note(", ".join(_scale(to, target, replicas)))
     with step("verification"):

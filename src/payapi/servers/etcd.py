@@ -19,7 +19,7 @@ from payapi.servers.procs import (
     read_pid,
     spawn,
     terminate,
-    wait_for,
+    wait_started,
 )
 
 
@@ -99,15 +99,7 @@ class EtcdServer:
         ]
         self.workdir.mkdir(parents=True, exist_ok=True)
         pid = spawn(argv, log=self.logfile, pidfile=self.pidfile)
-        try:
-            wait_for(
-                lambda: self.healthy() or not pid_alive(pid), timeout=timeout, what="etcd health"
-            )
-        except ServerError:
-            terminate(pid)
-            raise
-        if not pid_alive(pid):
-            raise ServerError(f"etcd exited at start; see {self.logfile}")
+        wait_started(pid, self.healthy, timeout=timeout, what="etcd", log=self.logfile)
 
     def stop(self) -> None:
         pid = read_pid(self.pidfile)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from payapi.servers.procs import ServerError, pid_alive, read_pid, spawn, terminate, wait_for
+from payapi.servers.procs import ServerError, pid_alive, read_pid, spawn, terminate, wait_started
 
 
 def moto_executable() -> str:
@@ -61,11 +61,8 @@ class MotoServer:
             log=self.workdir / "moto.log",
             pidfile=self.pidfile,
         )
-        wait_for(
-            lambda: self.healthy() or not pid_alive(pid), timeout=timeout, what="moto's server"
-        )
-        if not pid_alive(pid):
-            raise ServerError(f"moto's server exited at start; see {self.workdir / 'moto.log'}")
+        log = self.workdir / "moto.log"
+        wait_started(pid, self.healthy, timeout=timeout, what="moto's server", log=log)
 
     def stop(self) -> None:
         pid = read_pid(self.pidfile)

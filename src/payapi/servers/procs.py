@@ -266,6 +266,20 @@ def wait_for(
     raise ServerError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+def wait_started(
+    pid: int, healthy: Callable[[], bool], *, timeout: float, what: str, log: Path
+) -> None:
+    """Wait until a just-spawned server ``pid`` answers ``healthy``; a server that exits
+    first, or never answers, is an error naming its log (and a hung one is stopped)."""
+    try:
+        wait_for(lambda: healthy() or not pid_alive(pid), timeout=timeout, what=f"{what} health")
+    except ServerError:
+        terminate(pid)
+        raise
+    if not pid_alive(pid):
+        raise ServerError(f"{what} exited at start; see {log}")
+
+
 # --------------------------------------------------------------------------- tools
 
 

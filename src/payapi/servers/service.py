@@ -22,7 +22,7 @@ from payapi.servers.procs import (
     read_pid,
     spawn,
     terminate,
-    wait_for,
+    wait_started,
 )
 
 
@@ -75,17 +75,7 @@ class ServiceProcess:
         pid = pid or read_pid(self.pidfile)
         if pid is None:
             raise ServerError(f"{self.name} is not running")
-        try:
-            wait_for(
-                lambda: self.healthy() or not pid_alive(pid),
-                timeout=timeout,
-                what=f"{self.name} health",
-            )
-        except ServerError:
-            terminate(pid)
-            raise
-        if not pid_alive(pid):
-            raise ServerError(f"{self.name} exited at start; see {self.logfile}")
+        wait_started(pid, self.healthy, timeout=timeout, what=self.name, log=self.logfile)
 
     def stop(self) -> None:
         pid = read_pid(self.pidfile)
