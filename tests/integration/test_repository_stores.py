@@ -276,6 +276,39 @@ def test_flipped_byte_in_wal_segment(repo: Repository, tmp_path: Path) -> None:
     assert list(scratch.iterdir()) == []  # nothing half-written left behind
 
 
+def test_a_push_that_loses_the_index_race_settles_the_stored_segment(
+    repo: Repository, tmp_path: Path
+) -> None:
+    """Two pushes of one segment: A wins the index, B's object lands last. Before B
+    settles, the index does not describe the stored bytes (no restore could read them);
+    B's settlement makes its own entry the index."""
+    from payapi.backup.crypto import DataKey, ObjectEncryptor
+    from payapi.backup.manifest import WalEntry
+
+    seg = tmp_path / SEG
+    seg.write_bytes(os.urandom(2 * CHUNK))
+    assert repo.put_wal(SEG, seg)  # A
+    enc = ObjectEncryptor(DataKey.new(repo.key), WAL + SEG, repo.chunk_size)
+    with open(seg, "rb") as f:
+        repo.store.put(WAL + SEG, enc.encrypt(f))  # B's object, written after A's index
+    ours = WalEntry(
+        name=SEG,
+        size=enc.size,
+        stored_size=enc.stored_size,
+        sha256=enc.sha256,
+        stored_sha256=enc.stored_sha256,
+        archived_at=datetime.now(UTC),
+    )
+    assert [p.detail for p in repo.verify().problems] == [
+        "SHA-256 of the stored bytes differs from the record"
+    ]
+    assert repo._settle_wal_race(SEG, WAL + SEG, ours)
+    assert repo.verify().problems == []
+    repo.get_wal(SEG, tmp_path / "RECOVERYXLOG")
+    assert (tmp_path / "RECOVERYXLOG").read_bytes() == seg.read_bytes()
+    assert repo._settle_wal_race(SEG, WAL + SEG, ours)  # settled: nothing more to do
+
+
 def test_flipped_byte_in_wal_index(repo: Repository, tmp_path: Path) -> None:
     seg = tmp_path / SEG
     seg.write_bytes(b"w" * 100)

@@ -83,3 +83,22 @@ def test_the_key_layout() -> None:
     assert classify_key(GEN_KEY.encode()) == "generation"
     assert classify_key(b"other") == "other"
     assert new_generation(None, 10**30) == 10**30 + 1
+
+
+def test_url_at_keeps_the_scheme_credentials_and_db() -> None:
+    from payapi.systems.redis import url_at
+
+    assert url_at("redis://:pw@127.0.0.1:7000/3", ("127.0.0.1", 7001)) == (
+        "redis://:pw@127.0.0.1:7001/3"
+    )
+    assert url_at("rediss://u:p@a:1/0", ("::1", 5)) == "rediss://u:p@[::1]:5/0"
+
+
+def test_primary_url_without_sentinels_is_the_configured_url() -> None:
+    from payapi.core.settings import RedisSettings
+    from payapi.systems.redis import SentinelError, primary_url
+
+    assert primary_url(RedisSettings(url="redis://127.0.0.1:7000/1")) == "redis://127.0.0.1:7000/1"
+    nobody = RedisSettings(sentinels=["127.0.0.1:1"], sentinel_master="payapi")
+    with pytest.raises(SentinelError, match="no Sentinel sees a running primary"):
+        primary_url(nobody, timeout=0.2)

@@ -44,6 +44,10 @@ def test_the_source_is_what_dns_names_else_the_primary() -> None:
     assert choose_source(s, "primary", "dr") == "dr"
     with pytest.raises(RefusedError, match="already serves"):
         choose_source(s, "dr", "dr")
+    with pytest.raises(RefusedError, match="already serves"):
+        choose_source(s, "dr", "dr", target_writable=True)
+    # The record moved but the database was never promoted: a re-run completes it.
+    assert choose_source(s, "dr", "dr", target_writable=False) == "primary"
 
 
 def test_member_config_of_a_standby_cluster_lists_every_upstream_host() -> None:

@@ -32,10 +32,12 @@ from payapi.core.logs import get_logger
 from payapi.core.settings import RedisSettings
 from payapi.systems.redis import (
     RedisStreamError,
+    SentinelError,
     SyncStream,
     client,
     config_get,
     persistence_less,
+    primary_url,
     where,
 )
 
@@ -97,6 +99,10 @@ def run_redis_backup(
     """
     j = journal or Journal.silent()
     repo.require_config()
+    try:  # the current primary: after a Sentinel failover ``url`` names a replica
+        settings = settings.model_copy(update={"url": primary_url(settings)})
+    except SentinelError as exc:
+        raise RedisBackupError(str(exc)) from None
     source = where(settings.url)
     conn = client(settings.url, max(settings.socket_timeout_seconds, 5.0))
     try:

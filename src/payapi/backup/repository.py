@@ -37,6 +37,7 @@ import logging
 import os
 import re
 import secrets
+import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -752,10 +753,47 @@ class Repository:
             )
             try:
                 self.put_model(WAL_INDEX + name, entry, exclusive=True)
-            except AlreadyExists:  # a concurrent push of the same name won: compare again
+            except AlreadyExists:  # a concurrent push of the same name won the index
+                if self._settle_wal_race(name, key, entry):
+                    return False
                 continue
             return True
         raise WalConflict(f"WAL segment {name} is being archived concurrently; retry")
+
+    def _settle_wal_race(self, name: str, key: str, ours: WalEntry, tries: int = 5) -> bool:
+        """Two pushes of one segment (``wal push`` to a secondary and a copy after a
+        backup, say) write the same object, then race to create its index entry. The
+        loser's object may have replaced the winner's, leaving an index that does not
+        describe the stored bytes, and a segment that no restore can read. The loser
+        settles it: same plaintext (else :class:`WalConflict`), then if the stored bytes
+        are the winner's there is nothing to do, and if they are its own its entry becomes
+        the index. False when a third writer is still at it (the caller looks again)."""
+        for _ in range(tries):
+            winner = self._wal_entry(name)
+            if (winner.size, winner.sha256) != (ours.size, ours.sha256):
+                raise WalConflict(
+                    f"WAL segment {name} is already archived in {self.url} "
+                    "with different content; refusing to overwrite it"
+                )
+            stored = self._stored_sha256(key)
+            if stored == winner.stored_sha256:
+                return True
+            if stored == ours.stored_sha256:
+                self.put_model(WAL_INDEX + name, ours, exclusive=False)
+                return True
+            time.sleep(0.1)
+        return False
+
+    def _stored_sha256(self, key: str) -> str | None:
+        try:
+            raw = self.store.open(key)
+        except NotFound:
+            return None
+        digest = hashlib.sha256()
+        with raw:
+            while chunk := raw.read(1 << 20):
+                digest.update(chunk)
+        return digest.hexdigest()
 
     def get_wal(self, name: str, dest: Path | str) -> None:
         """Restore one WAL segment to ``dest`` (checked, then renamed into place)."""

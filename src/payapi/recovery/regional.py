@@ -268,7 +268,9 @@ def _regions(settings: Settings, to: str) -> tuple[str, RegionSettings, RegionSe
     if to not in settings.regions:
         known = ", ".join(sorted(settings.regions)) or "none configured"
         raise RefusedError(f"unknown region {to!r} (regions: {known})")
-    source = choose_source(settings, to, serving_region_or_none(settings))
+    serving = serving_region_or_none(settings)
+    writable = probe(to, settings.regions[to]).writable if serving == to else None
+    source = choose_source(settings, to, serving, writable)
     return source, settings.regions[source], settings.regions[to]
 
 
@@ -380,21 +382,18 @@ def region_failback(
     out = Outcome(source=source_name, target=to, journal=journal)
     step = journal.step
     try:
-        with step("assess"):
-            seen = probe(to, target)
-            if not seen.patroni_answers:
-                raise RefusedError(
-                    f"region {to} is not running: start it first (it comes back fenced)"
-                )
-            if seen.writable:
-                raise RefusedError(
-                    f"region {to} writes (leader {seen.leader}): two writable regions; "
-                    "fence it before a failback"
-                )
-            src = probe(source_name, source)
-            if not src.writable:
-                raise RefusedError(f"region {source_name} does not serve: nothing to fail back")
-            journal.note(f"{to}: {seen.describe()}; {source_name} serves")
+        assessed_at = datetime.now(UTC)
+        seen = probe(to, target)
+        if not seen.patroni_answers:
+            raise RefusedError(f"region {to} is not running: start it first (it comes back fenced)")
+        if seen.writable:
+            raise RefusedError(
+                f"region {to} writes (leader {seen.leader}): two writable regions; "
+                "fence it before a failback"
+            )
+        if not probe(source_name, source).writable:
+            raise RefusedError(f"region {source_name} does not serve: nothing to fail back")
+        journal.record("assess", assessed_at, f"{to}: {seen.describe()}; {source_name} serves")
         with step("rebuild"):
             if not seen.standby_cluster:
                 journal.note(_demote(to, target, source))

@@ -52,12 +52,17 @@ def refuse_failover(source: RegionProbe, *, force: bool) -> str | None:
     return None
 
 
-def choose_source(settings: Settings, to: str, serving: str | None) -> str:
-    """The region being left: the one the DNS record names, else the configured primary
-    (the target itself when nothing else is known, which the caller refuses)."""
+def choose_source(
+    settings: Settings, to: str, serving: str | None, target_writable: bool | None = None
+) -> str:
+    """The region being left: the one the DNS record names, else the configured primary.
+
+    A record that names ``to`` already means it serves, unless its database does not take
+    writes (``target_writable`` False): then an earlier run stopped after moving the record,
+    and running again completes it (every step is idempotent)."""
     if serving is not None and serving != to:
         return serving
-    if serving == to:
+    if serving == to and target_writable is not False:
         raise RefusedError(f"region {to} already serves (the DNS record names it)")
     others = [n for n, r in settings.regions.items() if n != to and r.role == "primary"]
     if not others:

@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import asyncpg
 import redis
 
 from payapi.core.errors import PayapiError
@@ -32,6 +34,14 @@ __all__ = ["RegionRedisError", "redis_answers", "region_own_settings", "seed_red
 
 class RegionRedisError(PayapiError):
     """The region's Redis could not be made ready (exit 1)."""
+
+
+def _any_server(dsn: str) -> str:
+    """``dsn`` accepting a standby too (``target_session_attrs=any``)."""
+    parts = urlsplit(dsn)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "target_session_attrs"]
+    query.append(("target_session_attrs", "any"))
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 def region_own_settings(region: RegionSettings) -> Settings | None:
@@ -67,10 +77,16 @@ def seed_redis(region: RegionSettings, journal: Journal | None = None) -> str:
     own = region_own_settings(region)
     if own is None or own.redis.control == "none" or own.redis.uses_sentinel:
         return redis_answers(region) + " (not restored here: no local control of it)"
-    dsn = own.postgres.payment_dsn
+    # The audit log is only read, and a standby region's database is read-only.
+    dsn = _any_server(own.postgres.payment_dsn) if own.postgres.payment_dsn else ""
 
     def revocations(since: datetime) -> Any:
-        return asyncio.run(revocations_from_audit(dsn, since)) if dsn else None
+        if not dsn:
+            return None
+        try:
+            return asyncio.run(revocations_from_audit(dsn, since))
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return None  # unknown revocations: every token is dropped, the safe side
 
     try:
         with (

@@ -27,6 +27,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypedDict, runtime_checkable
+from urllib.parse import urlsplit, urlunsplit
 
 import redis as redis_sync
 from redis.backoff import NoBackoff
@@ -468,6 +469,27 @@ def _healthy_master(state: Mapping[str, str]) -> tuple[str, int] | None:
     if "master" not in flags or flags & {"s_down", "o_down", "disconnected"}:
         return None
     return state.get("ip", ""), int(state.get("port", "0"))
+
+
+def url_at(url: str, addr: tuple[str, int]) -> str:
+    """``url`` (its scheme, credentials and db) pointing at another server ``addr``."""
+    parts = urlsplit(url)
+    userinfo, _, _ = parts.netloc.rpartition("@")
+    host = f"[{addr[0]}]" if ":" in addr[0] else addr[0]
+    netloc = f"{userinfo}@{host}:{addr[1]}" if userinfo else f"{host}:{addr[1]}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def primary_url(section: RedisSettings, timeout: float = 0.5) -> str:
+    """The URL of the current primary: through the Sentinels when ``[redis]`` names them
+    (after a failover ``url``'s server is a replica, or gone), else ``url``.
+    :class:`SentinelError` when no Sentinel sees a running primary."""
+    if not section.uses_sentinel or section.sentinel_master is None:
+        return section.url
+    addr = sentinel_master(section.sentinels, section.sentinel_master, timeout)
+    if addr is None:
+        raise SentinelError(f"no Sentinel sees a running primary of {section.sentinel_master!r}")
+    return url_at(section.url, addr)
 
 
 def sentinel_master(
