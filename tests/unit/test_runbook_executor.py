@@ -120,7 +120,12 @@ def test_retries_wait_their_backoff_and_the_progress_journal_sees_each_attempt(
     result = ex.start(rb, {})
     assert result.ok
     assert clock.slept == [2.0, 4.0]
-    attempts = [s for s in progress.steps if s.name.startswith("flaky")]
+    attempts = [s for s in progress.steps if s.name.split(" (")[0] == "flaky"]
+    failures = [s.name for s in progress.steps if "failed:" in s.name]
+    assert failures == [
+        "flaky: attempt 1 failed: failed on purpose",
+        "flaky: attempt 2 failed: failed on purpose",
+    ]
     assert [s.status for s in attempts] == [Status.FAILED, Status.FAILED, Status.OK]
     assert attempts[2].name == "flaky (attempt 3)"
     st = result.state.step("flaky")

@@ -268,6 +268,7 @@ class _Run:
             status = "ok"
         except _Failed as exc:
             output, status = str(exc), "failed"
+            self.ex.journal.note(f"{step.id}: attempt {d.attempt} failed: {output}")
         ended = self.ex.clock()
         duration = round((ended - started).total_seconds(), 3)
         self.write(
