@@ -423,6 +423,17 @@ class FailoverSettings(BaseModel):
     dr_lag_seconds: float | None = Field(default=None, ge=0)
 
 
+class RecoverySettings(BaseModel):
+    """``[recovery]``: where operators keep their own runbooks (YAML files, beside the ones
+    shipped in the wheel) and where each run's journal is written (one file per run)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    runbook_dirs: list[Path] = Field(default_factory=list)
+    # None: ``runbooks/`` beside the config file (the lab's folder), else in the cwd.
+    journal_dir: Path | None = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PAYAPI_",
@@ -450,6 +461,7 @@ class Settings(BaseSettings):
     patroni: PatroniSettings = Field(default_factory=PatroniSettings)
     sentinel: SentinelSettings = Field(default_factory=SentinelSettings)
     failover: FailoverSettings = Field(default_factory=FailoverSettings)
+    recovery: RecoverySettings = Field(default_factory=RecoverySettings)
 
     @field_validator("regions")
     @classmethod
@@ -461,6 +473,14 @@ class Settings(BaseSettings):
                     "letters, digits or -"
                 )
         return value
+
+    def runbook_journal_dir(self) -> Path:
+        """``[recovery] journal_dir``, else ``runbooks/`` in the config file's folder (a
+        lab's folder: its runs stay with it), else in the current directory."""
+        if self.recovery.journal_dir is not None:
+            return self.recovery.journal_dir
+        base = self.config_path.parent if self.config_path is not None else Path.cwd()
+        return base / "runbooks"
 
     @classmethod
     def settings_customise_sources(
@@ -532,6 +552,10 @@ def _resolve_relative_paths(settings: Settings, base: Path) -> None:
     settings.backup.work_dir = fix(settings.backup.work_dir)
     for secondary in settings.backup.secondaries.values():
         secondary.key_file = fix(secondary.key_file)
+    settings.recovery.journal_dir = fix(settings.recovery.journal_dir)
+    settings.recovery.runbook_dirs = [
+        p for p in (fix(d) for d in settings.recovery.runbook_dirs) if p is not None
+    ]
     cb = settings.config_backup
     cb.git_dir = fix(cb.git_dir)
     cb.deploy_dir = fix(cb.deploy_dir)

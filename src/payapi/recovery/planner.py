@@ -1,0 +1,163 @@
+"""Deciding, apart from doing: given a runbook and the state its journal folds into,
+what happens next and why. Pure (no clock, no I/O), so every case is a unit test.
+
+The rules, in the order they apply to the first step that is not finished:
+
+- a step started and never ended (the process died): run it again from its start (the
+  journal cannot tell how far it got; actions are idempotent);
+- a step that needs an approval it does not have waits for it; a refused approval ends
+  the run (failed);
+- a step whose last attempt failed is retried while it has retries left, not before its
+  backoff has passed since that failure;
+- a step out of retries: ``abort`` ends the run (failed), ``continue`` goes on to the next
+  step (the failure stays in the journal), ``rollback`` runs the named step (with that
+  step's own timeout and retries): the run ends rolled back when it succeeds, failed when
+  it does not;
+- a pending step runs; when every step is finished, the run is done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from payapi.recovery.run_state import RunState, RunStatus, StepState, StepStatus
+from payapi.recovery.runbook import Runbook, Step
+
+
+class Kind(StrEnum):
+    RUN = "run"  # run ``step`` attempt ``attempt`` now
+    RETRY = "retry"  # run it again, not before ``not_before``
+    WAIT_APPROVAL = "wait_approval"  # ``step`` needs an approval by ``role``
+    ROLLBACK = "rollback"  # run rollback step ``step`` (for ``failed_step``)
+    DONE = "done"  # every step finished; ``status`` says how the run ended
+    ABORTED = "aborted"  # the run stops here; ``status`` says how
+
+
+@dataclass(frozen=True)
+class Decision:
+    kind: Kind
+    reason: str
+    step: str | None = None
+    attempt: int = 0
+    not_before: datetime | None = None
+    role: str | None = None
+    failed_step: str | None = None  # ROLLBACK: the step whose failure it answers
+    rerun: bool = False  # the attempt before it was interrupted
+    status: RunStatus | None = None  # DONE / ABORTED
+
+    @property
+    def phase(self) -> str:
+        return "rollback" if self.kind is Kind.ROLLBACK else "main"
+
+    @property
+    def acts(self) -> bool:
+        return self.kind in (Kind.RUN, Kind.RETRY, Kind.ROLLBACK)
+
+
+def _exhausted(step: Step, st: StepState) -> bool:
+    return st.status is StepStatus.FAILED and st.failures > step.retries
+
+
+def _when(st: StepState, delay: float) -> datetime | None:
+    if st.ended_at is None:
+        return None
+    return datetime.fromisoformat(st.ended_at) + timedelta(seconds=delay)
+
+
+def _attempt(step: Step, st: StepState, kind: Kind) -> Decision | None:
+    """Run, re-run or retry ``step`` as its state asks; None when it is finished."""
+    if st.status is StepStatus.RUNNING:
+        return Decision(
+            kind,
+            f"{step.id}: attempt {st.attempts} started at {st.started_at} and never ended "
+            "(the run was interrupted): re-run from its start",
+            step.id,
+            st.attempts + 1,
+            rerun=True,
+        )
+    if st.status is StepStatus.FAILED and not _exhausted(step, st):
+        delay = step.backoff.delay(st.failures)
+        return Decision(
+            Kind.RETRY if kind is Kind.RUN else kind,
+            f"{step.id}: attempt {st.attempts} failed ({st.output}); retry "
+            f"{st.failures} of {step.retries} after {delay:g}s",
+            step.id,
+            st.attempts + 1,
+            not_before=_when(st, delay),
+        )
+    if st.status in (StepStatus.PENDING, StepStatus.WAITING_APPROVAL):
+        first = "" if st.attempts == 0 else f" (attempt {st.attempts + 1})"
+        return Decision(kind, f"{step.id}: next step{first}", step.id, st.attempts + 1)
+    return None
+
+
+def _rollback(runbook: Runbook, state: RunState, step: Step, st: StepState) -> Decision:
+    assert step.rollback is not None
+    rb = runbook.step(step.rollback)
+    rs = state.step(rb.id, "rollback")
+    todo = _attempt(rb, rs, Kind.ROLLBACK)
+    if todo is not None:
+        if rs.attempts == 0:
+            todo = Decision(
+                Kind.ROLLBACK,
+                f"{step.id} failed after {st.failures} attempt(s) ({st.output}): "
+                f"roll back with {rb.id}",
+                rb.id,
+                1,
+            )
+        return replace(todo, failed_step=step.id)
+    if rs.status is StepStatus.OK:
+        return Decision(
+            Kind.ABORTED,
+            f"{step.id} failed ({st.output}); rolled back by {rb.id}",
+            step.id,
+            status=RunStatus.ROLLED_BACK,
+        )
+    return Decision(
+        Kind.ABORTED,
+        f"{step.id} failed ({st.output}); its rollback {rb.id} failed too ({rs.output})",
+        step.id,
+        status=RunStatus.FAILED,
+    )
+
+
+def next_step(runbook: Runbook, state: RunState) -> Decision:
+    """What to do next for the run ``state`` describes (see the module's rules)."""
+    tolerated: list[str] = []
+    for step in runbook.steps:
+        st = state.step(step.id)
+        if st.status is StepStatus.OK:
+            continue
+        if _exhausted(step, st):
+            if step.on_failure == "continue":
+                tolerated.append(step.id)
+                continue
+            if step.on_failure == "rollback":
+                return _rollback(runbook, state, step, st)
+            return Decision(
+                Kind.ABORTED,
+                f"{step.id} failed after {st.failures} attempt(s): {st.output}",
+                step.id,
+                status=RunStatus.FAILED,
+            )
+        if step.approval is not None and st.approved_by is None:
+            if st.approval_refused is not None:
+                return Decision(
+                    Kind.ABORTED,
+                    f"{step.id}: approval by {step.approval.role} refused ({st.approval_refused})",
+                    step.id,
+                    status=RunStatus.FAILED,
+                )
+            return Decision(
+                Kind.WAIT_APPROVAL,
+                f"{step.id}: needs the approval of {step.approval.role}",
+                step.id,
+                role=step.approval.role,
+            )
+        todo = _attempt(step, st, Kind.RUN)
+        if todo is not None:
+            return todo
+    extra = f" ({', '.join(tolerated)} failed, on_failure: continue)" if tolerated else ""
+    return Decision(Kind.DONE, f"every step finished{extra}", status=RunStatus.SUCCEEDED)
