@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
+from payapi.recovery.corruption_checks import REFERENCE_SQL
 from payapi.recovery.corruption_plan import (
     REDACTED,
     CorrectionPlan,
@@ -18,6 +20,7 @@ from payapi.recovery.corruption_plan import (
     same_row,
     target_time,
 )
+from payapi.schemas import REFERENCE_PATTERN
 
 T = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -111,6 +114,13 @@ def test_plan_file_redacts_credential_columns_and_counts_are_integers() -> None:
 def test_target_is_just_before_t() -> None:
     assert target_time(T) == T - timedelta(microseconds=1)
     assert target_time(T).tzinfo is not None
+
+
+def test_the_sql_reference_pattern_is_the_api_one() -> None:
+    assert REFERENCE_SQL == "^[A-Za-z0-9._-]{1,64}$"
+    for ref in ("ok-1", "a" * 64, "a" * 65, "bad ref", "", "x\n"):
+        api = bool(REFERENCE_PATTERN.match(ref))
+        assert api == bool(re.fullmatch(r"[A-Za-z0-9._-]{1,64}", ref)), ref
 
 
 def _v(n: int, digest: str) -> SecretVersion:
