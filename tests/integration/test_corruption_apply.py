@@ -8,6 +8,7 @@ or the database refuses one — none.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -134,3 +135,22 @@ async def test_unknown_tables_and_the_audit_log_are_refused(conn: asyncpg.Connec
     await conn.execute("CREATE TABLE nokey (a int)")
     with pytest.raises(UsageError, match="no primary key"):
         await resolve_tables(conn, ["nokey"])
+
+
+async def test_verify_reports_each_check_and_fails_on_a_malformed_reference(
+    conn: asyncpg.Connection, fresh_db: str
+) -> None:
+    """The schema allows what the API refuses (a reference with a space): --verify finds it."""
+    from payapi.core.settings import PostgresSettings, Settings
+    from payapi.recovery.corruption_checks import verify_db
+
+    settings = Settings(postgres=PostgresSettings(payment_dsn=fresh_db))
+    good = await asyncio.to_thread(verify_db, settings)
+    assert good.ok, good.to_json()
+    names = [c.name for c in good.checks]
+    assert names[:4] == ["audit_chain", "positive_amounts", "idempotency_keys", "references"]
+    await conn.execute("UPDATE payments SET reference = 'bad ref' WHERE reference = 'ref-4'")
+    bad = await asyncio.to_thread(verify_db, settings)
+    assert not bad.ok
+    (failed,) = bad.failed()
+    assert (failed.name, failed.offending) == ("references", 1)

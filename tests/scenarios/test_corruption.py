@@ -124,7 +124,8 @@ def test_corruption_is_corrected_and_later_payments_are_kept(
     )  # fmt: skip
 
     # The 15 are back exactly as before T; the 50 are all still there; nothing else.
-    assert _snapshot(lab) == {**corrupted.before, **later}
+    after_apply = _snapshot(lab)
+    assert after_apply == {**corrupted.before, **later}
     assert out["applied"] is True
     assert (out["restored_rows"], out["deleted_rows_restored"], out["kept_rows"]) == (15, 5, 50)
     for key in ("restored_rows", "deleted_rows_restored", "kept_rows"):
@@ -152,14 +153,20 @@ def test_corruption_is_corrected_and_later_payments_are_kept(
     events = _cli_json(lab, "audit", "list", "--type", "recovery.corruption.applied")
     assert events[-1]["details"]["restored_rows"] == 15  # type: ignore[index]
 
-    # Run again (for people this time): nothing left to correct, the 50 still kept.
+    # Run again (for people this time): nothing left to correct; one later payment
+    # marked by the operator would be dropped, the 49 others kept.
+    marked = outside_tmp / "drop-ids.txt"
+    marked.write_text(f"# created by mistake\n{sorted(later)[0]}\n")
     again = _cli(
         lab, "recover", "corruption", "--component", "db", "--since", corrupted.since,
-        "--plan-file", str(outside_tmp / "plan2.json"), "--work-dir", str(work),
+        "--drop-ids", str(marked), "--plan-file", str(outside_tmp / "plan2.json"),
+        "--work-dir", str(work),
     )  # fmt: skip
     assert again.returncode == 0, again.stderr
     assert "payments: 0 restored" in again.stdout
-    assert "50 created after T kept" in again.stdout and "not applied" in again.stdout
+    assert "49 created after T kept, 1 dropped" in again.stdout
+    assert "not applied" in again.stdout
+    assert _snapshot(lab) == after_apply  # a plan alone changes nothing
 
 
 @pytest.mark.parametrize(
