@@ -154,3 +154,14 @@ async def test_verify_reports_each_check_and_fails_on_a_malformed_reference(
     assert not bad.ok
     (failed,) = bad.failed()
     assert (failed.name, failed.offending) == ("references", 1)
+
+
+async def test_a_later_row_the_operator_marked_is_deleted(conn: asyncpg.Connection) -> None:
+    before = await _snapshot(conn)
+    await _corrupt(conn)
+    (ref,) = await resolve_tables(conn, ["payments"])
+    now = await read_rows(conn, ref.name)
+    later = next(r["id"] for r in now if r["reference"] == "later")
+    table = plan_table(ref.name, ref.primary_key, before.values(), now, drop=[later])
+    await apply_db_on(conn, CorrectionPlan(since=T, tables=(table,), created_at=T))
+    assert await _snapshot(conn) == before
