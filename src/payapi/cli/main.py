@@ -30,6 +30,7 @@ from payapi.cli import (
     lab_cmd,
     openapi_cmd,
     plan_cmd,
+    recover_cmd,
     region_cmd,
     restore_cmd,
     retention_cmd,
@@ -90,6 +91,7 @@ app.add_typer(health_cmd.app, name="health", help="Health of a region: health ch
 app.add_typer(topology_cmd.app, name="topology", help="Regions, members, the endpoint.")
 app.add_typer(region_cmd.app, name="region", help="Regional failover and failback.")
 app.add_typer(runbook_cmd.app, name="runbook", help="Runbooks: list, run, show, resume, runs.")
+app.add_typer(recover_cmd.app, name="recover", help="Recovery procedures: corruption.")
 app.add_typer(wal_cmd.app, name="wal", help="WAL archiving (archive/restore_command).")
 app.command("restore")(restore_cmd.restore)
 app.command("openapi")(openapi_cmd.openapi)

@@ -1,0 +1,246 @@
+"""`payapi recover …`: the recovery procedures of the plan (seed "Recovery Procedures").
+
+    payapi recover corruption --component db --since T [--tables payments[,…]]
+                              [--drop-ids FILE] [--plan-file F] [--apply [--yes]]
+                              [--verify] [--json]
+    payapi recover corruption --component vault --since T [--keep-ids FILE] …
+
+The work is :mod:`payapi.recovery.corruption` (and ``corruption_vault``,
+``corruption_checks``); this command parses, confirms and prints. Exit 0 done, 1 failed
+(the correction, or a ``--verify`` check), 2 bad usage (nothing was changed).
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from payapi.cli.context import get_ctx
+from payapi.cli.output import EXIT_USAGE, console, emit, fail, journal
+from payapi.core.errors import PayapiError
+
+app = typer.Typer(help="Recovery procedures: data corruption.", no_args_is_help=True)
+
+
+@app.callback()
+def recover() -> None:
+    """Recovery procedures of the DR plan."""
+
+
+def _confirm(what: str, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        fail(f"{what}: confirm with --yes (no terminal to ask on)", EXIT_USAGE)
+    if not typer.confirm(f"{what}?", default=False, err=True):
+        fail(f"{what}: not confirmed", EXIT_USAGE)
+
+
+def _ids(path: Path | None, option: str) -> tuple[str, ...]:
+    if path is None:
+        return ()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        fail(f"{option} {path}: {exc.strerror or exc}", EXIT_USAGE)
+    return tuple(s for line in text.splitlines() if (s := line.split("#", 1)[0].strip()))
+
+
+def _since(text: str) -> datetime:
+    from payapi.backup.restore_plan import parse_time
+
+    try:
+        return parse_time(text)
+    except ValueError as exc:
+        fail(f"--since: {exc}", EXIT_USAGE)
+
+
+@app.command("corruption")
+def corruption(
+    ctx: typer.Context,
+    component: str = typer.Option(..., "--component", "-c", help="db or vault."),
+    since: str = typer.Option(
+        ..., "--since", help="When the corruption began (ISO 8601; UTC if no zone)."
+    ),
+    tables: list[str] = typer.Option(
+        ["payments"], "--tables", help="db: tables to compare (comma-separated or repeated)."
+    ),
+    drop_ids: Path | None = typer.Option(
+        None,
+        "--drop-ids",
+        help="db: file of primary keys (one a line, TABLE:ID or ID of the first table) of "
+        "rows created after T to delete instead of keeping.",
+    ),
+    keep_ids: Path | None = typer.Option(
+        None, "--keep-ids", help="vault: file of variable ids to leave as they are now."
+    ),
+    plan_file: Path | None = typer.Option(
+        None, "--plan-file", help="Where to write the correction plan (JSON)."
+    ),
+    work_dir: Path | None = typer.Option(
+        None, "--work-dir", help="Where the scratch copy goes (default: [backup] work_dir)."
+    ),
+    apply: bool = typer.Option(False, "--apply", help="Execute the plan (one transaction)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Apply without asking."),
+    verify: bool = typer.Option(False, "--verify", help="Run the integrity checks at the end."),
+    archive_timeout: float = typer.Option(
+        120.0, "--archive-timeout", help="Seconds to wait for T's WAL to be archived."
+    ),
+    recovery_timeout: float = typer.Option(
+        600.0, "--recovery-timeout", help="Seconds to wait for the copy to recover."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (for automation)."),
+) -> None:
+    """Correct data corrupted since T from a copy of the database recovered just before T
+    beside production: a plan first (rows to put back, rows created since kept), then,
+    with --apply, one guarded transaction and an audit event."""
+    from payapi.backup.postgres import COMPONENT
+    from payapi.backup.service import component_lock
+    from payapi.cli.backup_cmd import open_repository, resolve_component
+    from payapi.recovery.corruption import CorruptionRequest
+
+    canonical = resolve_component(component)
+    if canonical not in ("database", "vault"):
+        fail(f"--component {component}: corruption recovery is for db or vault", EXIT_USAGE)
+    names = tuple(n.strip() for item in tables for n in item.split(",") if n.strip())
+    if not names:
+        fail("--tables: name at least one table", EXIT_USAGE)
+    if canonical == "vault" and drop_ids is not None:
+        fail("--drop-ids is for --component db (the vault keeps with --keep-ids)", EXIT_USAGE)
+    if canonical == "database" and keep_ids is not None:
+        fail("--keep-ids is for --component vault", EXIT_USAGE)
+    if apply and not yes and not sys.stdin.isatty():
+        fail("--apply: confirm with --yes (no terminal to ask on)", EXIT_USAGE)
+    req = CorruptionRequest(
+        since=_since(since),
+        tables=names,
+        drop_ids=_ids(drop_ids, "--drop-ids"),
+        keep_ids=_ids(keep_ids, "--keep-ids"),
+        plan_file=plan_file,
+        work_dir=work_dir,
+        archive_timeout=archive_timeout,
+        recovery_timeout=recovery_timeout,
+    )
+    settings = get_ctx(ctx).settings
+    try:
+        with open_repository(settings) as repo, journal(quiet=as_json) as j:
+            req.journal = j
+            with component_lock(repo, COMPONENT, "corruption recovery (scratch copy)"):
+                outcome = _plan(settings, repo, req, canonical)
+        if not as_json:
+            _print_plan(outcome)
+        if apply:
+            _confirm(f"apply {outcome.plan_file.name} to the live {component}", yes)
+            _apply(settings, outcome, canonical)
+        if verify:
+            _verify(settings, outcome, canonical)
+    except PayapiError as exc:
+        fail(str(exc), exc.exit_code)
+    emit(outcome.to_json(), as_json=as_json, human=_print_result)
+    if outcome.audit is not None and "error" in outcome.audit:
+        fail(f"the correction was applied but not audited: {outcome.audit['error']}")
+    if outcome.integrity is not None and not outcome.integrity.ok:
+        bad = outcome.integrity.failed()[0]
+        fail(f"integrity check {bad.name} failed: {bad.detail}")
+
+
+def _plan(settings: Any, repo: Any, req: Any, canonical: str) -> Any:
+    if canonical == "vault":
+        from payapi.recovery.corruption_vault import plan_vault_correction
+
+        return plan_vault_correction(settings, repo, req)
+    from payapi.recovery.corruption import plan_db
+
+    return plan_db(settings, repo, req)[0]
+
+
+def _apply(settings: Any, outcome: Any, canonical: str) -> None:
+    if canonical == "vault":
+        from payapi.recovery.corruption_vault import apply_vault
+
+        apply_vault(settings, outcome)
+    else:
+        from payapi.recovery.corruption import apply_db
+
+        apply_db(settings, outcome)
+
+
+def _verify(settings: Any, outcome: Any, canonical: str) -> None:
+    from payapi.recovery.corruption_checks import verify_db, verify_vault
+
+    outcome.integrity = verify_vault(settings) if canonical == "vault" else verify_db(settings)
+
+
+def _print_plan(outcome: Any) -> None:
+    from payapi.recovery.corruption import table_summary
+    from payapi.recovery.corruption_plan import CorrectionPlan
+    from payapi.recovery.corruption_vault import vault_summary
+
+    plan = outcome.plan
+    console.print(
+        f"correction plan {outcome.plan_file} (copy of backup {plan.backup_id} recovered "
+        f"to {plan.target_time.isoformat()})",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+    if isinstance(plan, CorrectionPlan):
+        for t in plan.tables:
+            console.print(f"  {table_summary(t)}", highlight=False, markup=False, soft_wrap=True)
+            for change in t.changes[:20]:
+                key = ", ".join(f"{k}={v}" for k, v in change.key.items())
+                cols = ", ".join(
+                    f"{c}: {d['before']} → {d['now']}" for c, d in change.diff().items()
+                )
+                console.print(
+                    f"    {change.action} {key}  {cols}",
+                    highlight=False,
+                    markup=False,
+                    soft_wrap=True,
+                )
+            if len(t.changes) > 20:
+                console.print(
+                    f"    … {len(t.changes) - 20} more in the plan file",
+                    markup=False,
+                    soft_wrap=True,
+                )
+    else:
+        console.print(f"  {vault_summary(plan)}", highlight=False, markup=False, soft_wrap=True)
+        for r in plan.restores[:20]:
+            now = "none" if r.now is None else f"v{r.now.version}"
+            console.print(
+                f"    {r.resource_id}: v{r.before.version} as a new version after {now}",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
+
+
+def _print_result(d: dict[str, Any]) -> None:
+    if d["applied"]:
+        console.print(
+            f"applied: {d['restored_rows']} rows restored ({d['deleted_rows_restored']} "
+            f"re-inserted), {d['kept_rows']} kept, {d['dropped_rows']} dropped"
+            + (f"; audit event {d['audit']['seq']}" if d.get("audit", {}).get("seq") else ""),
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+    else:
+        console.print(
+            "not applied (review the plan, then run again with --apply)",
+            markup=False,
+            soft_wrap=True,
+        )
+    for check in (d.get("integrity") or {}).get("checks", []):
+        mark = "ok  " if check["ok"] else "FAIL"
+        console.print(
+            f"  {mark} {check['name']}: {check['detail']}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
