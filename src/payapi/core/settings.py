@@ -294,6 +294,30 @@ class AuditSettings(BaseModel):
     head_file: Path | None = None
 
 
+class SecuritySettings(BaseModel):
+    """``[security]``: what ``payapi security check`` scans and judges.
+
+    ``log_paths`` are log files or folders (their ``*.log`` files, recursively); empty:
+    every ``*.log`` under the config file's folder (the lab's layout) plus
+    ``postgres.log_file``. ``max_credential_age_days``: API keys not rotated for longer
+    fail the stale-credentials check (None: the plan sets no rotation period; ages are
+    reported only).
+    """
+
+    log_paths: list[Path] = Field(default_factory=list)
+    max_credential_age_days: float | None = Field(default=None, gt=0)
+
+
+class RecoverySettings(BaseModel):
+    """``[recovery]``: files the recovery commands keep between runs.
+
+    ``baseline_file``: the performance baseline of ``payapi verify system`` (written by
+    its first run); default ``verify-baseline.json`` beside the config file.
+    """
+
+    baseline_file: Path | None = None
+
+
 # The role names a config may give; payapi.core.topology's enums have the same values.
 RegionRoleName = Literal["primary", "standby"]
 MemberRoleName = Literal["leader", "sync_standby", "replica", "standby", "standby_leader"]
@@ -443,6 +467,8 @@ class Settings(BaseSettings):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
     config_backup: ConfigBackupSettings = Field(default_factory=ConfigBackupSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
+    recovery: RecoverySettings = Field(default_factory=RecoverySettings)
     # The platform's regions (payapi.core.topology); none: the settings above are one region.
     topology: TopologySettings = Field(default_factory=TopologySettings)
     regions: dict[str, RegionSettings] = Field(default_factory=dict)
@@ -532,6 +558,10 @@ def _resolve_relative_paths(settings: Settings, base: Path) -> None:
     settings.backup.work_dir = fix(settings.backup.work_dir)
     for secondary in settings.backup.secondaries.values():
         secondary.key_file = fix(secondary.key_file)
+    settings.security.log_paths = [
+        p for p in (fix(x) for x in settings.security.log_paths) if p is not None
+    ]
+    settings.recovery.baseline_file = fix(settings.recovery.baseline_file)
     cb = settings.config_backup
     cb.git_dir = fix(cb.git_dir)
     cb.deploy_dir = fix(cb.deploy_dir)
