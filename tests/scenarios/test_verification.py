@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from tests.scenarios.conftest import LabHandle, run_cli
 
@@ -54,3 +55,57 @@ def test_one_payment_changes_the_count_and_the_checksum(lab: LabHandle, tmp_path
     assert res.returncode == 1, res.stderr
     paths = {d["path"] for d in json.loads(res.stdout)["differences"] if not d["allowed"]}
     assert {"payments.count", "payments.checksum", "vault.variables"} <= paths
+
+
+def _security(lab: LabHandle) -> tuple[int, dict[str, Any], str]:
+    res = run_cli("security", "check", "--json", config=lab.config, check=False)
+    return res.returncode, json.loads(res.stdout), res.stdout + res.stderr
+
+
+def _failed(report: dict[str, Any]) -> dict[str, str]:
+    return {c["name"]: c["detail"] for c in report["checks"] if not c["ok"]}
+
+
+def test_security_check_passes_on_a_clean_lab(lab: LabHandle) -> None:
+    code, report, _ = _security(lab)
+    assert code == 0, _failed(report)
+    names = {c["name"] for c in report["checks"]}
+    assert names >= {
+        "secrets.logs",
+        "secrets.redis",
+        "secrets.database",
+        "secrets.backups",
+        "secrets.configuration",
+        "listeners",
+        "audit_chain",
+        "credentials",
+        "data_key",
+    }
+
+
+def test_security_check_names_where_a_planted_secret_is_never_the_secret(
+    lab: LabHandle,
+) -> None:
+    import redis
+
+    client = lab.create_client("sec-planted")
+    log = lab.lab.dir / "logs" / "eapi.log"
+    original = log.read_bytes()
+    r = redis.Redis.from_url(lab.status["redis"])
+    try:
+        with log.open("a") as fh:
+            fh.write(f"debug: header X-Client-Secret={client.client_secret}\n")
+        r.set("debug:last-secret", client.client_secret)
+        code, report, printed = _security(lab)
+        assert code == 1
+        failed = _failed(report)
+        assert set(failed) == {"secrets.logs", "secrets.redis"}, failed
+        assert str(log) in failed["secrets.logs"]
+        assert "client secret of client sec-planted" in failed["secrets.logs"]
+        assert "debug:last-secret" in failed["secrets.redis"]
+        assert client.client_secret not in printed
+    finally:
+        log.write_bytes(original + log.read_bytes()[len(original) :].split(b"\n", 1)[-1])
+        r.delete("debug:last-secret")
+        r.close()
+    assert _security(lab)[0] == 0

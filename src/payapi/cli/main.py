@@ -34,6 +34,7 @@ from payapi.cli import (
     restore_cmd,
     retention_cmd,
     schedule_cmd,
+    security_cmd,
     serve_cmd,
     state_cmd,
     topology_cmd,
@@ -89,6 +90,7 @@ app.add_typer(dns_cmd.app, name="dns", help="The global endpoint's DNS record: s
 app.add_typer(health_cmd.app, name="health", help="Health of a region: health check.")
 app.add_typer(topology_cmd.app, name="topology", help="Regions, members, the endpoint.")
 app.add_typer(region_cmd.app, name="region", help="Regional failover and failback.")
+app.add_typer(security_cmd.app, name="security", help="Security verification: security check.")
 app.add_typer(state_cmd.app, name="state", help="Document and compare the platform's state.")
 app.add_typer(wal_cmd.app, name="wal", help="WAL archiving (archive/restore_command).")
 app.command("restore")(restore_cmd.restore)
