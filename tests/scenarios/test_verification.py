@@ -109,3 +109,20 @@ def test_security_check_names_where_a_planted_secret_is_never_the_secret(
         r.delete("debug:last-secret")
         r.close()
     assert _security(lab)[0] == 0
+
+
+def test_verify_system_passes_on_the_lab_and_compares_with_its_baseline(lab: LabHandle) -> None:
+    baseline = lab.lab.dir / "verify-baseline.json"
+    baseline.unlink(missing_ok=True)
+    args = ("verify", "system", "--payments", "40", "--json")
+    first = run_cli(*args, config=lab.config, check=False)
+    report = json.loads(first.stdout)
+    assert first.returncode == 0, _failed(report)
+    names = {c["name"] for c in report["checks"]}
+    assert {"health.eapi", "functional.authenticate", "functional.payment"} <= names
+    assert {"functional.read_back", "performance", "security.secrets.logs"} <= names
+    assert json.loads(baseline.read_text())["primary"]["payments"] == 40
+    second = json.loads(run_cli(*args, config=lab.config, check=False).stdout)
+    perf = next(c for c in second["checks"] if c["name"] == "performance")
+    assert "p99 x" in perf["detail"]  # a ratio, reported; its verdict is not asserted
+    assert set(_failed(second)) <= {"performance"}

@@ -38,6 +38,7 @@ from payapi.cli import (
     serve_cmd,
     state_cmd,
     topology_cmd,
+    verify_cmd,
     wal_cmd,
 )
 from payapi.cli.context import CliContext
@@ -92,6 +93,7 @@ app.add_typer(topology_cmd.app, name="topology", help="Regions, members, the end
 app.add_typer(region_cmd.app, name="region", help="Regional failover and failback.")
 app.add_typer(security_cmd.app, name="security", help="Security verification: security check.")
 app.add_typer(state_cmd.app, name="state", help="Document and compare the platform's state.")
+app.add_typer(verify_cmd.app, name="verify", help="Recovery verification: verify system.")
 app.add_typer(wal_cmd.app, name="wal", help="WAL archiving (archive/restore_command).")
 app.command("restore")(restore_cmd.restore)
 app.command("openapi")(openapi_cmd.openapi)
