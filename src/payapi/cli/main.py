@@ -36,8 +36,11 @@ from payapi.cli import (
     retention_cmd,
     runbook_cmd,
     schedule_cmd,
+    security_cmd,
     serve_cmd,
+    state_cmd,
     topology_cmd,
+    verify_cmd,
     wal_cmd,
 )
 from payapi.cli.context import CliContext
@@ -92,6 +95,9 @@ app.add_typer(topology_cmd.app, name="topology", help="Regions, members, the end
 app.add_typer(region_cmd.app, name="region", help="Regional failover and failback.")
 app.add_typer(runbook_cmd.app, name="runbook", help="Runbooks: list, run, show, resume, runs.")
 app.add_typer(recover_cmd.app, name="recover", help="Recovery procedures: corruption.")
+app.add_typer(security_cmd.app, name="security", help="Security verification: security check.")
+app.add_typer(state_cmd.app, name="state", help="Document and compare the platform's state.")
+app.add_typer(verify_cmd.app, name="verify", help="Recovery verification: verify system.")
 app.add_typer(wal_cmd.app, name="wal", help="WAL archiving (archive/restore_command).")
 app.command("restore")(restore_cmd.restore)
 app.command("openapi")(openapi_cmd.openapi)

@@ -294,6 +294,20 @@ class AuditSettings(BaseModel):
     head_file: Path | None = None
 
 
+class SecuritySettings(BaseModel):
+    """``[security]``: what ``payapi security check`` scans and judges.
+
+    ``log_paths`` are log files or folders (their ``*.log`` files, recursively); empty:
+    every ``*.log`` under the config file's folder (the lab's layout) plus
+    ``postgres.log_file``. ``max_credential_age_days``: API keys not rotated for longer
+    fail the stale-credentials check (None: the plan sets no rotation period; ages are
+    reported only).
+    """
+
+    log_paths: list[Path] = Field(default_factory=list)
+    max_credential_age_days: float | None = Field(default=None, gt=0)
+
+
 # The role names a config may give; payapi.core.topology's enums have the same values.
 RegionRoleName = Literal["primary", "standby"]
 MemberRoleName = Literal["leader", "sync_standby", "replica", "standby", "standby_leader"]
@@ -425,13 +439,16 @@ class FailoverSettings(BaseModel):
 
 class RecoverySettings(BaseModel):
     """``[recovery]``: where operators keep their own runbooks (YAML files, beside the ones
-    shipped in the wheel) and where each run's journal is written (one file per run)."""
+    shipped in the wheel), where each run's journal is written (one file per run), and
+    ``baseline_file``, the performance baseline of ``payapi verify system`` (written by its
+    first run; default ``verify-baseline.json`` beside the config file)."""
 
     model_config = ConfigDict(extra="forbid")
 
     runbook_dirs: list[Path] = Field(default_factory=list)
     # None: ``runbooks/`` beside the config file (the lab's folder), else in the cwd.
     journal_dir: Path | None = None
+    baseline_file: Path | None = None
 
 
 class Settings(BaseSettings):
@@ -454,6 +471,8 @@ class Settings(BaseSettings):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
     config_backup: ConfigBackupSettings = Field(default_factory=ConfigBackupSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
+    recovery: RecoverySettings = Field(default_factory=RecoverySettings)
     # The platform's regions (payapi.core.topology); none: the settings above are one region.
     topology: TopologySettings = Field(default_factory=TopologySettings)
     regions: dict[str, RegionSettings] = Field(default_factory=dict)
@@ -461,7 +480,6 @@ class Settings(BaseSettings):
     patroni: PatroniSettings = Field(default_factory=PatroniSettings)
     sentinel: SentinelSettings = Field(default_factory=SentinelSettings)
     failover: FailoverSettings = Field(default_factory=FailoverSettings)
-    recovery: RecoverySettings = Field(default_factory=RecoverySettings)
 
     @field_validator("regions")
     @classmethod
@@ -556,6 +574,10 @@ def _resolve_relative_paths(settings: Settings, base: Path) -> None:
     settings.recovery.runbook_dirs = [
         p for p in (fix(d) for d in settings.recovery.runbook_dirs) if p is not None
     ]
+    settings.security.log_paths = [
+        p for p in (fix(x) for x in settings.security.log_paths) if p is not None
+    ]
+    settings.recovery.baseline_file = fix(settings.recovery.baseline_file)
     cb = settings.config_backup
     cb.git_dir = fix(cb.git_dir)
     cb.deploy_dir = fix(cb.deploy_dir)
