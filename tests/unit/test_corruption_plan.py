@@ -13,7 +13,7 @@ from payapi.recovery.corruption_checks import REFERENCE_SQL
 from payapi.recovery.corruption_plan import (
     REDACTED,
     CorrectionPlan,
-    PlanError,
+    CorrectionPlanError,
     SecretVersion,
     plan_table,
     plan_vault,
@@ -82,12 +82,12 @@ def test_operator_marks_rows_created_after_t_to_drop() -> None:
     ("mark", "message"), [("id-001", "existed before"), ("id-404", "not a row")]
 )
 def test_dropping_a_pre_t_or_unknown_row_is_refused(mark: str, message: str) -> None:
-    with pytest.raises(PlanError, match=message):
+    with pytest.raises(CorrectionPlanError, match=message):
         plan_table("payments", ["id"], [_pay(1)], [_pay(1), _pay(2)], drop=[mark])
 
 
 def test_a_table_without_primary_key_is_refused() -> None:
-    with pytest.raises(PlanError, match="no primary key"):
+    with pytest.raises(CorrectionPlanError, match="no primary key"):
         plan_table("t", [], [], [])
 
 

@@ -49,8 +49,8 @@ from payapi.core.errors import PayapiError, UsageError
 from payapi.core.journal import Journal
 from payapi.recovery.corruption_plan import (
     CorrectionPlan,
+    CorrectionPlanError,
     IntegrityReport,
-    PlanError,
     RowChange,
     TablePlan,
     VaultPlan,
@@ -362,7 +362,7 @@ def plan_db(
             plan_table(t.name, t.primary_key, before, now, drop=drops_for(t, i, req.drop_ids))
             for i, (t, (before, now)) in enumerate(zip(refs, pairs, strict=True))
         ]
-    except PlanError as exc:
+    except CorrectionPlanError as exc:
         raise UsageError(str(exc)) from None
     plan = CorrectionPlan(
         since=req.since,

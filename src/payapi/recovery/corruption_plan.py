@@ -36,6 +36,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
+from payapi.core.errors import UsageError
+
 PLAN_FORMAT = "payapi-correction-plan/1"
 REDACTED = "[redacted]"
 HASH_PREFIX = 12
@@ -52,7 +54,7 @@ Row = Mapping[str, Any]
 Action = Literal["update", "insert", "delete"]
 
 
-class PlanError(ValueError):
+class CorrectionPlanError(UsageError):
     """The inputs cannot make a plan (an operator's mark names no row created after T)."""
 
 
@@ -165,23 +167,23 @@ def plan_table(
     """Compare ``before`` (the pre-T copy) with ``now`` (live), by primary key.
 
     ``drop`` names rows created after T that the operator wants gone (the text of a
-    single-column primary key); naming any other row is a :class:`PlanError`, because a
+    single-column primary key); naming any other row is a :class:`CorrectionPlanError`, because a
     correction must never delete a row that existed before the corruption.
     """
     pk = tuple(primary_key)
     if not pk:
-        raise PlanError(f"table {table} has no primary key: rows cannot be matched")
+        raise CorrectionPlanError(f"table {table} has no primary key: rows cannot be matched")
     old = {row_key(r, pk): dict(r) for r in before}
     new = {row_key(r, pk): dict(r) for r in now}
     marked = {(d,) if isinstance(d, str) else tuple(d) for d in drop}
     for m in sorted(marked):
         if m in old:
-            raise PlanError(
+            raise CorrectionPlanError(
                 f"--drop-ids: {', '.join(m)} existed before the corruption time; "
                 "only rows created after it can be dropped"
             )
         if m not in new:
-            raise PlanError(f"--drop-ids: {', '.join(m)} is not a row of {table}")
+            raise CorrectionPlanError(f"--drop-ids: {', '.join(m)} is not a row of {table}")
     changes: list[RowChange] = []
     kept: list[dict[str, Any]] = []
     unchanged = 0
