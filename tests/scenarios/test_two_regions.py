@@ -305,6 +305,8 @@ def test_region_outage_then_failover_to_dr(regions: TwoRegions) -> None:
     )
     assert health.returncode == 0, health.stdout
     assert json.loads(health.stdout)["healthy"] is True
+    default = run_cli("health", "check", "--json", config=regions.config, check=False)
+    assert json.loads(default.stdout)["environment"] == "dr"  # the config follows the failover
     assert regions.writer.server_errors == []
     lost = regions.missing(regions.writer.acks)
     print(f"{len(lost)} of {acks_before_outage} acknowledged payments lost")

@@ -40,3 +40,12 @@ def test_the_operator_config_follows_the_active_region(tmp_path: Path) -> None:
     primary = lab.region("primary")
     assert primary.standby_of is not None  # not serving: streams from DR
     assert lab.region("dr").standby_of is None
+    # Roles follow the serving region: `plan check` and `health check` judge DR now.
+    settings = load_settings(lab.config_path)
+    topology = topology_from_settings(settings)
+    assert topology.primary.name == "dr"
+    assert settings.regions["dr"].sapi.replicas == 1
+    assert settings.regions["primary"].sapi.replicas == 0
+    assert [m.role for m in settings.regions["primary"].postgres] == ["standby_leader", "replica"]
+    dr = load_settings(lab.region_dir("dr") / "payapi.toml")
+    assert dr.redis.control == "local" and dr.redis.data_dir is not None  # seeded in place

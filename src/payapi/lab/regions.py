@@ -252,7 +252,9 @@ redis_restore_seconds = 5
         return text
 
     def _region_section(self, r: LabRegion) -> str:
-        primary = r.name == PRIMARY
+        # Roles follow the serving region, so that after a regional failover `plan check`
+        # and `health check` (whose default is the primary) judge the region that serves.
+        primary = r.name == self.active_region
         out = [f"\n[regions.{r.name}]\nrole = {_toml_str(PRIMARY if primary else 'standby')}"]
         out.append(f"etcd = {json.dumps([r.etcd.url])}")
         if r.sentinels:
@@ -267,7 +269,8 @@ redis_restore_seconds = 5
                 f"pid_file = {_toml_str(svc.pidfile)}\nlog_file = {_toml_str(svc.logfile)}"
             )
         for i, m in enumerate(r.members):
-            role = ("leader" if i == 0 else "sync_standby") if primary else "standby_leader"
+            lead, other = ("leader", "sync_standby") if primary else ("standby_leader", "replica")
+            role = lead if i == 0 else other
             out.append(
                 f"\n[[regions.{r.name}.postgres]]\nname = {_toml_str(m.name)}\n"
                 f"role = {_toml_str(role)}\nurl = {_toml_str(m.dsn('payment_db'))}\n"
