@@ -304,12 +304,16 @@ def region_failover(
             raise RefusedError(why)
         out.window_to = datetime.now(UTC)
         journal.record("assess", assessed_at, seen.describe())
+        caught_up = False
         if seen.reachable:
             with step("fence"):
                 journal.note(", ".join(_scale(source_name, source, 0)))
+                caught_up = _try_catch_up(source, target, journal)
                 journal.note(_demote(source_name, source, target))
                 out.window_to = datetime.now(UTC)
-        out.window_from = _last_replayed_commit(target)  # before promotion ends recovery
+        # Caught up with writers stopped: nothing to lose. Else what the DR database had
+        # replayed last, read before promotion ends recovery.
+        out.window_from = out.window_to if caught_up else _last_replayed_commit(target)
         _take_over(settings, to, target, max(1, source.sapi.replicas), journal, verify)
         out.ok = True
     except RefusedError:
@@ -320,9 +324,19 @@ def region_failover(
         out.total_seconds = time.monotonic() - out.started
         if out.window_from and out.window_to:
             out.data_window_seconds = max(0.0, (out.window_to - out.window_from).total_seconds())
-        elif out.window_to and seen_fenced(journal):
-            out.data_window_seconds = 0.0
     return out
+
+
+def _try_catch_up(source: RegionSettings, target: RegionSettings, journal: Journal) -> bool:
+    """With the fenced region's writers stopped, let the standby region replay everything
+    it wrote (a forced failover then loses nothing); a region that cannot is noted."""
+    try:
+        lsn = _wait_caught_up(source, target, timeout=30.0)
+    except PayapiError as exc:
+        journal.note(f"not caught up ({exc}): the data window is what it had not replayed")
+        return False
+    journal.note(f"the standby region has replayed {lsn}: nothing to lose")
+    return True
 
 
 def _take_over(
@@ -348,10 +362,6 @@ def _take_over(
         journal.note(", ".join(_scale(to, target, replicas)))
     with step("verification"):
         _verify(verify, to, journal)
-
-
-def seen_fenced(journal: Journal) -> bool:
-    return any(s.name == "fence" and str(s.status) == "ok" for s in journal.steps)
 
 
 def _verify(verify: Verifier | None, region: str, journal: Journal) -> None:
