@@ -78,3 +78,19 @@ async def test_down_redis_raises_cachedown_and_trips_breaker() -> None:
     assert c.breaker.open
     assert not await c.ping()
     await c.aclose()
+
+
+async def test_a_block_is_read_with_the_verification(cache: Cache) -> None:
+    assert (await cache.verification_state("a", "mac1"))[2] is False
+    await cache.block(["a"])
+    assert (await cache.verification_state("a", "mac1"))[2] is True
+    assert (await cache.verification_state("b", None))[2] is False
+    await cache.block(None)  # every client
+    assert (await cache.verification_state("b", None))[2] is True
+    assert await cache.blocked() == ["*", "a"]
+    await cache.revoke_all()  # a rotation does not lift the block
+    assert (await cache.verification_state("a", "mac1"))[2] is True
+    await cache.unblock(["a"])
+    assert await cache.blocked() == ["*"]
+    await cache.unblock(None)
+    assert await cache.blocked() == []

@@ -41,6 +41,16 @@ def test_promtool_check_rules() -> None:
 
 
 @needs_promtool
+def test_promtool_checks_the_security_rules_of_a_breach_recovery() -> None:
+    assert PROMTOOL is not None
+    rules = Path(__file__).parents[2] / "src" / "payapi" / "data" / "alerts-security.yml"
+    res = subprocess.run(
+        [PROMTOOL, "check", "rules", str(rules)], capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+@needs_promtool
 def test_promtool_rule_unit_tests() -> None:
     assert PROMTOOL is not None
     res = subprocess.run(
@@ -89,3 +99,14 @@ def test_every_metric_the_rules_read_is_exported() -> None:
         used |= set(re.findall(r"\bpayapi_\w+", str(rule["expr"])))
     assert used, "no payapi metric in the rules?"
     assert used <= names, f"rules read metrics nobody exports: {sorted(used - names)}"
+
+
+def test_the_security_rules_read_only_metrics_eapi_exports() -> None:
+    import re
+
+    from payapi.eapi.app import Metrics
+
+    rules = Path(__file__).parents[2] / "src" / "payapi" / "data" / "alerts-security.yml"
+    read = set(re.findall(r"\b(payapi_[a-z_]+)", rules.read_text()))
+    families = {m.name for m in Metrics.create().registry.collect()}
+    assert read and {name.removesuffix("_total") for name in read} <= families

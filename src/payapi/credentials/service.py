@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from payapi.core.errors import PayapiError
+from payapi.core.errors import PayapiError, UsageError
 from payapi.core.logs import get_logger
 from payapi.core.naming import (
     CLIENTS_PREFIX,
@@ -46,6 +46,10 @@ EPOCH = "1970-01-01T00:00:00+00:00"
 
 class CredentialError(PayapiError):
     """A credential operation failed; one line for the operator."""
+
+
+class UnknownClientError(CredentialError, UsageError):
+    """A client name the vault does not know (exit 2)."""
 
 
 @dataclass
@@ -210,6 +214,16 @@ async def _emergency_one(p: Platform, name: str) -> None:
     await p.vault.set_secret(paths.client_secret, SecretStr(new_client_secret()))
 
 
+async def client_ids(p: Platform, names: Sequence[str]) -> dict[str, str]:
+    """The client id (X-Client-ID) of each named client, from the vault."""
+    paths = {n: ClientPaths(n).client_id for n in names}
+    try:
+        found = await p.vault.get_secrets(paths.values())
+    except VaultNotFound:
+        raise UnknownClientError(f"unknown client among {', '.join(names)}") from None
+    return {n: found[v].get_secret_value() for n, v in paths.items()}
+
+
 async def emergency_rotate(
     p: Platform,
     *,
@@ -228,10 +242,15 @@ async def emergency_rotate(
     errors: list[str] = []
     redis_cleared = True
 
+    # Named clients: only their tokens go (their ids are read before their secrets change).
+    ids = None if names is None else list((await client_ids(p, targets)).values())
+
     async def clear_redis() -> int:
         nonlocal redis_cleared
         try:
-            return await p.cache.revoke_all()
+            if ids is None:
+                return await p.cache.revoke_all()
+            return sum([await p.cache.revoke_client(i) for i in ids])
         except CacheDown:
             redis_cleared = False
             return 0

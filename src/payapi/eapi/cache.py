@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -30,6 +30,8 @@ from payapi.core.errors import PayapiError
 from payapi.core.hostport import parse_hostport
 from payapi.core.settings import RedisSettings
 from payapi.eapi.cachekeys import (
+    ALL_CLIENTS,
+    BLOCKED_KEY,
     GEN_KEY,
     TOKEN_PATTERN,
     TOKEN_SET_PATTERN,
@@ -274,16 +276,41 @@ class Cache:
 
     async def verified_until(self, client_id: str, mac: str) -> tuple[float, str]:
         """(valid-until of a cached verification or 0, the revocation generation now)."""
+        until, gen, _blocked = await self.verification_state(client_id, mac)
+        return until, gen
+
+    async def verification_state(self, client_id: str, mac: str | None) -> tuple[float, str, bool]:
+        """:meth:`verified_until`, and whether the client is blocked (breach containment),
+        in one round trip."""
 
         async def op() -> Any:
             pipe = self.redis.pipeline(transaction=False)
-            pipe.hget(verification_key(client_id), mac)
+            pipe.hget(verification_key(client_id), mac or "")
             pipe.get(GEN_KEY)
+            pipe.smismember(BLOCKED_KEY, [client_id, ALL_CLIENTS])
             return await pipe.execute()
 
-        raw, gen = await self._guard(op)
-        until = float(raw) if raw is not None else 0.0
-        return until, (gen.decode() if isinstance(gen, bytes) else str(gen or "0"))
+        raw, gen, blocked = await self._guard(op)
+        until = float(raw) if raw is not None and mac else 0.0
+        generation = gen.decode() if isinstance(gen, bytes) else str(gen or "0")
+        return until, generation, any(blocked)
+
+    async def block(self, client_ids: Sequence[str] | None) -> None:
+        """Refuse the credentials of ``client_ids`` (None: every client) until unblocked."""
+        members = [ALL_CLIENTS] if client_ids is None else list(client_ids)
+        if members:
+            await self._guard(lambda: self.redis.sadd(BLOCKED_KEY, *members))
+
+    async def unblock(self, client_ids: Sequence[str] | None) -> None:
+        """Lift a block (None: the block of every client, and every single one)."""
+        if client_ids is None:
+            await self._guard(lambda: self.redis.delete(BLOCKED_KEY))
+        elif client_ids:
+            await self._guard(lambda: self.redis.srem(BLOCKED_KEY, *client_ids))
+
+    async def blocked(self) -> list[str]:
+        raw = await self._guard(lambda: self.redis.smembers(BLOCKED_KEY))
+        return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in raw)
 
     async def remember_verification(
         self, client_id: str, mac: str, valid_until: float, ttl: int, generation: str

@@ -29,6 +29,10 @@ import redis as redis_sync
 
 PREFIX = "payapi:"
 GEN_KEY = f"{PREFIX}gen"
+# Containment of a security breach: client ids whose credentials EAPI refuses at once,
+# ALL_CLIENTS for every client (payapi recover breach sets it, then lifts it).
+BLOCKED_KEY = f"{PREFIX}blocked"
+ALL_CLIENTS = "*"
 
 # What the RDB scanner counts, first matching prefix wins.
 KEY_CLASSES: tuple[tuple[str, bytes], ...] = (

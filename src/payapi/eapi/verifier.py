@@ -159,10 +159,11 @@ class ClientVerifier:
         redis_up = True
         try:
             mac = await self._mac(client_id, secret)
-            if mac is not None:
-                until, generation = await self.cache.verified_until(client_id, mac)
-                if until > now:
-                    return True
+            until, generation, blocked = await self.cache.verification_state(client_id, mac)
+            if blocked:  # breach containment: refused before anything else is asked
+                return False
+            if until > now:
+                return True
         except CacheDown:
             redis_up = False
         try:
