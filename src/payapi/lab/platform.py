@@ -72,6 +72,15 @@ def _toml_str(value: str | Path) -> str:
     return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
 
+def prepare_dirs(lab_dir: Path, secrets_dir: Path) -> None:
+    """A lab's folder, its secrets folder (0700, also when it existed with other modes)
+    and the audit chain's head folder."""
+    lab_dir.mkdir(parents=True, exist_ok=True)
+    secrets_dir.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(secrets_dir, 0o700)
+    (lab_dir / "audit").mkdir(exist_ok=True)
+
+
 @dataclass
 class Lab:
     dir: Path
@@ -318,10 +327,7 @@ work_dir = {_toml_str(self.backup_work_dir)}
     def up(self) -> dict[str, Any]:
         """Start everything (idempotent); one journal step per component."""
         step = self.journal.step
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.secrets_dir.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(self.secrets_dir, 0o700)
-        (self.dir / "audit").mkdir(exist_ok=True)
+        prepare_dirs(self.dir, self.secrets_dir)
         self.write_config()
         with step("backup repository"):
             self.ensure_backup_repository()

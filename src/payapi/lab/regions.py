@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from payapi.core.journal import Journal
-from payapi.lab.platform import ACCOUNT, ADMIN_LOGIN, Lab, LabError, _toml_str
+from payapi.lab.platform import ACCOUNT, ADMIN_LOGIN, Lab, LabError, _toml_str, prepare_dirs
 from payapi.lab.region import DR, PRIMARY, REGIONS, SENTINEL_MASTER, LabRegion, allocate_ports, url
 from payapi.servers.moto import MotoServer
 from payapi.servers.patroni import StandbyOf
@@ -294,13 +294,8 @@ redis_restore_seconds = 5
 
     def up(self) -> dict[str, Any]:
         """Start both regions, the DNS and the endpoint (idempotent)."""
-        import os
-
         step = self.journal.step
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.secrets_dir.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(self.secrets_dir, 0o700)
-        (self.dir / "audit").mkdir(exist_ok=True)
+        prepare_dirs(self.dir, self.secrets_dir)
         self._state()
         self.write_configs()
         with step("backup repository"):
