@@ -22,7 +22,7 @@ demo-down: $(STAMP)
 	$(BIN)/payapi lab down --dir $(DEMO_DIR)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=30 tests
 
 # promtool (Debian's `prometheus` package) checks deploy/prometheus/alerts.yml; the test
 # that runs it skips where it is absent. Installed only when missing and we are root.
