@@ -14,7 +14,6 @@ from payapi.core.naming import ClientPaths
 from payapi.core.settings import load_settings
 from tests.scenarios.conftest import Client, LabHandle, run_cli
 
-
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
 
 
@@ -102,3 +101,43 @@ def test_breach_usage_errors_are_one_line(lab: LabHandle) -> None:
     ):
         res = run_cli("recover", "breach", *args, config=lab.config, check=False)
         assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_a_clean_deployment_of_a_recorded_release(lab: LabHandle, tmp_path: Path) -> None:
+    from importlib import metadata
+
+    version = metadata.version("payapi")
+    built = tmp_path / f"payapi-{version}-py3-none-any.whl"  # stands in for the built wheel
+    built.write_bytes(b"the trusted build")
+    releases = tmp_path / "releases.json"
+    image = "registry.example.com/payapi@sha256:" + "0f" * 32
+    run_cli("release", "record", "--wheel", str(built), "--releases", str(releases),
+            "--image", image, config=lab.config)  # fmt: skip
+    res = run_cli(
+        "deploy", "--clean-deployment", "--version", version, "--wheel", str(built),
+        "--releases", str(releases), "--json", config=lab.config,
+    )  # fmt: skip
+    out = json.loads(res.stdout)
+    assert out["ok"] is True and [s["name"] for s in out["steps"]] == [
+        "wheel",
+        "installed files",
+        "restart",
+    ]
+    client = lab.create_client("after-deploy")
+    with lab.http() as http:
+        assert works(http, client=client)  # the restarted services serve
+    k8s = tmp_path / "k8s"
+    run_cli("deploy", "--clean-deployment", "--version", version, "--releases", str(releases),
+            "--kubernetes-out", str(k8s), config=lab.config)  # fmt: skip
+    assert "@sha256:" + "0f" * 32 in (k8s / "payment-eapi.yaml").read_text()
+    built.write_bytes(b"tampered on the way")
+    bad = run_cli(
+        "deploy", "--clean-deployment", "--version", version, "--wheel", str(built),
+        "--releases", str(releases), config=lab.config, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 1 and "differs" in bad.stdout + bad.stderr
+    unknown = run_cli(
+        "deploy", "--clean-deployment", "--version", "0.0.0", "--releases", str(releases),
+        config=lab.config, check=False,
+    )  # fmt: skip
+    assert unknown.returncode == 2 and "not a recorded release" in unknown.stderr

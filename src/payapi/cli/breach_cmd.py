@@ -31,6 +31,21 @@ def _security(settings: Any, comprehensive: bool) -> Any:
     return check
 
 
+def _deploy(ctx: typer.Context, version: str, releases: Path | None) -> Any:
+    """The clean deployment step: ``payapi deploy --clean-deployment --version V``."""
+    from payapi.cli.deploy_cmd import _releases_file, _restart
+    from payapi.ops import deploy as d
+
+    settings = get_ctx(ctx).settings
+
+    def check() -> tuple[bool, str]:
+        d.release_of(d.load_releases(_releases_file(ctx, releases)), version)
+        installed = d.installed_check(version)
+        return True, f"{installed}; {_restart(settings.config_path)}"
+
+    return check
+
+
 def _show(data: dict[str, Any]) -> None:
     table = Table(title=f"security breach recovery ({data['clients']})")
     for col in ("step", "status", "seconds", "detail"):
@@ -58,6 +73,10 @@ def breach(
     comprehensive: bool = typer.Option(
         False, "--comprehensive", help="The security check reads every backup object."
     ),
+    version: str | None = typer.Option(
+        None, "--version", help="Redeploy this recorded release clean (payapi deploy)."
+    ),
+    releases: Path | None = typer.Option(None, "--releases", help="The release record."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
@@ -84,6 +103,7 @@ def breach(
             clients=names,
             rules_dir=rules_dir,
             security=_security(settings, comprehensive),
+            deploy=_deploy(ctx, version, releases) if version else None,
             journal=j,
         )
     emit(outcome.to_json(), as_json=as_json, human=_show)

@@ -25,6 +25,7 @@ from payapi.cli import (
     breach_cmd,
     clients_cmd,
     credentials_cmd,
+    deploy_cmd,
     dns_cmd,
     failover_cmd,
     health_cmd,
@@ -100,6 +101,8 @@ app.add_typer(recover_cmd.app, name="recover", help="Recovery procedures: corrup
 app.add_typer(security_cmd.app, name="security", help="Security verification: security check.")
 app.add_typer(state_cmd.app, name="state", help="Document and compare the platform's state.")
 app.add_typer(verify_cmd.app, name="verify", help="Recovery verification: verify system.")
+app.add_typer(deploy_cmd.release_app, name="release", help="Record trusted releases.")
+app.command("deploy")(deploy_cmd.deploy)
 app.add_typer(wal_cmd.app, name="wal", help="WAL archiving (archive/restore_command).")
 app.command("restore")(restore_cmd.restore)
 app.command("openapi")(openapi_cmd.openapi)

@@ -5,8 +5,9 @@
    makes — and every token of theirs is revoked;
 2. **rotation**: the emergency rotation (new secrets in the vault, tokens revoked again:
    any issued during the rotation die too);
-3. **clean deployment**: the caller's (``payapi deploy`` where it is configured); skipped
-   with the reason otherwise;
+3. **clean deployment**: the caller's (``payapi deploy --clean-deployment --version V``:
+   the installed release checked against its record, the services restarted); skipped
+   with the reason when no version is given;
 4. **security verification**: the caller's check (``payapi security check``);
 5. **enhanced monitoring**: the security alert rules are written beside the others
    (``deploy/prometheus/alerts-security.yml`` in the wheel) for Prometheus to load;
@@ -160,7 +161,7 @@ def recover_breach(
             if result.errors:
                 raise BreachError(f"{len(result.errors)} clients not rotated: {result.errors[0]}")
             journal.note(f"{out.rotated} clients rotated, {result.tokens_revoked} tokens revoked")
-        _checked(journal, "clean deployment", deploy, "no deployment configured: skipped")
+        _checked(journal, "clean deployment", deploy, "no --version given: not redeployed")
         _checked(journal, "security verification", security, "no security check given")
         with step("enhanced monitoring"):
             if rules_dir is None:
