@@ -49,7 +49,7 @@ def resolve(
 
 def plan_dry_run(settings: Settings, *, name: str, given: Mapping[str, str]) -> dry_run.DryRun:
     runbook, values = resolve(settings, name=name, given=given)
-    return dry_run.plan(runbook, values)
+    return dry_run.plan(runbook, values, settings)
 
 
 def _executor(
@@ -66,6 +66,7 @@ def _executor(
         audit=audit if audit is not None else audit_sink(settings, who),
         policy=policy,
         requested_by=who,
+        settings=settings,
     )
 
 
@@ -158,3 +159,4 @@ def show_run(settings: Settings, *, run_id: str) -> RunView:
 def list_runs(settings: Settings) -> list[RunView]:
     folder = settings.runbook_journal_dir()
     return [view(run_journal.path_of(folder, rid)) for rid in run_journal.run_ids(folder)]
+
