@@ -30,7 +30,7 @@ from payapi.core.settings import Settings
 
 P = TypeVar("P", bound=BaseModel)
 
-_BUILTIN_MODULES = ("payapi.recovery.actions_generic",)
+_BUILTIN_MODULES = ("payapi.recovery.actions_generic", "payapi.recovery.actions_component")
 _REGISTRY: dict[str, type[Action[Any]]] = {}
 _loaded = False
 
