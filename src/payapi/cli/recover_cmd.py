@@ -4,9 +4,13 @@
                               [--drop-ids FILE] [--plan-file F] [--apply [--yes]]
                               [--verify] [--json]
     payapi recover corruption --component vault --since T [--keep-ids FILE] …
+    payapi recover component eapi|sapi|vault|redis|db [--region R] [--dry-run] [--yes]
+                              [--json]
 
 The work is :mod:`payapi.recovery.corruption` (and ``corruption_vault``,
-``corruption_checks``); this command parses, confirms and prints. Exit 0 done, 1 failed
+``corruption_checks``), and for a component the shipped runbook ``component-NAME`` run by
+the engine (journaled: ``payapi runbook resume RUN_ID`` continues it); this command
+parses, confirms and prints. Exit 0 done, 1 failed
 (the correction, or a ``--verify`` check), 2 bad usage (nothing was changed).
 """
 
@@ -23,7 +27,10 @@ from payapi.cli.context import get_ctx
 from payapi.cli.output import EXIT_USAGE, console, emit, fail, journal
 from payapi.core.errors import PayapiError
 
-app = typer.Typer(help="Recovery procedures: data corruption.", no_args_is_help=True)
+app = typer.Typer(
+    help="Recovery procedures: data corruption, component failure.", no_args_is_help=True
+)
+COMPONENTS = ("eapi", "sapi", "vault", "redis", "db")
 
 
 @app.callback()
@@ -244,3 +251,56 @@ def _print_result(d: dict[str, Any]) -> None:
             markup=False,
             soft_wrap=True,
         )
+
+
+@app.command("component")
+def component(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="eapi, sapi, vault, redis or db."),
+    region: str = typer.Option("", "--region", help="The region (default: the primary)."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Say what each rung would do, read live; change nothing."
+    ),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (for automation)."),
+) -> None:
+    """The seed's component-failure ladder as a runbook: check health (healthy: nothing
+    to do), fail over to a standby (vault, redis, db; where one exists), restart, scale
+    down and up, reapply the configuration from its backup, restore from backup (vault,
+    redis, db), verify. Each rung runs only while the component is still unhealthy."""
+    from payapi.cli.runbook_cmd import _show_dry_run, _show_run
+    from payapi.recovery import service
+
+    if name not in COMPONENTS:
+        fail(f"unknown component {name!r}; one of {', '.join(COMPONENTS)}", EXIT_USAGE)
+    settings = get_ctx(ctx).settings
+    runbook = service.COMPONENT_RUNBOOK.format(name)
+    given = {"region": region} if region else {}
+    try:
+        if region:
+            from payapi.recovery.component_targets import region_of
+
+            region_of(settings, region)  # an unknown region: exit 2 before anything runs
+        if dry_run:
+            plan = service.plan_dry_run(settings, name=runbook, given=given)
+            emit(plan.to_json(), as_json=as_json, human=_show_dry_run)
+            if not plan.ok:
+                raise typer.Exit(1)
+            return
+        service.resolve(settings, name=runbook, given=given)
+        _confirm(f"recover {name}" + (f" in region {region}" if region else ""), yes)
+        with journal(quiet=as_json) as j:
+            result = service.start_run(settings, name=runbook, given=given, journal=j)
+    except PayapiError as exc:
+        fail(str(exc), exc.exit_code)
+    view = service.view(result.path)
+    outcome = service.component_outcome(view)
+    data = {**view.to_json(), "component": name, "outcome": outcome}
+
+    def human(d: dict[str, Any]) -> None:
+        _show_run(d)
+        console.print(d["outcome"], markup=False, highlight=False)
+
+    emit(data, as_json=as_json, human=human)
+    if not result.ok:
+        raise typer.Exit(1)

@@ -143,6 +143,8 @@ def _restore_vault(
         except VaultBackupError as exc:
             fail(str(exc))
     out = result.to_json()
+    if to is None:  # in place: a secret restored to an older version counts at once
+        out["eapi_cache"] = _drop_verifications(settings)
 
     def human(d: dict[str, Any]) -> None:
         console.print(
@@ -151,10 +153,30 @@ def _restore_vault(
         )
         for w in d.get("warnings", []):
             console.print(f"[yellow]warning:[/yellow] {w}")
+        if "verifications_dropped" in d.get("eapi_cache", {}):
+            n = d["eapi_cache"]["verifications_dropped"]
+            console.print(f"dropped EAPI's cached verifications of {n} client(s)")
 
     emit(out, as_json=as_json, human=human)
     if result.healthy is False:
         fail("the vault did not answer its health check after the restore")
+    if "error" in out.get("eapi_cache", {}):
+        fail(
+            "the vault was restored, but EAPI's cached verifications were not dropped "
+            f"({out['eapi_cache']['error']}): run payapi runbook run component-vault or "
+            "restart EAPI's Redis"
+        )
+
+
+def _drop_verifications(settings: Any) -> dict[str, Any]:
+    """EAPI's verification cache dropped after a vault restore in place (see
+    :func:`payapi.eapi.cachekeys.invalidate_verifications`)."""
+    from payapi.recovery.component_targets import invalidate_eapi_verifications
+
+    try:
+        return {"verifications_dropped": invalidate_eapi_verifications(settings)}
+    except Exception as exc:  # redis-py's errors: reported, the restore itself is done
+        return {"error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"}
 
 
 def _restore_redis(

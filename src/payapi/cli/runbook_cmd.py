@@ -22,7 +22,13 @@ app = typer.Typer(
 )
 
 JsonOpt = typer.Option(False, "--json", help="Machine-readable output.")
-_COLOURS = {"ok": "green", "succeeded": "green", "failed": "red", "interrupted": "yellow"}
+_COLOURS = {
+    "ok": "green",
+    "succeeded": "green",
+    "failed": "red",
+    "interrupted": "yellow",
+    "skipped": "cyan",
+}
 
 
 def _paint(status: str) -> str:

@@ -44,6 +44,14 @@ class ServiceListen(BaseModel):
     host: str = "127.0.0.1"
     port: int = 0
     url: str = ""
+    # How payapi restarts and scales this service when it recovers it (``payapi recover
+    # component``): "none" (someone else does), "local" (a `payapi serve` process on this
+    # host, run with this config file: the lab), or "kubernetes" (its Deployment).
+    control: Literal["none", "local", "kubernetes"] = "none"
+    pid_file: Path | None = None  # local
+    log_file: Path | None = None  # local
+    namespace: str = "payment-system"  # kubernetes
+    deployment: str | None = None  # kubernetes; default: payment-<service>
 
 
 class VaultSettings(ServiceListen):
@@ -561,6 +569,9 @@ def _resolve_relative_paths(settings: Settings, base: Path) -> None:
     settings.postgres.data_dir = fix(settings.postgres.data_dir)
     settings.postgres.log_file = fix(settings.postgres.log_file)
     settings.redis.data_dir = fix(settings.redis.data_dir)
+    for listen in (settings.vault, settings.sapi, settings.eapi):
+        listen.pid_file = fix(listen.pid_file)
+        listen.log_file = fix(listen.log_file)
     settings.vault.admin_api_key_file = fix(settings.vault.admin_api_key_file)
     settings.vault.data_key_file = fix(settings.vault.data_key_file)
     settings.sapi.vault_api_key_file = fix(settings.sapi.vault_api_key_file)

@@ -168,3 +168,19 @@ def new_generation(*known: int | None) -> int:
     far slower than a nanosecond clock, so a clock reading beats any earlier value that
     was itself a clock reading plus a count; ``known`` values are beaten by one."""
     return max([time.time_ns(), *[k + 1 for k in known if k is not None]])
+
+
+# --------------------------------------------------------------------------- invalidation
+
+
+def invalidate_verifications(client: redis_sync.Redis) -> int:
+    """Drop every cached verification from a live Redis that EAPI reads (after the vault
+    was restored: a secret put back to an older version must be checked against the vault
+    at once, not answered from the cache). The generation is bumped before and after the
+    scan, as a revocation does, so a verification looked up while the entries go is not
+    cached afterwards. Tokens stay: they are EAPI's own, not the vault's. Returns the
+    number of clients whose cached verifications were dropped."""
+    client.incr(GEN_KEY)
+    dropped = _scan_delete(client, VERIFICATION_PATTERN)
+    client.incr(GEN_KEY)
+    return dropped

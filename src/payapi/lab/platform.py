@@ -214,6 +214,10 @@ environment = "lab"
 url = {_toml_str(self.url("vault"))}
 host = "127.0.0.1"
 port = {p["vault"]}
+# payapi recover component vault restarts this process (pid and log below)
+control = "local"
+pid_file = {_toml_str(self.pidfile("vault"))}
+log_file = {_toml_str(self.dir / "logs" / "vault.log")}
 account = {_toml_str(ACCOUNT)}
 admin_login = {_toml_str(ADMIN_LOGIN)}
 admin_api_key_file = {_toml_str(self.key_file("admin.api_key"))}
@@ -224,6 +228,10 @@ data_key_file = {_toml_str(self.key_file("vault-data.key"))}
 url = {_toml_str(self.url("sapi"))}
 host = "127.0.0.1"
 port = {p["sapi"]}
+# payapi recover component sapi restarts this process (pid and log below)
+control = "local"
+pid_file = {_toml_str(self.pidfile("sapi"))}
+log_file = {_toml_str(self.dir / "logs" / "sapi.log")}
 dsn = {_toml_str(pg.dsn("payment_db"))}
 vault_api_key_file = {_toml_str(self.key_file("sapi.api_key"))}
 
@@ -231,6 +239,10 @@ vault_api_key_file = {_toml_str(self.key_file("sapi.api_key"))}
 url = {_toml_str(self.url("eapi"))}
 host = "127.0.0.1"
 port = {p["eapi"]}
+# payapi recover component eapi restarts this process (pid and log below)
+control = "local"
+pid_file = {_toml_str(self.pidfile("eapi"))}
+log_file = {_toml_str(self.dir / "logs" / "eapi.log")}
 vault_api_key_file = {_toml_str(self.key_file("eapi.api_key"))}
 
 [postgres]

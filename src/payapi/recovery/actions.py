@@ -26,16 +26,23 @@ from typing import Any, ClassVar, Generic, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from payapi.core.errors import PayapiError
+from payapi.core.settings import Settings
 
 P = TypeVar("P", bound=BaseModel)
 
-_BUILTIN_MODULES = ("payapi.recovery.actions_generic",)
+_BUILTIN_MODULES = ("payapi.recovery.actions_generic", "payapi.recovery.actions_component")
 _REGISTRY: dict[str, type[Action[Any]]] = {}
 _loaded = False
 
 
 class ActionFailed(PayapiError):
     """The action ran and did not achieve what it is for (the message is its output)."""
+
+
+class ActionSkipped(PayapiError):
+    """The action does not apply here (e.g. no standby to fail over to): the step is
+    skipped, neither ok nor failed, and its verification does not run. The message says
+    why."""
 
 
 class UnknownAction(PayapiError):
@@ -49,12 +56,20 @@ class ActionParamsError(PayapiError):
 @dataclass(frozen=True)
 class ActionContext:
     """What an action is told about the attempt it runs in. ``timeout`` is the step's:
-    an action must give up by then (the executor stops waiting for it at that point)."""
+    an action must give up by then (the executor stops waiting for it at that point).
+    ``settings`` is the configuration of the platform the run acts on (None in the
+    engine's own tests; actions that need it fail with one line then)."""
 
     run_id: str
     step_id: str
     attempt: int
     timeout: float
+    settings: Settings | None = None
+
+    def require_settings(self) -> Settings:
+        if self.settings is None:
+            raise ActionFailed("this action needs the platform's configuration (--config)")
+        return self.settings
 
 
 class Action(ABC, Generic[P]):
@@ -63,7 +78,8 @@ class Action(ABC, Generic[P]):
 
     @abstractmethod
     def run(self, params: P, ctx: ActionContext) -> str:
-        """Do it; return one line about what was done, or raise :class:`ActionFailed`."""
+        """Do it; return one line about what was done, or raise :class:`ActionFailed`
+        (or :class:`ActionSkipped` when it does not apply here)."""
 
     def describe(self, params: P, ctx: ActionContext) -> str:
         """What ``run`` would do, read against the live state, changing nothing."""

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from payapi.core.settings import Settings
 from payapi.recovery import actions
 from payapi.recovery.runbook import Runbook, Step
 from payapi.recovery.templating import TemplateError, render
@@ -61,6 +62,7 @@ class StepPlan:
             "retries": s.retries,
             "on_failure": s.on_failure,
             "rollback": s.rollback,
+            "skip_to": s.skip_to,
             "approval": s.approval.role if s.approval else None,
             "verify": self.verify.to_json() if self.verify else None,
         }
@@ -88,7 +90,12 @@ class DryRun:
 
 
 def _resolve(
-    name: str, raw: Mapping[str, Any], values: Mapping[str, Any], step_id: str, timeout: float
+    name: str,
+    raw: Mapping[str, Any],
+    values: Mapping[str, Any],
+    step_id: str,
+    timeout: float,
+    settings: Settings | None,
 ) -> Resolved:
     try:
         rendered = render(raw, values)
@@ -99,7 +106,7 @@ def _resolve(
         params = actions.validate(action, rendered)
     except (actions.UnknownAction, actions.ActionParamsError) as exc:
         return Resolved(name, rendered, problem=str(exc))
-    ctx = actions.ActionContext(DRY_RUN_ID, step_id, 1, timeout)
+    ctx = actions.ActionContext(DRY_RUN_ID, step_id, 1, timeout, settings)
     try:
         would = action.describe(params, ctx)
     except Exception as exc:  # a describe that breaks is a problem to show, not a crash
@@ -107,14 +114,16 @@ def _resolve(
     return Resolved(name, params.model_dump(mode="json"), would)
 
 
-def plan(runbook: Runbook, values: Mapping[str, Any]) -> DryRun:
-    """Resolve every step of ``runbook`` with the run's parameter ``values``."""
+def plan(runbook: Runbook, values: Mapping[str, Any], settings: Settings | None = None) -> DryRun:
+    """Resolve every step of ``runbook`` with the run's parameter ``values`` (actions
+    read the live state of the platform ``settings`` configure)."""
     steps: list[StepPlan] = []
     for phase, group in (("main", runbook.steps), ("rollback", runbook.rollback_steps)):
         for s in group:
-            main = _resolve(s.action, s.params, values, s.id, s.timeout)
+            main = _resolve(s.action, s.params, values, s.id, s.timeout, settings)
             check = None
             if s.verify is not None:
-                check = _resolve(s.verify.action, s.verify.params, values, s.id, s.verify.timeout)
+                v = s.verify
+                check = _resolve(v.action, v.params, values, s.id, v.timeout, settings)
             steps.append(StepPlan(s, phase, main, check))
     return DryRun(runbook, dict(values), steps)

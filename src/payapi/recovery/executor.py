@@ -28,6 +28,7 @@ from typing import Any
 from payapi.core.errors import PayapiError, UsageError
 from payapi.core.journal import Journal
 from payapi.core.redaction import redact_url
+from payapi.core.settings import Settings
 from payapi.recovery import actions
 from payapi.recovery.approval import AllowAll, Answer, ApprovalPolicy, ApprovalRequest
 from payapi.recovery.audit_sink import AuditSink, no_audit
@@ -61,6 +62,10 @@ class RunResult:
 
 class _Failed(Exception):
     """One attempt failed; the message is its output."""
+
+
+class _Skipped(Exception):
+    """The step's action does not apply here; the message says why."""
 
 
 def new_run_id(runbook: str, now: datetime) -> str:
@@ -106,8 +111,10 @@ class Executor:
         requested_by: str = "payapi-cli",
         clock: Callable[[], datetime] = _utcnow,
         sleep: Callable[[float], None] = time.sleep,
+        settings: Settings | None = None,
     ) -> None:
         self.journal_dir = journal_dir
+        self.settings = settings
         self.journal = journal or Journal.silent()
         self.audit = audit
         self.policy: ApprovalPolicy = policy or AllowAll()
@@ -198,6 +205,11 @@ class _Run:
                 self.write("finish", status=str(d.status), step=d.step, reason=d.reason)
                 self.ex.journal.note(f"run {state.run_id}: {d.status}: {d.reason}")
                 return RunResult(state.run_id, self.writer.path, self.state, d.reason)
+            if d.kind is Kind.SKIP:
+                self.write("skip", step=d.step, reason=d.reason)
+                self._audit("runbook.step.skipped", {"step": d.step})
+                self.ex.journal.note(d.reason)
+                continue
             if d.kind is Kind.WAIT_APPROVAL:
                 if not self._approve(state, d):
                     reason = f"{d.step}: waiting for the approval of {d.role}"
@@ -266,6 +278,9 @@ class _Run:
                 output = self._execute(step, state.run_id, d.attempt)
                 self.ex.journal.note(output)
             status = "ok"
+        except _Skipped as exc:
+            output, status = str(exc), "skipped"
+            self.ex.journal.note(f"{step.id}: skipped: {output}")
         except _Failed as exc:
             output, status = str(exc), "failed"
             self.ex.journal.note(f"{step.id}: attempt {d.attempt} failed: {output}")
@@ -289,9 +304,12 @@ class _Run:
         self.write("checkpoint", after=step.id, completed=done)
 
     def _execute(self, step: Step, run_id: str, attempt: int) -> str:
-        """The step's action, then its verification; :class:`_Failed` with one line."""
+        """The step's action, then its verification; :class:`_Failed` with one line
+        (:class:`_Skipped` when the action does not apply: no verification then)."""
         values = dict(self.state.params)
-        out = self._call(step.action, step.params, values, run_id, step.id, attempt, step.timeout)
+        out = self._call(
+            step.action, step.params, values, run_id, step.id, attempt, step.timeout, skip=True
+        )
         if step.verify is None:
             return out
         check: Check = step.verify
@@ -312,15 +330,21 @@ class _Run:
         step_id: str,
         attempt: int,
         timeout: float,
+        *,
+        skip: bool = False,
     ) -> str:
         try:
             action = actions.get(name)
             params = actions.validate(action, render(raw, values))
         except (actions.UnknownAction, actions.ActionParamsError, TemplateError) as exc:
             raise _Failed(str(exc)) from None
-        ctx = actions.ActionContext(run_id, step_id, attempt, timeout)
+        ctx = actions.ActionContext(run_id, step_id, attempt, timeout, self.ex.settings)
         try:
             return _line(_with_timeout(lambda: action.run(params, ctx), timeout))
+        except actions.ActionSkipped as exc:
+            if skip:
+                raise _Skipped(_line(str(exc))) from None
+            raise _Failed(_line(f"{name} does not apply: {exc}")) from None
         except (actions.ActionFailed, _Failed) as exc:
             raise _Failed(_line(str(exc))) from None
         except Exception as exc:

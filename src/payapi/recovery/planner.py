@@ -13,6 +13,10 @@ The rules, in the order they apply to the first step that is not finished:
   step (the failure stays in the journal), ``rollback`` runs the named step (with that
   step's own timeout and retries): the run ends rolled back when it succeeds, failed when
   it does not;
+- a step that ended ok with ``skip_to`` skips the steps after it up to that one (or
+  all of them: ``end``): each is skipped (journaled, never run), the first remedy of a
+  ladder that works ends the ladder. A skipped step is finished, neither ok nor failed,
+  and so is a step whose action said it does not apply here;
 - a pending step runs; when every step is finished, the run is done.
 """
 
@@ -23,7 +27,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from payapi.recovery.run_state import RunState, RunStatus, StepState, StepStatus
-from payapi.recovery.runbook import Runbook, Step
+from payapi.recovery.runbook import SKIP_TO_END, Runbook, Step
 
 
 class Kind(StrEnum):
@@ -31,6 +35,7 @@ class Kind(StrEnum):
     RETRY = "retry"  # run it again, not before ``not_before``
     WAIT_APPROVAL = "wait_approval"  # ``step`` needs an approval by ``role``
     ROLLBACK = "rollback"  # run rollback step ``step`` (for ``failed_step``)
+    SKIP = "skip"  # do not run ``step`` (an earlier step's skip_to); journal why
     DONE = "done"  # every step finished; ``status`` says how the run ended
     ABORTED = "aborted"  # the run stops here; ``status`` says how
 
@@ -126,9 +131,24 @@ def _rollback(runbook: Runbook, state: RunState, step: Step, st: StepState) -> D
 def next_step(runbook: Runbook, state: RunState) -> Decision:
     """What to do next for the run ``state`` describes (see the module's rules)."""
     tolerated: list[str] = []
+    skipping: tuple[str, str] | None = None  # (the step that succeeded, its skip_to)
     for step in runbook.steps:
         st = state.step(step.id)
+        if skipping is not None and step.id == skipping[1]:
+            skipping = None
+        if skipping is not None:
+            if st.status is StepStatus.PENDING and st.attempts == 0:
+                by, target = skipping
+                until = "the end" if target == SKIP_TO_END else target
+                return Decision(
+                    Kind.SKIP, f"{step.id}: skipped: {by} succeeded (skip to {until})", step.id
+                )
+            continue  # it finished before (a journal from a resumed run): leave it be
         if st.status is StepStatus.OK:
+            if step.skip_to is not None:
+                skipping = (step.id, step.skip_to)
+            continue
+        if st.status is StepStatus.SKIPPED:
             continue
         if _exhausted(step, st):
             if step.on_failure == "continue":
@@ -159,5 +179,11 @@ def next_step(runbook: Runbook, state: RunState) -> Decision:
         todo = _attempt(step, st, Kind.RUN)
         if todo is not None:
             return todo
-    extra = f" ({', '.join(tolerated)} failed, on_failure: continue)" if tolerated else ""
+    notes = []
+    if tolerated:
+        notes.append(f"{', '.join(tolerated)} failed, on_failure: continue")
+    skipped = [s.id for s in runbook.steps if state.step(s.id).status is StepStatus.SKIPPED]
+    if skipped:
+        notes.append(f"skipped: {', '.join(skipped)}")
+    extra = f" ({'; '.join(notes)})" if notes else ""
     return Decision(Kind.DONE, f"every step finished{extra}", status=RunStatus.SUCCEEDED)

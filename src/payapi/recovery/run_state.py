@@ -8,6 +8,9 @@ Records (one JSON object a line, ``type`` says which; every one has ``at``):
 - ``start``: ``step``, ``phase`` (``main`` | ``rollback``), ``attempt``, ``action``.
 - ``end``: ``step``, ``phase``, ``attempt``, ``start``, ``end``, ``duration``,
   ``status`` (``ok`` | ``failed``), ``output``, ``approved_by``.
+- ``skip``: ``step``, ``reason``: the planner skipped the step (an earlier step's
+  ``skip_to``); it never ran. An ``end`` whose ``status`` is ``skipped`` is a step whose
+  action said it does not apply here (e.g. no standby to fail over to).
 - ``interrupted``: ``step``, ``phase``, ``attempt``: that attempt started and never ended
   (the process died); it is re-run from its start.
 - ``approval``: ``step``, ``role``, ``decision`` (``waiting`` | ``approved`` |
@@ -34,6 +37,7 @@ class StepStatus(StrEnum):
     OK = "ok"
     FAILED = "failed"  # the last attempt failed (retries may remain)
     WAITING_APPROVAL = "waiting_approval"
+    SKIPPED = "skipped"  # not run (skip_to), or its action did not apply: finished, not ok
 
 
 class RunStatus(StrEnum):
@@ -127,15 +131,20 @@ def fold(records: Iterable[Mapping[str, Any]], damaged_lines: int = 0) -> RunSta
             )
         elif kind == "end":
             ok = rec.get("status") == "ok"
+            skipped = rec.get("status") == "skipped"
             table[sid] = replace(
                 cur,
-                status=StepStatus.OK if ok else StepStatus.FAILED,
-                failures=cur.failures if ok else cur.failures + 1,
+                status=StepStatus.OK
+                if ok
+                else (StepStatus.SKIPPED if skipped else StepStatus.FAILED),
+                failures=cur.failures if ok or skipped else cur.failures + 1,
                 ended_at=rec.get("end") or rec.get("at"),
                 duration=rec.get("duration"),
                 output=str(rec.get("output", "")),
                 approved_by=rec.get("approved_by") or cur.approved_by,
             )
+        elif kind == "skip":
+            table[sid] = replace(cur, status=StepStatus.SKIPPED, output=str(rec.get("reason", "")))
         elif kind == "interrupted":
             table[sid] = replace(cur, interrupted=cur.interrupted + 1)
         elif kind == "approval":

@@ -24,6 +24,9 @@ from payapi.recovery import templating
 ParamType = Literal["str", "int", "bool", "duration", "choice"]
 OnFailure = Literal["abort", "continue", "rollback"]
 _ID = r"^[a-z][a-z0-9_-]{0,62}$"
+# ``skip_to: end``: when the step succeeds, every later step is skipped (so no step may be
+# named ``end``).
+SKIP_TO_END = "end"
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 
@@ -158,6 +161,9 @@ class Step(_Strict):
     rollback: str | None = None  # the id of the step to run when on_failure is rollback
     approval: Annotated[Approval | None, BeforeValidator(_approval)] = None
     verify: Check | None = None
+    # When this step ends ok, the steps after it are skipped up to (not including) this
+    # one, or all of them (``end``): a ladder of remedies stops at the first that works.
+    skip_to: str | None = None
 
     @model_validator(mode="after")
     def _rollback_named(self) -> Step:
@@ -196,6 +202,18 @@ class Runbook(_Strict):
         if dupes:
             raise ValueError(f"step ids must be unique: {', '.join(dupes)}")
         known = set(ids)
+        if SKIP_TO_END in known:
+            raise ValueError(f"no step may be named {SKIP_TO_END!r} (skip_to: end means the end)")
+        main = [s.id for s in self.steps]
+        for i, step in enumerate(self.steps):
+            target = step.skip_to
+            if target is not None and target != SKIP_TO_END and target not in main[i + 1 :]:
+                raise ValueError(
+                    f"steps[{i}] ({step.id}).skip_to: {target!r} is not a later step (or end)"
+                )
+        for i, step in enumerate(self.rollback_steps):
+            if step.skip_to is not None:
+                raise ValueError(f"rollback_steps[{i}] ({step.id}).skip_to: only for steps")
         for where, step in self._all_steps():
             if step.rollback and step.rollback not in known:
                 raise ValueError(f"{where}.rollback: no step {step.rollback!r}")

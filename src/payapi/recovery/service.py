@@ -49,7 +49,7 @@ def resolve(
 
 def plan_dry_run(settings: Settings, *, name: str, given: Mapping[str, str]) -> dry_run.DryRun:
     runbook, values = resolve(settings, name=name, given=given)
-    return dry_run.plan(runbook, values)
+    return dry_run.plan(runbook, values, settings)
 
 
 def _executor(
@@ -66,6 +66,7 @@ def _executor(
         audit=audit if audit is not None else audit_sink(settings, who),
         policy=policy,
         requested_by=who,
+        settings=settings,
     )
 
 
@@ -158,3 +159,29 @@ def show_run(settings: Settings, *, run_id: str) -> RunView:
 def list_runs(settings: Settings) -> list[RunView]:
     folder = settings.runbook_journal_dir()
     return [view(run_journal.path_of(folder, rid)) for rid in run_journal.run_ids(folder)]
+
+
+# --------------------------------------------------------------------------- component recovery
+
+COMPONENT_RUNBOOK = "component-{}"
+
+
+def component_outcome(view: RunView) -> str:
+    """One line on how a ``component-*`` run ended: healthy already, recovered by which
+    rung, or not recovered."""
+    steps = {s["step"]: s for s in view.to_json()["steps"]}
+    component = view.state.runbook.removeprefix("component-")
+    check = steps.get("check", {})
+    if check.get("status") == "ok":
+        return f"{component} is healthy: nothing to do"
+    if view.state.status is not RunStatus.SUCCEEDED:
+        return f"{component} is not recovered: {view.state.reason}"
+    rung = next(
+        (
+            s["step"]
+            for s in view.to_json()["steps"]
+            if s["step"] not in ("check", "verify") and s["status"] == "ok"
+        ),
+        None,
+    )
+    return f"{component} recovered" + (f" by {rung}" if rung else "") + " and verified"

@@ -1,4 +1,4 @@
-"""Scaling a region's stateless services (SAPI, EAPI) up and down.
+"""Scaling and restarting payapi's services (SAPI, EAPI, and the vault server).
 
 The seed activates the DR region with ``kubectl scale deployment/payment-sapi
 --replicas=3``; fencing a region that must stop writing is the same call with 0. One
@@ -6,6 +6,8 @@ interface, :class:`ServiceControl`, two implementations picked by ``[regions.NAM
 control``: ``local`` (a ``payapi serve`` process on this host, as the lab runs them) and
 ``kubernetes`` (the Deployment's scale subresource through the official client, imported
 only when used). ``none`` means someone else scales: payapi refuses to pretend it did.
+The same controls, configured in ``[eapi]``/``[sapi]``/``[vault]`` themselves
+(:func:`listen_control`), restart a service that failed (``payapi recover component``).
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from payapi.core.errors import PayapiError
-from payapi.core.settings import RegionServiceSettings
+from payapi.core.settings import RegionServiceSettings, ServiceListen
 from payapi.servers.procs import ServerError
 from payapi.servers.service import ServiceProcess
 
-HEALTH_PATHS = {"sapi": "/api/internal-health", "eapi": "/api/health"}
+HEALTH_PATHS = {"sapi": "/api/internal-health", "eapi": "/api/health", "vault": "/health"}
 
 
 class ServiceControlError(PayapiError):
@@ -35,6 +37,15 @@ class ServiceControl(Protocol):
 
     def running(self) -> int:
         """How many replicas run now."""
+        ...
+
+    def restart(self, *, timeout: float = 60.0) -> None:
+        """Replace the running replicas with new ones (``kubectl rollout restart``) and
+        wait until they are ready."""
+        ...
+
+    def describe(self) -> str:
+        """What is controlled, in a few words (for a dry run)."""
         ...
 
 
@@ -55,6 +66,15 @@ class LocalServiceControl:
 
     def running(self) -> int:
         return 1 if self.process.is_running() else 0
+
+    def restart(self, *, timeout: float = 60.0) -> None:
+        """Stop the process (if its pid is alive) and start a new one."""
+        self.scale(0, timeout=timeout)
+        self.scale(1, timeout=timeout)
+
+    def describe(self) -> str:
+        p = self.process
+        return f"the local {p.name} process (pid file {p.pidfile}, port {p.port})"
 
 
 class KubernetesServiceControl:
@@ -90,6 +110,33 @@ class KubernetesServiceControl:
         status = self._apps.read_namespaced_deployment_status(self.deployment, self.namespace)
         return int(status.status.ready_replicas or 0)
 
+    def restart(self, *, timeout: float = 60.0) -> None:
+        from datetime import UTC, datetime
+
+        current = self._apps.read_namespaced_deployment(self.deployment, self.namespace)
+        replicas = int(current.spec.replicas or 0)
+        stamp = datetime.now(UTC).isoformat()
+        patch = {
+            "spec": {
+                "template": {
+                    "metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}
+                }
+            }
+        }
+        self._apps.patch_namespaced_deployment(self.deployment, self.namespace, patch)
+        deadline = time.monotonic() + timeout
+        time.sleep(1.0)  # let the controller start the rollout before counting ready pods
+        while self.running() < replicas:
+            if time.monotonic() > deadline:
+                raise ServiceControlError(
+                    f"deployment {self.deployment}: {self.running()} of {replicas} ready "
+                    f"{timeout:.0f}s after the restart"
+                )
+            time.sleep(1.0)
+
+    def describe(self) -> str:
+        return f"deployment {self.namespace}/{self.deployment}"
+
 
 def service_control(name: str, conf: RegionServiceSettings) -> ServiceControl:
     """The control of service ``name`` (sapi, eapi) as configured for a region."""
@@ -120,3 +167,24 @@ def service_control(name: str, conf: RegionServiceSettings) -> ServiceControl:
     raise ServiceControlError(
         f"{name}: no control is configured for its region (control = local or kubernetes)"
     )
+
+
+def listen_control(name: str, section: ServiceListen, config_file: Path | None) -> ServiceControl:
+    """The control ``[NAME] control`` names for the service itself (vault, sapi, eapi);
+    ``config_file`` is the config a local process runs with (the caller's own)."""
+    url = section.url or (f"http://{section.host}:{section.port}" if section.port else None)
+    conf = RegionServiceSettings(
+        url=url,
+        control=section.control,
+        config_file=config_file,
+        pid_file=section.pid_file,
+        log_file=section.log_file,
+        namespace=section.namespace,
+        deployment=section.deployment,
+    )
+    if section.control == "none":
+        raise ServiceControlError(
+            f"{name}: no control is configured: set [{name}] control (local or kubernetes; "
+            "the lab's config has control = local)"
+        )
+    return service_control(name, conf)
