@@ -54,8 +54,8 @@ class _Vault:
 
 
 class _Cache:
-    async def verified_until(self, *_: Any) -> tuple[float, str]:
-        return 0.0, "0"
+    async def verification_state(self, *_: Any) -> tuple[float, str, bool]:
+        return 0.0, "0", False  # nothing cached, not blocked
 
 
 @pytest.mark.parametrize(
