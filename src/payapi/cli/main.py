@@ -72,8 +72,14 @@ def root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version."
     ),
+    as_login: str | None = typer.Option(
+        None, "--as", metavar="LOGIN", help="Act as this operator (a vault user or host/…)."
+    ),
+    api_key_file: Path | None = typer.Option(
+        None, "--api-key-file", help="The operator's API key file (else $PAYAPI_API_KEY)."
+    ),
 ) -> None:
-    ctx.obj = CliContext(config_path=config)
+    ctx.obj = CliContext(config_path=config, operator_login=as_login, api_key_file=api_key_file)
 
 
 app.add_typer(plan_cmd.app, name="plan", help="The DR plan as data: show, check.")
@@ -93,7 +99,9 @@ app.add_typer(dns_cmd.app, name="dns", help="The global endpoint's DNS record: s
 app.add_typer(health_cmd.app, name="health", help="Health of a region: health check.")
 app.add_typer(topology_cmd.app, name="topology", help="Regions, members, the endpoint.")
 app.add_typer(region_cmd.app, name="region", help="Regional failover and failback.")
-app.add_typer(runbook_cmd.app, name="runbook", help="Runbooks: list, run, show, resume, runs.")
+app.add_typer(
+    runbook_cmd.app, name="runbook", help="Runbooks: list, run, show, resume, approve, runs."
+)
 app.add_typer(recover_cmd.app, name="recover", help="Recovery procedures: corruption.")
 app.add_typer(security_cmd.app, name="security", help="Security verification: security check.")
 app.add_typer(state_cmd.app, name="state", help="Document and compare the platform's state.")
