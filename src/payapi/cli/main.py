@@ -99,9 +99,7 @@ app.add_typer(dns_cmd.app, name="dns", help="The global endpoint's DNS record: s
 app.add_typer(health_cmd.app, name="health", help="Health of a region: health check.")
 app.add_typer(topology_cmd.app, name="topology", help="Regions, members, the endpoint.")
 app.add_typer(region_cmd.app, name="region", help="Regional failover and failback.")
-app.add_typer(
-    runbook_cmd.app, name="runbook", help="Runbooks: list, run, show, resume, approve, runs."
-)
+app.add_typer(runbook_cmd.app, name="runbook", help="Runbooks: list, run, show, resume, runs.")
 app.add_typer(recover_cmd.app, name="recover", help="Recovery procedures: corruption.")
 app.add_typer(security_cmd.app, name="security", help="Security verification: security check.")
 app.add_typer(state_cmd.app, name="state", help="Document and compare the platform's state.")
