@@ -47,6 +47,11 @@ EXECUTE: Mapping[str, tuple[str, ...]] = {
     "engine-selftest": _LEADS,
     "platform-check": _LEADS,
     "approval-selftest": ("infrastructure-lead", "application-lead"),
+    "component-eapi": ("application-lead",),
+    "component-sapi": ("application-lead",),
+    "component-vault": ("infrastructure-lead",),
+    "component-redis": ("infrastructure-lead",),
+    "component-db": ("infrastructure-lead",),
 }
 
 
