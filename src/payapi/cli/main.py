@@ -74,8 +74,14 @@ def root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version."
     ),
+    as_login: str | None = typer.Option(
+        None, "--as", metavar="LOGIN", help="Act as this operator (a vault user or host/…)."
+    ),
+    api_key_file: Path | None = typer.Option(
+        None, "--api-key-file", help="The operator's API key file (else $PAYAPI_API_KEY)."
+    ),
 ) -> None:
-    ctx.obj = CliContext(config_path=config)
+    ctx.obj = CliContext(config_path=config, operator_login=as_login, api_key_file=api_key_file)
 
 
 app.add_typer(plan_cmd.app, name="plan", help="The DR plan as data: show, check.")

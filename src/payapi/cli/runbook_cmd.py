@@ -1,8 +1,10 @@
-"""`payapi runbook list|run|show|resume|runs`: the runbook engine (payapi.recovery).
+"""`payapi runbook list|run|show|resume|approve|runs`: the runbook engine (payapi.recovery).
 
 Exit 0 when the run succeeded (or the dry run resolved every step), 1 when it failed,
 was rolled back, waits for an approval or a dry-run step cannot be resolved, 2 for a bad
-request (unknown runbook or parameter, a value of the wrong type, no confirmation).
+request (unknown runbook or parameter, a value of the wrong type, no confirmation), 3
+when access control refuses (no ``execute`` on the runbook, an approver who is the
+requester or does not hold the role). ``payapi --as LOGIN`` names the operator.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ import typer
 from rich.table import Table
 
 from payapi.cli.context import get_ctx
-from payapi.cli.output import console, emit, journal
+from payapi.cli.output import console, emit, info, journal
 from payapi.core.errors import UsageError
 
 app = typer.Typer(
-    help="Runbooks: list, run (or dry-run), show, resume, runs.", no_args_is_help=True
+    help="Runbooks: list, run (or dry-run), show, resume, approve, runs.", no_args_is_help=True
 )
 
 JsonOpt = typer.Option(False, "--json", help="Machine-readable output.")
@@ -113,6 +115,21 @@ def _show_run(data: dict[str, Any]) -> None:
     reason = f": {data['reason']}" if data["reason"] else ""
     console.print(f"{_paint(data['status'])}{reason}", highlight=False)
     console.print(f"journal: {data['journal']}", markup=False, highlight=False)
+    p = data.get("pending_approval")
+    if p:
+        would = f"[red]{p['problem']}[/red]" if p["problem"] else p["would"]
+        console.print(
+            f"[yellow]waiting for approval[/yellow] of step {p['step']} by a holder of "
+            f"{p['role']} other than {p['requested_by']} (requested {p['waiting_since']}, "
+            f"expires after {p['timeout']:g}s)",
+            highlight=False,
+        )
+        console.print(f"  it would: {would}", highlight=False)
+        console.print(
+            f"  approve: payapi --as LOGIN runbook approve {data['run_id']} --step {p['step']}",
+            markup=False,
+            highlight=False,
+        )
     if data["damaged_lines"]:
         console.print(f"[yellow]{data['damaged_lines']} damaged journal line(s) skipped[/yellow]")
 
@@ -122,6 +139,8 @@ def _finish(result: Any, as_json: bool) -> None:
 
     data = service.view(result.path).to_json()
     emit(data, as_json=as_json, human=_show_run)
+    if data["status"] == "waiting_approval" and not as_json:
+        info(f"run {data['run_id']} is waiting_approval: {data['reason']}")
     if not result.ok:
         raise typer.Exit(1)
 
@@ -149,9 +168,12 @@ def run(
             raise typer.Exit(1)
         return
     service.resolve(settings, name=name, given=given)  # a bad request fails before asking
+    operator = get_ctx(ctx).operator()
     _confirm(f"run runbook {name}", yes)
     with journal(quiet=as_json) as j:
-        result = service.start_run(settings, name=name, given=given, journal=j)
+        result = service.start_run(
+            settings, name=name, given=given, journal=j, operator=operator, yes=yes
+        )
     _finish(result, as_json)
 
 
@@ -165,9 +187,31 @@ def resume(
     finish, without repeating the steps that completed."""
     from payapi.recovery import service
 
-    settings = get_ctx(ctx).settings
+    c = get_ctx(ctx)
     with journal(quiet=as_json) as j:
-        result = service.resume_run(settings, run_id=run_id, journal=j)
+        result = service.resume_run(c.settings, run_id=run_id, journal=j, operator=c.operator())
+    _finish(result, as_json)
+
+
+@app.command("approve")
+def approve(
+    ctx: typer.Context,
+    run_id: str = typer.Argument(..., help="The waiting run (see: payapi runbook show)."),
+    step: str = typer.Option(..., "--step", help="The step that waits for the approval."),
+    yes: bool = typer.Option(
+        False, "--yes", "-y", help="Approve your own run (only a self-approve role may)."
+    ),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Approve a waiting step as the operator (payapi --as LOGIN): a holder of its role
+    other than the requester. Review it first with: payapi runbook show RUN_ID."""
+    from payapi.recovery import service
+
+    c = get_ctx(ctx)
+    with journal(quiet=as_json) as j:
+        result = service.approve_run(
+            c.settings, run_id=run_id, step=step, journal=j, operator=c.operator(), yes=yes
+        )
     _finish(result, as_json)
 
 

@@ -457,6 +457,12 @@ class RecoverySettings(BaseModel):
     # None: ``runbooks/`` beside the config file (the lab's folder), else in the cwd.
     journal_dir: Path | None = None
     baseline_file: Path | None = None
+    # Access control (payapi.recovery.access): true refuses runbook operations that name
+    # no operator (``payapi --as LOGIN``); false keeps the OS user as the requester and
+    # checks only operators that are named.
+    require_operator: bool = False
+    # Groups whose members may approve their own runs' steps with --yes (automation).
+    self_approve_roles: list[str] = Field(default_factory=list)
 
 
 class Settings(BaseSettings):

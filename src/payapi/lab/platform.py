@@ -10,7 +10,8 @@ Layout::
     DIR/payapi.toml        the config every other command takes (--config / PAYAPI_CONFIG)
     DIR/payapi.local.toml  optional overrides appended to payapi.toml (e.g. rate limits)
     DIR/lab.json           ports (no secrets)
-    DIR/secrets/           0700: vault data key, admin / EAPI / SAPI API keys (0600 each);
+    DIR/secrets/           0700: vault data key, admin / EAPI / SAPI API keys (0600 each),
+                           the DR team operators' keys (dr-coordinator.api_key, …);
                            repository.key, the backup repository's key (0600)
     DIR/postgres/          data directory and log (owned by the unprivileged lab user)
     DIR/backups/           the backup repository (file://), initialized at the first up
@@ -450,6 +451,8 @@ work_dir = {_toml_str(self.backup_work_dir)}
     async def _ensure_platform(self, vault_url: str | None = None) -> None:
         from payapi.core.settings import load_settings, read_secret_file
         from payapi.credentials.platform import ensure_platform
+        from payapi.recovery.access import ensure_team
+        from payapi.recovery.catalogue import discover
         from payapi.vault.client import VaultClient
 
         settings = load_settings(self.config_path)
@@ -459,5 +462,12 @@ work_dir = {_toml_str(self.backup_work_dir)}
                 admin,
                 eapi_key_file=self.key_file("eapi.api_key"),
                 sapi_key_file=self.key_file("sapi.api_key"),
+            ):
+                self.journal.note(line)
+            # The DR team as vault operators, and who may execute which runbook.
+            for line in await ensure_team(
+                admin,
+                secrets_dir=self.secrets_dir,
+                runbooks=[e.runbook.name for e in discover([])],
             ):
                 self.journal.note(line)

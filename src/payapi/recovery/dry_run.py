@@ -127,3 +127,13 @@ def plan(runbook: Runbook, values: Mapping[str, Any], settings: Settings | None 
                 check = _resolve(v.action, v.params, values, s.id, v.timeout, settings)
             steps.append(StepPlan(s, phase, main, check))
     return DryRun(runbook, dict(values), steps)
+
+
+def plan_step(step: Step, values: Mapping[str, Any]) -> StepPlan:
+    """One main step resolved: what the approver of a waiting step reviews."""
+    main = _resolve(step.action, step.params, values, step.id, step.timeout)
+    check = None
+    if step.verify is not None:
+        v = step.verify
+        check = _resolve(v.action, v.params, values, step.id, v.timeout)
+    return StepPlan(step, "main", main, check)

@@ -30,7 +30,13 @@ from payapi.core.journal import Journal
 from payapi.core.redaction import redact_url
 from payapi.core.settings import Settings
 from payapi.recovery import actions
-from payapi.recovery.approval import AllowAll, Answer, ApprovalPolicy, ApprovalRequest
+from payapi.recovery.approval import (
+    AllowAll,
+    Answer,
+    ApprovalDecision,
+    ApprovalPolicy,
+    ApprovalRequest,
+)
 from payapi.recovery.audit_sink import AuditSink, no_audit
 from payapi.recovery.planner import Decision, Kind, next_step
 from payapi.recovery.run_journal import Writer, open_writer, path_of
@@ -158,6 +164,43 @@ class Executor:
             self.journal.note(f"resume run {run_id} (was {state.status})")
             return run.drive()
 
+    def approve(
+        self,
+        run_id: str,
+        *,
+        step: str,
+        check: Callable[[RunState, ApprovalRequest], ApprovalDecision],
+    ) -> RunResult:
+        """Approve ``step`` of a run that waits for it, then drive the run on (as this
+        process: ``requested_by`` is the approver). ``check`` (called holding the run's
+        lock) judges the approver; a refusal raises from it and nothing is written. An
+        approval that expired meanwhile aborts the run instead."""
+        path = path_of(self.journal_dir, run_id)
+        with open_writer(path, create=False) as w:
+            read = w.read()
+            state = fold(read.records, read.damaged_lines)
+            if not state.definition:
+                raise PayapiError(f"run {run_id}: its journal has no run header")
+            if state.status is not RunStatus.WAITING_APPROVAL or state.finished_step != step:
+                waiting = (
+                    f"waits for the approval of step {state.finished_step}"
+                    if state.status is RunStatus.WAITING_APPROVAL
+                    else f"is {state.status}, not waiting for an approval"
+                )
+                raise UsageError(f"run {run_id} {waiting}")
+            runbook = Runbook.model_validate(state.definition)
+            spec = runbook.step(step).approval
+            assert spec is not None  # it waits for one
+            request = ApprovalRequest(run_id, runbook.name, step, spec.role, state.requested_by)
+            decision = check(state, request)
+            run = _Run(self, w, runbook, list(read.records), read.damaged_lines)
+            run.write("resume", by=self.requested_by, previous_status=str(state.status))
+            d = next_step(runbook, run.state, self.clock())
+            if d.kind is Kind.WAIT_APPROVAL and d.step == step:
+                run.record_approval(step, spec.role, decision)
+                self.journal.note(f"{step}: approved by {decision.by}")
+            return run.drive()
+
 
 class _Run:
     """One process's drive of one run: the journal writer and the records so far."""
@@ -199,7 +242,7 @@ class _Run:
     def drive(self) -> RunResult:
         while True:
             state = self.state
-            d = next_step(self.runbook, state)
+            d = next_step(self.runbook, state, self.ex.clock())
             if d.kind in (Kind.DONE, Kind.ABORTED):
                 assert d.status is not None
                 self.write("finish", status=str(d.status), step=d.step, reason=d.reason)
@@ -236,21 +279,17 @@ class _Run:
             state.run_id, self.runbook.name, d.step, d.role, state.requested_by
         )
         answer = self.ex.policy.decide(request)
+        self.record_approval(d.step, d.role, answer)
+        return answer.answer is not Answer.PENDING
+
+    def record_approval(self, step: str, role: str, answer: ApprovalDecision) -> None:
         decision = {Answer.APPROVED: "approved", Answer.REFUSED: "refused"}.get(
             answer.answer, "waiting"
         )
         self.write(
-            "approval",
-            step=d.step,
-            role=d.role,
-            decision=decision,
-            by=answer.by,
-            reason=answer.reason,
+            "approval", step=step, role=role, decision=decision, by=answer.by, reason=answer.reason
         )
-        self._audit(
-            f"runbook.approval.{decision}", {"step": d.step, "role": d.role, "by": answer.by}
-        )
-        return answer.answer is not Answer.PENDING
+        self._audit(f"runbook.approval.{decision}", {"step": step, "role": role, "by": answer.by})
 
     def _wait(self, d: Decision) -> None:
         if d.not_before is None:

@@ -1,12 +1,14 @@
 """Deciding, apart from doing: given a runbook and the state its journal folds into,
-what happens next and why. Pure (no clock, no I/O), so every case is a unit test.
+what happens next and why. Pure (no I/O; the time is an argument), so every case is a
+unit test.
 
 The rules, in the order they apply to the first step that is not finished:
 
 - a step started and never ended (the process died): run it again from its start (the
   journal cannot tell how far it got; actions are idempotent);
 - a step that needs an approval it does not have waits for it; a refused approval ends
-  the run (failed);
+  the run (failed), and so does one still missing ``approval.timeout`` after it was first
+  requested (expired: judged at ``now``, the injected clock);
 - a step whose last attempt failed is retried while it has retries left, not before its
   backoff has passed since that failure;
 - a step out of retries: ``abort`` ends the run (failed), ``continue`` goes on to the next
@@ -128,8 +130,17 @@ def _rollback(runbook: Runbook, state: RunState, step: Step, st: StepState) -> D
     )
 
 
-def next_step(runbook: Runbook, state: RunState) -> Decision:
-    """What to do next for the run ``state`` describes (see the module's rules)."""
+def approval_expired(step: Step, st: StepState, now: datetime | None) -> bool:
+    """Has ``step``'s approval been waited for longer than its timeout at ``now``?"""
+    if step.approval is None or st.waiting_since is None or now is None:
+        return False
+    since = datetime.fromisoformat(st.waiting_since)
+    return (now - since).total_seconds() > step.approval.timeout
+
+
+def next_step(runbook: Runbook, state: RunState, now: datetime | None = None) -> Decision:
+    """What to do next for the run ``state`` describes (see the module's rules); ``now``
+    (None: never) is when an approval still missing is judged expired."""
     tolerated: list[str] = []
     skipping: tuple[str, str] | None = None  # (the step that succeeded, its skip_to)
     for step in runbook.steps:
@@ -167,6 +178,14 @@ def next_step(runbook: Runbook, state: RunState) -> Decision:
                 return Decision(
                     Kind.ABORTED,
                     f"{step.id}: approval by {step.approval.role} refused ({st.approval_refused})",
+                    step.id,
+                    status=RunStatus.FAILED,
+                )
+            if approval_expired(step, st, now):
+                return Decision(
+                    Kind.ABORTED,
+                    f"{step.id}: the approval of {step.approval.role} expired (requested "
+                    f"{st.waiting_since}, timeout {step.approval.timeout:g}s)",
                     step.id,
                     status=RunStatus.FAILED,
                 )

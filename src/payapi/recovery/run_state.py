@@ -60,6 +60,7 @@ class StepState:
     output: str = ""
     approved_by: str | None = None
     approval_refused: str | None = None  # the reason, when refused
+    waiting_since: str | None = None  # the first request for its approval (expiry counts)
     interrupted: int = 0  # attempts that never ended
 
     def to_json(self) -> dict[str, Any]:
@@ -73,6 +74,7 @@ class StepState:
             "duration": self.duration,
             "output": self.output,
             "approved_by": self.approved_by,
+            "waiting_since": self.waiting_since,
             "interrupted": self.interrupted,
         }
 
@@ -153,8 +155,12 @@ def fold(records: Iterable[Mapping[str, Any]], damaged_lines: int = 0) -> RunSta
                 table[sid] = replace(cur, approved_by=str(rec.get("by")), approval_refused=None)
             elif decision == "refused":
                 table[sid] = replace(cur, approval_refused=str(rec.get("reason") or "refused"))
-            elif decision == "waiting" and cur.status is StepStatus.PENDING:
-                table[sid] = replace(cur, status=StepStatus.WAITING_APPROVAL)
+            elif decision == "waiting":
+                since = cur.waiting_since or rec.get("at")
+                status = (
+                    StepStatus.WAITING_APPROVAL if cur.status is StepStatus.PENDING else cur.status
+                )
+                table[sid] = replace(cur, status=status, waiting_since=since)
         elif kind == "finish":
             state = replace(
                 state,
@@ -165,7 +171,9 @@ def fold(records: Iterable[Mapping[str, Any]], damaged_lines: int = 0) -> RunSta
             )
         elif kind == "resume":
             if state.finished_step:
-                _clear(steps, state.finished_step)
+                # A run that stopped (an expired or refused approval among the reasons)
+                # asks anew; one still waiting keeps its first request's time.
+                _clear(steps, state.finished_step, state.status is not RunStatus.WAITING_APPROVAL)
             rollbacks.clear()  # a resumed run that had rolled back starts its rollback anew
             state = replace(
                 state,
@@ -178,9 +186,10 @@ def fold(records: Iterable[Mapping[str, Any]], damaged_lines: int = 0) -> RunSta
     return replace(state, steps=dict(steps), rollbacks=dict(rollbacks))
 
 
-def _clear(steps: dict[str, StepState], sid: str) -> None:
+def _clear(steps: dict[str, StepState], sid: str, restart_wait: bool) -> None:
     cur = steps.get(sid)
     if cur is None:
         return
     status = StepStatus.PENDING if cur.status is not StepStatus.OK else cur.status
-    steps[sid] = replace(cur, failures=0, approval_refused=None, status=status)
+    since = None if restart_wait else cur.waiting_since
+    steps[sid] = replace(cur, failures=0, approval_refused=None, status=status, waiting_since=since)

@@ -139,6 +139,8 @@ class Approval(_Strict):
     """The role whose holder must approve the step before it runs (item 2 checks who)."""
 
     role: str = Field(min_length=1)
+    # How long the step waits for it, from the first request; then the run aborts.
+    timeout: Seconds = Field(default=3600.0, gt=0)
 
 
 class Check(_Strict):

@@ -11,8 +11,15 @@ from typing import Any
 
 from payapi.core.journal import Journal
 from payapi.core.settings import Settings
-from payapi.recovery import catalogue, dry_run, run_journal
-from payapi.recovery.approval import ApprovalPolicy
+from payapi.recovery import access, catalogue, dry_run, run_journal
+from payapi.recovery.approval import (
+    Answer,
+    ApprovalDecision,
+    ApprovalPolicy,
+    ApprovalRequest,
+    RunnerPolicy,
+    judge,
+)
 from payapi.recovery.audit_sink import AuditSink, ChainAudit, no_audit
 from payapi.recovery.executor import Executor, RunResult
 from payapi.recovery.run_state import RunState, RunStatus, StepState, fold
@@ -33,6 +40,73 @@ def audit_sink(settings: Settings, actor: str) -> AuditSink:
     if not dsn:
         return no_audit
     return ChainAudit(dsn, settings.audit.head_file, actor)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who acts on a runbook: ``checked`` when the vault vouched for the login (and
+    said which groups it holds), else the OS user of a platform without access control."""
+
+    login: str
+    checked: bool
+    groups: frozenset[str] = frozenset()
+
+
+def _deny(
+    settings: Settings, login: str, runbook: str, privilege: str, message: str, **extra: str
+) -> access.AccessDenied:
+    """Audit a refusal (``recovery.access_denied``: who, which runbook, what was asked —
+    never a key) and return the error to raise."""
+    details = {"login": login, "runbook": runbook, "privilege": privilege, **extra}
+    try:
+        audit_sink(settings, login)("recovery.access_denied", f"runbook:{runbook}", details)
+    except Exception:  # the refusal stands even when it cannot be audited
+        import logging
+
+        logging.getLogger(__name__).warning("access denial not audited", exc_info=True)
+    return access.AccessDenied(message)
+
+
+def authorize(
+    settings: Settings, *, operator: access.Operator | None, runbook: str, action: str
+) -> Identity:
+    """``execute`` on ``webservice:runbooks/<runbook>`` for ``operator`` (the vault
+    decides, asked as them). No operator: the OS user, unless ``[recovery]
+    require_operator``. A refusal is audited and raises :class:`access.AccessDenied`."""
+    if operator is None:
+        login = requester()
+        if settings.recovery.require_operator:
+            raise _deny(
+                settings,
+                login,
+                runbook,
+                access.PRIVILEGE,
+                f"{action} runbook {runbook}: an operator is required "
+                "([recovery] require_operator): payapi --as LOGIN",
+            )
+        return Identity(login, checked=False)
+    try:
+        st = access.standing(settings, operator, runbook)
+    except access.AccessDenied as exc:
+        raise _deny(settings, operator.login, runbook, access.PRIVILEGE, str(exc)) from None
+    if not st.may_execute:
+        raise _deny(
+            settings,
+            operator.login,
+            runbook,
+            access.PRIVILEGE,
+            f"{operator.login} may not {action} runbook {runbook}: no {access.PRIVILEGE} "
+            f"on {access.RESOURCE_KIND}:{access.resource_id(runbook)}",
+        )
+    return Identity(operator.login, checked=True, groups=st.groups)
+
+
+def _policy(settings: Settings, who: Identity, yes: bool) -> ApprovalPolicy | None:
+    if not who.checked:
+        return None  # the executor's default: as before access control
+    return RunnerPolicy(
+        who.login, who.groups, yes=yes, self_approve_roles=settings.recovery.self_approve_roles
+    )
 
 
 def list_runbooks(settings: Settings) -> list[catalogue.Entry]:
@@ -79,8 +153,13 @@ def start_run(
     audit: AuditSink | None = None,
     policy: ApprovalPolicy | None = None,
     requested_by: str | None = None,
+    operator: access.Operator | None = None,
+    yes: bool = False,
 ) -> RunResult:
     runbook, values = resolve(settings, name=name, given=given)
+    if requested_by is None:
+        who = authorize(settings, operator=operator, runbook=name, action="run")
+        requested_by, policy = who.login, policy or _policy(settings, who, yes)
     return _executor(settings, journal, audit, policy, requested_by).start(runbook, values)
 
 
@@ -92,8 +171,62 @@ def resume_run(
     audit: AuditSink | None = None,
     policy: ApprovalPolicy | None = None,
     requested_by: str | None = None,
+    operator: access.Operator | None = None,
 ) -> RunResult:
+    if requested_by is None:
+        name = show_run(settings, run_id=run_id).state.runbook
+        who = authorize(settings, operator=operator, runbook=name, action="resume")
+        requested_by, policy = who.login, policy or _policy(settings, who, False)
     return _executor(settings, journal, audit, policy, requested_by).resume(run_id)
+
+
+def approve_run(
+    settings: Settings,
+    *,
+    run_id: str,
+    step: str,
+    journal: Journal,
+    operator: access.Operator | None,
+    yes: bool = False,
+) -> RunResult:
+    """``operator`` approves ``step`` of a waiting run (they need ``execute`` on the
+    runbook, to hold the step's role, and not to be the requester unless ``yes`` and a
+    self-approve role), then the run goes on in this process. A refusal is audited,
+    exits 3 and leaves the run as it was."""
+    name = show_run(settings, run_id=run_id).state.runbook
+    if operator is None:
+        raise _deny(
+            settings,
+            requester(),
+            name,
+            "approve",
+            f"approve run {run_id}: an approval needs an operator: payapi --as LOGIN",
+        )
+    who = authorize(settings, operator=operator, runbook=name, action="approve")
+
+    def check(state: RunState, request: ApprovalRequest) -> ApprovalDecision:
+        d = judge(
+            request,
+            approver=who.login,
+            roles=who.groups,
+            yes=yes,
+            self_approve_roles=settings.recovery.self_approve_roles,
+        )
+        if d.answer is not Answer.APPROVED:
+            raise _deny(
+                settings,
+                who.login,
+                name,
+                "approve",
+                f"approval of {run_id} step {step} refused: {d.reason}",
+                run_id=run_id,
+                step=step,
+                role=request.role,
+            )
+        return d
+
+    ex = _executor(settings, journal, None, _policy(settings, who, False), who.login)
+    return ex.approve(run_id, step=step, check=check)
 
 
 @dataclass(frozen=True)
@@ -140,9 +273,29 @@ class RunView:
             "steps": self._steps("main"),
             "rollbacks": self._steps("rollback"),
         }
+        out["pending_approval"] = self.pending_approval()
         if events:
             out["events"] = self.records
         return out
+
+    def pending_approval(self) -> dict[str, Any] | None:
+        """The step a waiting run needs approved, resolved as a dry run would (its
+        ``describe()`` against the live state): what the approver reviews."""
+        s = self.state
+        if s.status is not RunStatus.WAITING_APPROVAL or not s.finished_step:
+            return None
+        runbook = Runbook.model_validate(s.definition)
+        step = runbook.step(s.finished_step)
+        if step.approval is None:
+            return None
+        plan = dry_run.plan_step(step, s.params).to_json()
+        return {
+            **plan,
+            "role": step.approval.role,
+            "requested_by": s.requested_by,
+            "waiting_since": s.step(step.id).waiting_since,
+            "timeout": step.approval.timeout,
+        }
 
 
 def view(path: Path) -> RunView:

@@ -406,3 +406,29 @@ class VaultClient:
         )
         data: list[dict[str, Any]] = resp.json()
         return data
+
+    async def check_permission(self, kind: str, identifier: str, privilege: str) -> bool:
+        """Conjur's permission check: may we do ``privilege`` on the resource? A resource
+        we cannot see answers as no (404), like one that does not exist."""
+        try:
+            await self._send(
+                "GET",
+                f"/resources/{_enc(self.account)}/{_enc(kind)}/{_enc(identifier)}",
+                what=f"check {privilege} on {kind}:{identifier}",
+                params={"check": "true", "privilege": privilege},
+            )
+        except (VaultNotFound, VaultForbidden):
+            return False
+        return True
+
+    async def memberships(self) -> list[str]:
+        """Every role we are (full ids: ourselves and, recursively, our groups)."""
+        kind, _, ident = self._own_role().partition(":")
+        resp = await self._send(
+            "GET",
+            f"/roles/{_enc(self.account)}/{kind}/{_enc(ident)}",
+            what=f"memberships of {self.login}",
+            params={"all": "true"},
+        )
+        data: list[str] = resp.json()
+        return data

@@ -523,6 +523,27 @@ def _paths() -> dict[str, Any]:
                 },
             },
         },
+        "/roles/{account}/{kind}/{identifier}": {
+            "get": {
+                "operationId": "showRoleMemberships",
+                "summary": "`?all`: the roles a role is, recursively (itself included)",
+                "security": _TOKEN,
+                "parameters": [
+                    _ACCOUNT,
+                    _KIND,
+                    _IDENTIFIER,
+                    _query("all", "Required: list every membership.", {"type": "string"}),
+                    _RID,
+                ],
+                "responses": {
+                    "200": apidoc.json_response(
+                        "Full role ids.", {"type": "array", "items": {"type": "string"}}
+                    ),
+                    "501": apidoc.error_response("Without `?all`: not supported."),
+                    **responses("Unauthorized", "NotFound", "ServiceUnavailable"),
+                },
+            }
+        },
         "/policies/{account}/policy/{identifier}": {
             "post": _policy_operation("load", "Add to a policy (create privilege)"),
             "put": _policy_operation("replace", "Replace a policy (update privilege)"),

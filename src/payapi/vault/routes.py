@@ -460,6 +460,31 @@ async def show_resource(account: str, kind: str, identifier: str, request: Reque
     return JSONResponse(docs[0])
 
 
+# -- roles ---------------------------------------------------------------------------
+
+
+@router.get("/roles/{account}/{kind}/{identifier:path}")
+async def show_role(account: str, kind: str, identifier: str, request: Request) -> Response:
+    """``?all``: the roles this role is, recursively (itself included), as Conjur lists
+    them. A caller sees its own memberships, or those of a role it can see."""
+    state = get_state(request)
+    if "all" not in request.query_params:
+        raise errors.ConjurError(501, "not_implemented", "only ?all is supported on roles")
+    async with state.require_pool().acquire() as conn:
+        caller = await _token_caller(conn, state, request)
+        rid = _resource_id(account, kind, identifier)
+        if kind not in ids.ROLE_KINDS or not await service.role_exists(conn, role_id=rid):
+            raise errors.not_found(rid)
+        if rid != caller.role_id:
+            seen = await service.access(
+                conn, role_id=caller.role_id, resource_id=rid, privilege="read"
+            )
+            if not seen.visible:
+                raise errors.not_found(rid)
+        roles = await service.memberships(conn, role_id=rid)
+    return JSONResponse(roles)
+
+
 # -- policies ------------------------------------------------------------------------
 
 

@@ -184,6 +184,14 @@ async def permitted_roles(conn: Connection, *, resource_id: str, privilege: str)
     return [r["role_id"] for r in rows]
 
 
+async def memberships(conn: Connection, *, role_id: str) -> list[str]:
+    """Every role ``role_id`` is, itself and transitively (Conjur's ``?all``)."""
+    rows = await conn.fetch(
+        _with_my_roles("SELECT role_id FROM my_roles ORDER BY role_id"), role_id
+    )
+    return [r["role_id"] for r in rows]
+
+
 # -- secrets -------------------------------------------------------------------------
 
 
