@@ -129,11 +129,13 @@ def plan(runbook: Runbook, values: Mapping[str, Any], settings: Settings | None 
     return DryRun(runbook, dict(values), steps)
 
 
-def plan_step(step: Step, values: Mapping[str, Any]) -> StepPlan:
+def plan_step(
+    step: Step, values: Mapping[str, Any], settings: Settings | None = None
+) -> StepPlan:
     """One main step resolved: what the approver of a waiting step reviews."""
-    main = _resolve(step.action, step.params, values, step.id, step.timeout)
+    main = _resolve(step.action, step.params, values, step.id, step.timeout, settings)
     check = None
     if step.verify is not None:
         v = step.verify
-        check = _resolve(v.action, v.params, values, step.id, v.timeout)
+        check = _resolve(v.action, v.params, values, step.id, v.timeout, settings)
     return StepPlan(step, "main", main, check)
