@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from payapi.backup.crypto import load_repository_key
+from payapi.backup.crypto import load_repository_key, write_key_file
 from payapi.backup.repository import Repository
 from payapi.lab.platform import Lab
 from payapi.servers.postgres import pg_bin
@@ -74,6 +74,11 @@ def test_refusals_change_nothing(lab: LabHandle, outside_tmp: Path) -> None:
     assert res.returncode == 2 and "--key-file" in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
     assert not new.exists()
+    other = outside_tmp / "other.key"
+    write_key_file(other)
+    res = _recover(lab, "--into", str(new), "--key-file", str(other), "--yes")
+    assert res.returncode == 2 and "not the key of" in res.stderr, res.stderr
+    assert not new.exists()
 
 
 def test_rebuilt_from_backups_serves_the_seeds_curls(lab: LabHandle, outside_tmp: Path) -> None:
@@ -91,6 +96,12 @@ def test_rebuilt_from_backups_serves_the_seeds_curls(lab: LabHandle, outside_tmp
     run_cli("backup", "run", "--component", "vault", "--full", "--json", config=cfg)
 
     into = outside_tmp / "rebuilt"
+    wrong = outside_tmp / "wrong-vault.key"
+    wrong.write_text("A" * 43 + "=\n")  # a well-formed key, not the vault's
+    res = _recover(lab, "--into", str(into), "--vault-key-file", str(wrong), "--yes")
+    assert res.returncode == 2 and "--vault-key-file" in res.stderr, res.stderr
+    assert not into.exists()
+
     res = _recover(lab, "--into", str(into), "--yes", "--json")
     try:
         assert res.returncode == 0, res.stderr

@@ -319,15 +319,17 @@ def system(
     ),
     into: Path = typer.Option(..., "--into", help="An empty folder for the rebuilt platform."),
     repository: str | None = typer.Option(
-        None, "--repository", help="The backup repository's URL (default: [backup] repository)."
+        None,
+        "--repository",
+        help="The backup repository's URL (default: the config's backup.repository).",
     ),
     key_file: Path | None = typer.Option(
-        None, "--key-file", help="The repository key (default: [backup] key_file)."
+        None, "--key-file", help="The repository key (default: the config's backup.key_file)."
     ),
     vault_key_file: Path | None = typer.Option(
         None,
         "--vault-key-file",
-        help="The vault's escrowed data key (default: [vault] data_key_file).",
+        help="The vault's escrowed data key (default: the config's vault.data_key_file).",
     ),
     vault: str = typer.Option(
         "auto",
@@ -359,7 +361,7 @@ def system(
     key = key_file or (settings.backup.key_file if settings else None)
     vault_key = vault_key_file or (settings.vault.data_key_file if settings else None)
     if key is None:
-        fail("no repository key: give --key-file (the one secret no backup holds)", EXIT_USAGE)
+        fail("no repository key: give --key-file (no backup holds it)", EXIT_USAGE)
     if vault_key is None:
         fail("no vault data key: give --vault-key-file (vault backups hold only its check)",
              EXIT_USAGE)  # fmt: skip
@@ -378,7 +380,9 @@ def system(
             req.journal = j
             result = rebuild(req)
     except PayapiError as exc:
-        fail(str(exc), exc.exit_code)
+        kept = req.into.exists() and any(req.into.iterdir())
+        hint = f" (what was started is stopped; {req.into} is kept: remove it to retry)"
+        fail(str(exc) + (hint if kept else ""), exc.exit_code)
     emit(result.to_json(), as_json=as_json, human=_print_system)
     if not result.verified:
         bad = next(c for c in result.checks if not c["ok"])

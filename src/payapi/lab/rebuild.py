@@ -229,11 +229,38 @@ class _Run:
             self.result.steps.append(timing)
 
     def open_source(self) -> Any:
+        from payapi.backup.errors import WrongKey
         from payapi.backup.repository import Repository
 
-        return Repository.open_configured(
-            self.req.repository, key_file=self.req.key_file, key_env="", create=False
-        )
+        try:
+            return Repository.open_configured(
+                self.req.repository, key_file=self.req.key_file, key_env="", create=False
+            )
+        except WrongKey:
+            raise UsageError(
+                f"--key-file {self.req.key_file}: not the key of {self.req.repository}; "
+                "nothing was done"
+            ) from None
+
+    def check_vault_key(self, repo: Any) -> None:
+        """Before anything is created: the data key the operator brought must be the one
+        the newest vault backup was sealed under (its check value is in the manifest)."""
+        from payapi.backup.vault_format import COMPONENT, VaultMeta
+        from payapi.core.settings import ConfigError, VaultSettings
+        from payapi.vault.crypto import key_check_value, load_data_key
+
+        try:
+            key = load_data_key(VaultSettings(data_key_file=self.req.vault_key_file))
+        except ConfigError as exc:
+            raise UsageError(f"--vault-key-file: {exc}") from None
+        backups = repo.list_backups(COMPONENT)
+        expected = VaultMeta.of(backups[-1]).key_check if backups else None
+        if expected and expected != key_check_value(key):
+            raise UsageError(
+                f"--vault-key-file {self.req.vault_key_file}: not the data key vault backup "
+                f"{backups[-1].backup_id} was sealed with (bring the escrowed key); nothing "
+                "was done"
+            )
 
     # -- steps ---------------------------------------------------------------------
 
@@ -392,18 +419,20 @@ def rebuild(req: RebuildRequest) -> RebuildResult:
     run = _Run(req)
     started = time.monotonic()
     built = False
+    repo = run.open_source()  # a wrong repository key: refused before anything is made
     try:
+        run.check_vault_key(repo)
         run.prepare()
-        with run.open_source() as repo:
-            run.configuration(repo)
-            run.repository()
-            run.database(repo)
-            run.vault(repo)
-            run.redis(repo)
+        run.configuration(repo)
+        run.repository()
+        run.database(repo)
+        run.vault(repo)
+        run.redis(repo)
         run.services()
         built = True
     finally:
-        if not built:
+        repo.close()
+        if not built and run.lab.state_path.exists():
             with contextlib.suppress(Exception):
                 run.lab.down()
         run.result.total_seconds = time.monotonic() - started
