@@ -102,7 +102,9 @@ def test_rebuilt_from_backups_serves_the_seeds_curls(lab: LabHandle, outside_tmp
     assert res.returncode == 2 and "--vault-key-file" in res.stderr, res.stderr
     assert not into.exists()
 
-    res = _recover(lab, "--into", str(into), "--yes", "--json")
+    head = outside_tmp / "worm-head.json"  # the old site's audit head, as its WORM copy
+    head.write_bytes((lab.lab.dir / "audit" / "head.json").read_bytes())
+    res = _recover(lab, "--into", str(into), "--audit-head-file", str(head), "--yes", "--json")
     try:
         assert res.returncode == 0, res.stderr
         out = json.loads(res.stdout)
@@ -111,7 +113,7 @@ def test_rebuilt_from_backups_serves_the_seeds_curls(lab: LabHandle, outside_tmp
         )
         assert out["verified"] is True, out["checks"]
         names = [s["name"] for s in out["steps"]]
-        assert names[:4] == ["configuration", "backup repository", "database", "vault"]
+        assert names[:5] == ["configuration", "backup repository", "database", "audit", "vault"]
         assert {"redis", "sapi", "eapi", "verify"} <= set(names)
         assert all(s["status"] == "ok" for s in out["steps"]), out["steps"]
         assert out["total_seconds"] >= sum(s["seconds"] for s in out["steps"]) - 0.5
@@ -139,6 +141,10 @@ def test_rebuilt_from_backups_serves_the_seeds_curls(lab: LabHandle, outside_tmp
             ]
             assert missing == []
             assert http.post("/api/v1/authenticate", headers=late.headers).status_code == 200
+        assert out["audit"]["head_matches"] is True and out["audit"]["restored_events"] > 0
+        rebuilt_cfg = into / "payapi.toml"
+        chain = json.loads(run_cli("audit", "verify", "--json", config=rebuilt_cfg).stdout)
+        assert chain["ok"] and chain["last_seq"] > out["audit"]["seq"]  # appends work again
         status = json.loads(run_cli("lab", "status", "--dir", str(into), "--json").stdout)
         assert set(status["components"].values()) == {"running"}
     finally:

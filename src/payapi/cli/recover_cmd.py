@@ -331,6 +331,11 @@ def system(
         "--vault-key-file",
         help="The vault's escrowed data key (default: the config's vault.data_key_file).",
     ),
+    audit_head_file: Path | None = typer.Option(
+        None,
+        "--audit-head-file",
+        help="The old site's audit head (its WORM copy): count the events lost, detect edits.",
+    ),
     vault: str = typer.Option(
         "auto",
         "--vault",
@@ -370,6 +375,7 @@ def system(
         repository=repo_url,
         key_file=key.expanduser(),
         vault_key_file=vault_key.expanduser(),
+        audit_head_file=audit_head_file,
         vault=vault,  # type: ignore[arg-type]  # checked above
         redis_rebuild=redis_rebuild,
     )

@@ -18,6 +18,10 @@ so ``payapi lab status|down --dir DIR`` work on it. The steps, each timed:
 3. **database**: newest full (+ incrementals) and every archived WAL segment (the PITR
    restore of :mod:`payapi.backup.restore`, target ``latest``), started, promoted, then
    restarted as the lab's server with archiving on.
+   **audit**: the chain's head file (kept outside the database, in no backup) is
+   re-anchored at the restored log's newest event, and that is audited
+   (``system.recovered``); with the old site's head (``--audit-head-file``) the events
+   lost with the data window are counted, and a contradicting log fails verification.
 4. **vault**: the restored cluster already holds ``vault_db`` as of the end of the WAL.
    :func:`decide_vault` says whether the newest vault backup is newer (then it is
    restored in place with :mod:`payapi.backup.vault_restore`) or not (then the
@@ -78,6 +82,7 @@ class RebuildRequest:
     repository: str  # the backup repository's URL
     key_file: Path  # its key (the operator brings it)
     vault_key_file: Path  # the vault's escrowed data key (the operator brings it)
+    audit_head_file: Path | None = None  # the old site's audit head (its WORM copy), if any
     vault: VaultMode = "auto"
     redis_rebuild: bool = False  # start Redis empty even when a snapshot exists
     verify: bool = True
@@ -114,6 +119,7 @@ class RebuildResult:
     vault: dict[str, Any] = field(default_factory=dict)
     redis: dict[str, Any] = field(default_factory=dict)
     configuration: dict[str, Any] = field(default_factory=dict)
+    audit: dict[str, Any] = field(default_factory=dict)
     checks: list[dict[str, Any]] = field(default_factory=list)
     reissued: list[str] = field(default_factory=list)
     services: dict[str, str] = field(default_factory=dict)
@@ -130,6 +136,7 @@ class RebuildResult:
             "vault": self.vault,
             "redis": self.redis,
             "configuration": self.configuration,
+            "audit": self.audit,
             "checks": self.checks,
             "reissued": self.reissued,
             "services": self.services,
@@ -337,6 +344,14 @@ class _Run:
             }
             s.detail = f"backup {restored.backup_id} + WAL; {self.result.payments} payments"
 
+    def audit(self) -> None:
+        with self.step("audit") as s:
+            self.result.audit = asyncio.run(
+                _reanchor_audit(self.lab, self.req.audit_head_file, self.result.database)
+            )
+            a = self.result.audit
+            s.detail = f"{a['restored_events']} events restored; head re-anchored, event {a['seq']}"
+
     def vault(self, repo: Any) -> None:
         from payapi.backup.engines import restore_lock
         from payapi.backup.vault_format import COMPONENT, VaultMeta
@@ -406,6 +421,8 @@ class _Run:
     def verify(self) -> None:
         with self.step("verify") as s:
             checks = _health(self.lab) + _functional(self.lab)
+            if self.result.audit.get("head_matches") is False:
+                checks.append(_check("audit.head", False, self.result.audit["head_detail"]))
             self.result.checks = checks
             self.result.verified = all(c["ok"] for c in checks)
             bad = [c["name"] for c in checks if not c["ok"]]
@@ -426,6 +443,7 @@ def rebuild(req: RebuildRequest) -> RebuildResult:
         run.configuration(repo)
         run.repository()
         run.database(repo)
+        run.audit()
         run.vault(repo)
         run.redis(repo)
         run.services()
@@ -522,6 +540,58 @@ async def _reissue_admin_key(lab: Lab) -> None:
     finally:
         await conn.close()
     write_private(lab.key_file("admin.api_key"), key)
+
+
+async def _reanchor_audit(
+    lab: Lab, brought: Path | None, database: dict[str, Any]
+) -> dict[str, Any]:
+    """The audit head lives outside the database (WORM in production) and is not in any
+    backup: the rebuilt site's head is re-anchored at the restored log's newest event,
+    and the re-anchoring is itself an audit event. With the old site's head
+    (``brought``): events it counts beyond the recovery point were lost with the data
+    window (reported); a head that the restored log contradicts is reported as such."""
+    import asyncpg
+
+    from payapi.audit import Head, append, read_head, write_head
+
+    head_file = lab.dir / "audit" / "head.json"
+    out: dict[str, Any] = {"restored_events": 0, "head_brought": brought is not None}
+    conn = await asyncpg.connect(lab.pg.dsn("payment_db"))
+    try:
+        row = await conn.fetchrow("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+        if row is not None:
+            out["restored_events"] = int(row["seq"])
+            write_head(head_file, Head(int(row["seq"]), str(row["hash"])))
+        old = read_head(brought) if brought is not None else None
+        if old is not None:
+            at = await conn.fetchval("SELECT hash FROM audit_events WHERE seq = $1", old.seq)
+            if at is None:
+                out["events_after_recovery_point"] = old.seq - out["restored_events"]
+                out["head_matches"] = True
+            else:
+                out["head_matches"] = at == old.hash
+            if not out["head_matches"]:
+                out["head_detail"] = (
+                    f"the restored audit log's event {old.seq} is not the one the old "
+                    f"site's head names: the log was altered"
+                )
+        event = await append(
+            conn,
+            type="system.recovered",
+            actor="payapi recover system",
+            subject=str(lab.dir),
+            details={
+                "backup_id": database.get("backup_id"),
+                "recovered_until": database.get("recovered_until"),
+                "restored_events": out["restored_events"],
+                "events_after_recovery_point": out.get("events_after_recovery_point"),
+            },
+            head_file=head_file,
+        )
+        out["seq"] = event.seq
+    finally:
+        await conn.close()
+    return out
 
 
 def _recovered_until(recovered: dict[str, Any]) -> datetime | None:
