@@ -103,7 +103,7 @@ app.add_typer(topology_cmd.app, name="topology", help="Regions, members, the end
 app.add_typer(region_cmd.app, name="region", help="Regional failover and failback.")
 app.add_typer(runbook_cmd.app, name="runbook", help="Runbooks: list, run, show, resume, runs.")
 recover_cmd.app.command("breach")(breach_cmd.breach)
-app.add_typer(recover_cmd.app, name="recover", help="Recovery procedures: corruption, breach.")
+app.add_typer(recover_cmd.app, name="recover", help="Recovery: corruption, breach, system.")
 app.add_typer(security_cmd.app, name="security", help="Security verification: security check.")
 app.add_typer(state_cmd.app, name="state", help="Document and compare the platform's state.")
 app.add_typer(verify_cmd.app, name="verify", help="Recovery verification: verify system.")

@@ -6,11 +6,15 @@
     payapi recover corruption --component vault --since T [--keep-ids FILE] …
     payapi recover component eapi|sapi|vault|redis|db [--region R] [--dry-run] [--yes]
                               [--json]
+    payapi recover system --from-backups --into DIR [--repository URL --key-file F]
+                          [--vault-key-file K] [--vault auto|backup|database]
+                          [--redis-rebuild] [--yes] [--json]
 
 The work is :mod:`payapi.recovery.corruption` (and ``corruption_vault``,
-``corruption_checks``), and for a component the shipped runbook ``component-NAME`` run by
-the engine (journaled: ``payapi runbook resume RUN_ID`` continues it); this command
-parses, confirms and prints. Exit 0 done, 1 failed
+``corruption_checks``), for a component the shipped runbook ``component-NAME`` run by
+the engine (journaled: ``payapi runbook resume RUN_ID`` continues it), and for the whole
+system :mod:`payapi.lab.rebuild`; this command parses, confirms and prints. Exit 0 done,
+1 failed
 (the correction, or a ``--verify`` check), 2 bad usage (nothing was changed).
 """
 
@@ -28,7 +32,8 @@ from payapi.cli.output import EXIT_USAGE, console, emit, fail, journal
 from payapi.core.errors import PayapiError
 
 app = typer.Typer(
-    help="Recovery procedures: data corruption, component failure.", no_args_is_help=True
+    help="Recovery procedures: data corruption, component failure, complete system recovery.",
+    no_args_is_help=True,
 )
 COMPONENTS = ("eapi", "sapi", "vault", "redis", "db")
 
@@ -304,3 +309,112 @@ def component(
     emit(data, as_json=as_json, human=human)
     if not result.ok:
         raise typer.Exit(1)
+
+
+@app.command("system")
+def system(
+    ctx: typer.Context,
+    from_backups: bool = typer.Option(
+        False, "--from-backups", help="Rebuild from the backup repository (the only source)."
+    ),
+    into: Path = typer.Option(..., "--into", help="An empty folder for the rebuilt platform."),
+    repository: str | None = typer.Option(
+        None,
+        "--repository",
+        help="The backup repository's URL (default: the config's backup.repository).",
+    ),
+    key_file: Path | None = typer.Option(
+        None, "--key-file", help="The repository key (default: the config's backup.key_file)."
+    ),
+    vault_key_file: Path | None = typer.Option(
+        None,
+        "--vault-key-file",
+        help="The vault's escrowed data key (default: the config's vault.data_key_file).",
+    ),
+    audit_head_file: Path | None = typer.Option(
+        None,
+        "--audit-head-file",
+        help="The old site's audit head (its WORM copy): count the events lost, detect edits.",
+    ),
+    vault: str = typer.Option(
+        "auto",
+        "--vault",
+        help="auto (the newer of the database's vault and the vault backup), backup, database.",
+    ),
+    redis_rebuild: bool = typer.Option(
+        False, "--redis-rebuild", help="Start Redis empty instead of from its snapshot."
+    ),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Build without asking."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (for automation)."),
+) -> None:
+    """Build a working platform in an empty folder from the backups alone (configuration,
+    database with its WAL, vault, Redis, services), verify it with the seed's curls, and
+    print how long each step took. `payapi lab down --dir DIR` stops it."""
+    from payapi.lab.rebuild import RebuildRequest, check_request, rebuild
+
+    if not from_backups:
+        fail("say where the platform comes from: --from-backups", EXIT_USAGE)
+    if vault not in ("auto", "backup", "database"):
+        fail(f"--vault {vault}: one of auto, backup, database", EXIT_USAGE)
+    settings = None
+    if repository is None or key_file is None or vault_key_file is None:
+        try:
+            settings = get_ctx(ctx).settings
+        except PayapiError as exc:
+            fail(f"{exc} (or give --repository, --key-file and --vault-key-file)", EXIT_USAGE)
+    repo_url = repository or (settings.backup.repository if settings else "")
+    key = key_file or (settings.backup.key_file if settings else None)
+    vault_key = vault_key_file or (settings.vault.data_key_file if settings else None)
+    if key is None:
+        fail("no repository key: give --key-file (no backup holds it)", EXIT_USAGE)
+    if vault_key is None:
+        fail("no vault data key: give --vault-key-file (vault backups hold only its check)",
+             EXIT_USAGE)  # fmt: skip
+    req = RebuildRequest(
+        into=into.expanduser().absolute(),
+        repository=repo_url,
+        key_file=key.expanduser(),
+        vault_key_file=vault_key.expanduser(),
+        audit_head_file=audit_head_file,
+        vault=vault,  # type: ignore[arg-type]  # checked above
+        redis_rebuild=redis_rebuild,
+    )
+    try:
+        check_request(req)
+        _confirm(f"build and start a platform in {req.into} from {repo_url}", yes)
+        with journal(quiet=as_json) as j:
+            req.journal = j
+            result = rebuild(req)
+    except PayapiError as exc:
+        kept = req.into.exists() and any(req.into.iterdir())
+        hint = f" (what was started is stopped; {req.into} is kept: remove it to retry)"
+        fail(str(exc) + (hint if kept else ""), exc.exit_code)
+    emit(result.to_json(), as_json=as_json, human=_print_system)
+    if not result.verified:
+        bad = next(c for c in result.checks if not c["ok"])
+        fail(f"the rebuilt platform is running but {bad['name']} failed: {bad['detail']} "
+             f"(stop it with: payapi lab down --dir {result.into})")  # fmt: skip
+
+
+def _print_system(d: dict[str, Any]) -> None:
+    for s in d["steps"]:
+        console.print(
+            f"  {s['status']:<7} {s['name']:<18} {s['seconds']:7.1f} s  {s['detail']}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+    console.print(
+        f"rebuilt in {d['into']} in {d['total_seconds']:.1f} s: {d['payments']} payments, "
+        f"verified: {'yes' if d['verified'] else 'NO'}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+    console.print(
+        f"config: {d['config']}; stop with: payapi lab down --dir {d['into']}; take a first "
+        f"full backup: payapi --config {d['config']} backup run --component db --full",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )

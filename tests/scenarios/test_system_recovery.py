@@ -1,0 +1,152 @@
+"""`payapi recover system --from-backups --into DIR` (seed "Complete System Recovery"):
+a platform rebuilt in an empty folder from the shared lab's backup repository serves the
+seed's curls and holds every payment acknowledged before the last archived WAL segment.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from payapi.backup.crypto import load_repository_key, write_key_file
+from payapi.backup.repository import Repository
+from payapi.lab.platform import Lab
+from payapi.servers.postgres import pg_bin
+from tests.scenarios.conftest import Client, LabHandle, run_cli
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+
+def _psql(dsn: str, sql: str) -> str:
+    res = subprocess.run(
+        [pg_bin("psql"), "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-c", sql],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    return res.stdout.strip()
+
+
+def _switch_and_archive(lab: Lab, timeout: float = 60) -> None:
+    dsn = lab.pg.dsn("payment_db")
+    _psql(dsn, "SELECT pg_current_xact_id()")
+    segment = _psql(dsn, "SELECT pg_walfile_name(pg_switch_wal())")
+    deadline = time.monotonic() + timeout
+    with Repository.open(lab.repository_url, load_repository_key(lab.repository_key_file)) as r:
+        while segment not in r.list_wal():
+            assert time.monotonic() < deadline, f"{segment} was not archived in {timeout}s"
+            time.sleep(0.2)
+
+
+def _pay(http: httpx.Client, client: Client, refs: list[str]) -> list[str]:
+    ids = []
+    for ref in refs:
+        res = http.post(
+            "/api/v1/payments",
+            headers=client.headers,
+            json={"amount": "25.00", "currency": "EUR", "reference": ref},
+        )
+        assert res.status_code == 201, res.text
+        ids.append(res.json()["id"])
+    return ids
+
+
+def _recover(lab: LabHandle, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli("recover", "system", "--from-backups", *args, config=lab.config, check=False)
+
+
+def test_refusals_change_nothing(lab: LabHandle, outside_tmp: Path) -> None:
+    busy = outside_tmp / "busy"
+    busy.mkdir()
+    (busy / "something").write_text("x")
+    res = _recover(lab, "--into", str(busy), "--yes")
+    assert res.returncode == 2 and "not an empty folder" in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    new = outside_tmp / "new"
+    res = _recover(lab, "--into", str(new), "--key-file", str(outside_tmp / "no.key"), "--yes")
+    assert res.returncode == 2 and "--key-file" in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert not new.exists()
+    other = outside_tmp / "other.key"
+    write_key_file(other)
+    res = _recover(lab, "--into", str(new), "--key-file", str(other), "--yes")
+    assert res.returncode == 2 and "not the key of" in res.stderr, res.stderr
+    assert not new.exists()
+
+
+def test_rebuilt_from_backups_serves_the_seeds_curls(lab: LabHandle, outside_tmp: Path) -> None:
+    cfg = lab.config
+    client = lab.create_client("sysrec-before")
+    with lab.http() as http:
+        acked = _pay(http, client, [f"SYSREC-B-{i}" for i in range(5)])
+    for component in (["db", "--full"], ["redis"], ["config"]):
+        run_cli("backup", "run", "--component", *component, "--json", config=cfg)
+    late = lab.create_client("sysrec-after")  # after the database backup
+    with lab.http() as http:
+        acked += _pay(http, client, [f"SYSREC-A-{i}" for i in range(5)])
+    _switch_and_archive(lab.lab)  # the payments since the database backup: in the WAL
+    # Newer than the archived WAL, so the rebuild restores the vault from it.
+    run_cli("backup", "run", "--component", "vault", "--full", "--json", config=cfg)
+
+    into = outside_tmp / "rebuilt"
+    wrong = outside_tmp / "wrong-vault.key"
+    wrong.write_text("A" * 43 + "=\n")  # a well-formed key, not the vault's
+    res = _recover(lab, "--into", str(into), "--vault-key-file", str(wrong), "--yes")
+    assert res.returncode == 2 and "--vault-key-file" in res.stderr, res.stderr
+    assert not into.exists()
+
+    head = outside_tmp / "worm-head.json"  # the old site's audit head, as its WORM copy
+    head.write_bytes((lab.lab.dir / "audit" / "head.json").read_bytes())
+    res = _recover(lab, "--into", str(into), "--audit-head-file", str(head), "--yes", "--json")
+    try:
+        assert res.returncode == 0, res.stderr
+        out = json.loads(res.stdout)
+        print(
+            "recover system:", {s["name"]: s["seconds"] for s in out["steps"]}, out["total_seconds"]
+        )
+        assert out["verified"] is True, out["checks"]
+        names = [s["name"] for s in out["steps"]]
+        assert names[:5] == ["configuration", "backup repository", "database", "audit", "vault"]
+        assert {"redis", "sapi", "eapi", "verify"} <= set(names)
+        assert all(s["status"] == "ok" for s in out["steps"]), out["steps"]
+        assert out["total_seconds"] >= sum(s["seconds"] for s in out["steps"]) - 0.5
+        assert out["payments"] >= len(acked)
+        assert out["vault"]["source"] == "backup", out["vault"]
+        assert "newer than the end of the WAL" in out["vault"]["why"]
+        assert out["redis"]["mode"] == "restore"
+        eapi = out["services"]["eapi"]
+        assert eapi != lab.status["eapi"]
+        with httpx.Client(base_url=eapi, timeout=15, trust_env=False) as http:
+            auth = http.post("/api/v1/authenticate", headers=client.headers)  # the seed's curls
+            assert auth.status_code == 200, auth.text
+            token = auth.json()["access_token"]
+            paid = http.post(
+                "/api/v1/payments",
+                headers=client.headers,
+                json={"amount": "100.00", "currency": "USD", "reference": "TEST-12345"},
+            )
+            assert paid.status_code == 201, paid.text
+            bearer = {"Authorization": f"Bearer {token}"}
+            missing = [
+                pid
+                for pid in acked
+                if http.get(f"/api/v1/payments/{pid}", headers=bearer).status_code != 200
+            ]
+            assert missing == []
+            assert http.post("/api/v1/authenticate", headers=late.headers).status_code == 200
+        assert out["audit"]["head_matches"] is True and out["audit"]["restored_events"] > 0
+        rebuilt_cfg = into / "payapi.toml"
+        chain = json.loads(run_cli("audit", "verify", "--json", config=rebuilt_cfg).stdout)
+        assert chain["ok"] and chain["last_seq"] > out["audit"]["seq"]  # appends work again
+        status = json.loads(run_cli("lab", "status", "--dir", str(into), "--json").stdout)
+        assert set(status["components"].values()) == {"running"}
+    finally:
+        run_cli("lab", "down", "--dir", str(into), check=False)
+    assert not any(Lab(into).running(c) for c in ("postgres", "redis", "vault", "sapi", "eapi"))
