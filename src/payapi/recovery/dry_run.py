@@ -129,9 +129,7 @@ def plan(runbook: Runbook, values: Mapping[str, Any], settings: Settings | None 
     return DryRun(runbook, dict(values), steps)
 
 
-def plan_step(
-    step: Step, values: Mapping[str, Any], settings: Settings | None = None
-) -> StepPlan:
+def plan_step(step: Step, values: Mapping[str, Any], settings: Settings | None = None) -> StepPlan:
     """One main step resolved: what the approver of a waiting step reviews."""
     main = _resolve(step.action, step.params, values, step.id, step.timeout, settings)
     check = None
