@@ -55,6 +55,7 @@ class RedisServer:
         if self.is_running():
             return
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.pidfile.unlink(missing_ok=True)  # a stale one would look like an exit
         argv = [
             str(redis_bindir() / "redis-server"),
             "--port",
@@ -86,7 +87,19 @@ class RedisServer:
         # Redis binds its port before it writes its pid file: wait for both, so that a
         # caller checking is_running() right after start() never sees a half-started
         # server as a dead one.
-        wait_for(self.is_running, timeout=timeout, what="redis port and pid file")
+        # Redis writes its pid file before it loads its data: a pid that dies meanwhile is
+        # a server that refused its data (a corrupt RDB) and exited. Say so at once.
+        wait_for(
+            lambda: self.is_running() or self._exited(),
+            timeout=timeout,
+            what="redis port and pid file",
+        )
+        if not self.is_running():
+            raise ServerError(f"redis-server exited at start; see {self.logfile}")
+
+    def _exited(self) -> bool:
+        pid = read_pid(self.pidfile)
+        return pid is not None and not pid_alive(pid)
 
     def is_running(self) -> bool:
         pid = read_pid(self.pidfile)
