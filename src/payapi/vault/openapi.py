@@ -332,7 +332,9 @@ def _paths() -> dict[str, Any]:
                             _TEXT: {"schema": {"type": "string"}},
                         },
                     },
-                    **responses("Unauthorized", "PayloadTooLarge", "ServiceUnavailable"),
+                    **responses(
+                        "Unauthorized", "NotFound", "PayloadTooLarge", "ServiceUnavailable"
+                    ),
                 },
             }
         },
@@ -532,15 +534,21 @@ def _paths() -> dict[str, Any]:
                     _ACCOUNT,
                     _KIND,
                     _IDENTIFIER,
-                    _query("all", "Required: list every membership.", {"type": "string"}),
+                    {
+                        **_query("all", "Required: list every membership.", {"type": "string"}),
+                        "required": True,
+                        "allowEmptyValue": True,
+                    },
                     _RID,
                 ],
                 "responses": {
                     "200": apidoc.json_response(
                         "Full role ids.", {"type": "array", "items": {"type": "string"}}
                     ),
-                    "501": apidoc.error_response("Without `?all`: not supported."),
-                    **responses("Unauthorized", "NotFound", "ServiceUnavailable"),
+                    "400": apidoc.error_response("Without `?all`: not supported."),
+                    **responses(
+                        "Unauthorized", "NotFound", "UnprocessableEntity", "ServiceUnavailable"
+                    ),
                 },
             }
         },

@@ -469,7 +469,8 @@ async def show_role(account: str, kind: str, identifier: str, request: Request) 
     them. A caller sees its own memberships, or those of a role it can see."""
     state = get_state(request)
     if "all" not in request.query_params:
-        raise errors.ConjurError(501, "not_implemented", "only ?all is supported on roles")
+        # Bad input, not an outage: a client that omits ?all gets a 4xx (never a 5xx).
+        raise errors.ConjurError(400, "bad_request", "only ?all is supported on roles")
     async with state.require_pool().acquire() as conn:
         caller = await _token_caller(conn, state, request)
         rid = _resource_id(account, kind, identifier)
