@@ -16,7 +16,8 @@ from payapi.ops.schedule import Job, backup_interval, due_jobs, jobs_from_plan
 from payapi.ops.scheduler import JobResult, Scheduler, SchedulerState, SubprocessRunner
 
 PLAN = load_plan()
-SCHEDULE = jobs_from_plan(PLAN)
+# The backup jobs; the minutely incident sweep is tested on its own below.
+SCHEDULE = jobs_from_plan(PLAN, incident_sweep=False)
 T0 = datetime(2026, 6, 15, 10, 30, tzinfo=UTC)
 
 
@@ -106,6 +107,16 @@ def test_cron_expressions_match_the_slots() -> None:
     assert job("verify").cron == "0 3 * * *"
     assert job("purge").cron == "0 4 * * *"
     assert job("restore-test").cron == "0 5 * * 6"  # Saturdays
+
+
+def test_the_incident_sweep_runs_every_minute_before_anything_else() -> None:
+    schedule = jobs_from_plan(PLAN)
+    sweep = schedule.job("incident-sweep")
+    assert sweep.every == timedelta(minutes=1) and sweep.cron == "* * * * *"
+    assert sweep.args == ("incident", "sweep", "--json")
+    assert sweep.timeout == timedelta(minutes=1)
+    assert due_jobs(schedule.jobs, T0, {})[0].name == "incident-sweep"
+    assert {j.name for j in schedule.jobs} - {j.name for j in SCHEDULE.jobs} == {"incident-sweep"}
 
 
 def test_weekly_restore_test_runs_on_saturdays() -> None:

@@ -41,6 +41,7 @@ from payapi.cli import (
     security_cmd,
     serve_cmd,
     state_cmd,
+    status_page_cmd,
     topology_cmd,
     verify_cmd,
     wal_cmd,
@@ -105,6 +106,7 @@ app.add_typer(runbook_cmd.app, name="runbook", help="Runbooks: list, run, show, 
 recover_cmd.app.command("breach")(breach_cmd.breach)
 app.add_typer(recover_cmd.app, name="recover", help="Recovery: corruption, breach, system.")
 app.add_typer(security_cmd.app, name="security", help="Security verification: security check.")
+app.add_typer(status_page_cmd.app, name="status-page", help="The public status page.")
 app.add_typer(state_cmd.app, name="state", help="Document and compare the platform's state.")
 app.add_typer(verify_cmd.app, name="verify", help="Recovery verification: verify system.")
 app.add_typer(deploy_cmd.release_app, name="release", help="Record trusted releases.")

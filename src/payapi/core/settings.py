@@ -465,6 +465,74 @@ class RecoverySettings(BaseModel):
     self_approve_roles: list[str] = Field(default_factory=list)
 
 
+ChannelKind = Literal["file", "smtp", "slack", "webhook"]
+_CHANNEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}\Z")
+
+
+class IncidentChannelSettings(BaseModel):
+    """``[[incident.channels]]``: one way an incident message reaches people.
+
+    ``credential`` is a vault variable id (the SMTP password, or the webhook URL, which is
+    a secret: whoever has it can post). This file never holds the secret itself. ``order``
+    sorts the channels within a ``tier``; the backup tier is tried when a primary fails
+    (payapi.incident.notify).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    kind: ChannelKind
+    order: int = 0
+    tier: Literal["primary", "backup"] = "primary"
+    credential: str | None = None
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    # smtp
+    host: str | None = None
+    port: int = Field(default=25, ge=1, le=65535)
+    from_address: str | None = Field(
+        default=None, validation_alias=AliasChoices("from", "from_address")
+    )
+    username: str | None = None
+    to: list[str] = Field(default_factory=list)  # distribution lists, beside the recipients
+    starttls: Literal["auto", "require"] = "auto"
+    ca_file: Path | None = None  # a private CA for the SMTP server's certificate
+    # file
+    dir: Path | None = None  # default: outbox/ beside the config file
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _CHANNEL_NAME.match(value):
+            raise ValueError(f"channel name {value!r}: lowercase letters, digits, - and _")
+        return value
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> IncidentChannelSettings:
+        if self.kind == "smtp" and not (self.host and self.from_address):
+            raise ValueError(f"channel {self.name}: smtp needs host and from")
+        if self.kind in ("slack", "webhook") and not self.credential:
+            raise ValueError(f"channel {self.name}: {self.kind} needs credential (its URL)")
+        if self.kind == "smtp" and self.username and not self.credential:
+            raise ValueError(f"channel {self.name}: smtp username needs credential")
+        return self
+
+
+class IncidentSettings(BaseModel):
+    """``[incident]``: the channels incident messages go through (none: one file outbox)
+    and how long a page may stay unacknowledged before the secondary contact is paged."""
+
+    channels: list[IncidentChannelSettings] = Field(default_factory=list)
+    escalation_minutes: float = Field(default=15.0, gt=0)
+
+    @field_validator("channels")
+    @classmethod
+    def _unique(cls, value: list[IncidentChannelSettings]) -> list[IncidentChannelSettings]:
+        names = [c.name for c in value]
+        if len(set(names)) != len(names):
+            raise ValueError("[[incident.channels]]: two channels have the same name")
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PAYAPI_",
@@ -494,6 +562,7 @@ class Settings(BaseSettings):
     patroni: PatroniSettings = Field(default_factory=PatroniSettings)
     sentinel: SentinelSettings = Field(default_factory=SentinelSettings)
     failover: FailoverSettings = Field(default_factory=FailoverSettings)
+    incident: IncidentSettings = Field(default_factory=IncidentSettings)
 
     @field_validator("regions")
     @classmethod
@@ -595,6 +664,9 @@ def _resolve_relative_paths(settings: Settings, base: Path) -> None:
         p for p in (fix(x) for x in settings.security.log_paths) if p is not None
     ]
     settings.recovery.baseline_file = fix(settings.recovery.baseline_file)
+    for channel in settings.incident.channels:
+        channel.dir = fix(channel.dir)
+        channel.ca_file = fix(channel.ca_file)
     cb = settings.config_backup
     cb.git_dir = fix(cb.git_dir)
     cb.deploy_dir = fix(cb.deploy_dir)

@@ -53,8 +53,9 @@ __all__ = [
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 """Slots are counted from here (a Thursday, 00:00 UTC)."""
 
-JobKind = Literal["backup", "seed", "verify", "restore-test", "purge"]
+JobKind = Literal["incident", "backup", "seed", "verify", "restore-test", "purge"]
 _KIND_ORDER: Mapping[str, int] = {
+    "incident": -1,  # escalations and overdue updates first: a person is waiting
     "backup": 0,
     "seed": 1,
     "verify": 2,
@@ -91,6 +92,8 @@ DEFAULT_OFFSET = timedelta(minutes=30)
 EVENT_SWEEP = timedelta(days=1)
 VERIFY_EVERY = timedelta(days=1)
 PURGE_EVERY = timedelta(days=1)
+# Open incidents are swept (escalations due, overdue "Next Update" reminders) this often.
+INCIDENT_SWEEP_EVERY = timedelta(minutes=1)
 # The purge waits this long for a running backup of the same component to let go.
 PURGE_LOCK_WAIT_SECONDS = 600
 
@@ -239,9 +242,13 @@ def _backup_flags(backup_type: str) -> tuple[str, ...]:
     return ()
 
 
-def jobs_from_plan(plan: Plan, seed_regions: Sequence[str] = ()) -> Schedule:
+def jobs_from_plan(
+    plan: Plan, seed_regions: Sequence[str] = (), *, incident_sweep: bool = True
+) -> Schedule:
     """The schedule the plan asks for: one job per backup row payapi can run, plus the
-    daily verification and purge. Rows it cannot run are listed with the reason.
+    daily verification and purge, and (``incident_sweep``) the minutely
+    ``incident sweep`` (escalations and overdue updates of open incidents, so nothing
+    depends on a person remembering). Rows it cannot run are listed with the reason.
 
     ``seed_regions``: the standby regions whose Redis is seeded from each Redis snapshot
     (``payapi region seed-redis``), a few minutes after it."""
@@ -330,6 +337,17 @@ def jobs_from_plan(plan: Plan, seed_regions: Sequence[str] = ()) -> Schedule:
             frequency="daily",
         )
     )
+    if incident_sweep:
+        jobs.append(
+            Job(
+                name="incident-sweep",
+                kind="incident",
+                every=INCIDENT_SWEEP_EVERY,
+                offset=timedelta(0),
+                args=("incident", "sweep", "--json"),
+                frequency="every minute",
+            )
+        )
     names = [j.name for j in jobs]
     if len(set(names)) != len(names):
         raise PlanError("the plan has two backup rows of the same component and type")
