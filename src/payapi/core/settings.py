@@ -465,6 +465,17 @@ class RecoverySettings(BaseModel):
     self_approve_roles: list[str] = Field(default_factory=list)
 
 
+class IncidentSettings(BaseModel):
+    """``[incident]``: where the incident journal lives (local disk, so that it can be read
+    and written with every server down; default ``incidents/`` beside the config file) and
+    an optional folder of the operator's own message templates (``declaration.txt``,
+    ``status-update.txt``, ``recovery-complete.txt``; a file missing there is taken from
+    the templates shipped in the wheel)."""
+
+    journal_dir: Path | None = None
+    templates: Path | None = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PAYAPI_",
@@ -494,6 +505,7 @@ class Settings(BaseSettings):
     patroni: PatroniSettings = Field(default_factory=PatroniSettings)
     sentinel: SentinelSettings = Field(default_factory=SentinelSettings)
     failover: FailoverSettings = Field(default_factory=FailoverSettings)
+    incident: IncidentSettings = Field(default_factory=IncidentSettings)
 
     @field_validator("regions")
     @classmethod
@@ -513,6 +525,14 @@ class Settings(BaseSettings):
             return self.recovery.journal_dir
         base = self.config_path.parent if self.config_path is not None else Path.cwd()
         return base / "runbooks"
+
+    def incident_journal_dir(self) -> Path:
+        """``[incident] journal_dir``, else ``incidents/`` in the config file's folder,
+        else in the current directory."""
+        if self.incident.journal_dir is not None:
+            return self.incident.journal_dir
+        base = self.config_path.parent if self.config_path is not None else Path.cwd()
+        return base / "incidents"
 
     @classmethod
     def settings_customise_sources(
@@ -595,6 +615,8 @@ def _resolve_relative_paths(settings: Settings, base: Path) -> None:
         p for p in (fix(x) for x in settings.security.log_paths) if p is not None
     ]
     settings.recovery.baseline_file = fix(settings.recovery.baseline_file)
+    settings.incident.journal_dir = fix(settings.incident.journal_dir)
+    settings.incident.templates = fix(settings.incident.templates)
     cb = settings.config_backup
     cb.git_dir = fix(cb.git_dir)
     cb.deploy_dir = fix(cb.deploy_dir)
