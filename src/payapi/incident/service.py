@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from payapi.core.errors import UsageError
-from payapi.core.plan import Channel, Contact, Plan, Role
+from payapi.core.plan import Channel, Contact, Plan, Role, UnknownComponentError
 from payapi.incident.journal import IncidentJournal
 from payapi.incident.model import (
     Incident,
@@ -177,7 +177,10 @@ def _resolve_services(plan: Plan, services: Sequence[str]) -> tuple[str, ...]:
     names = [s.strip() for s in services if s.strip()]
     if not names:
         raise UsageError("--services: name at least one affected service")
-    return tuple(dict.fromkeys(plan.resolve(s) for s in names))
+    try:
+        return tuple(dict.fromkeys(plan.resolve(s) for s in names))
+    except UnknownComponentError as exc:
+        raise UsageError(f"--services: {exc}") from None
 
 
 # --------------------------------------------------------------------------- reading

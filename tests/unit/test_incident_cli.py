@@ -1,0 +1,158 @@
+"""`payapi incident` end to end through the real command, with no server at all (the
+database "stopped": nothing listens anywhere), the outbox as the channel."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PLAN = ROOT / "tests" / "data" / "dr-plan-contacts.yaml"
+DOWN = "127.0.0.1:1"  # nothing listens on port 1
+
+
+def payapi(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "payapi", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def config(tmp_path: Path, plan: Path | None = PLAN) -> Path:
+    cfg = tmp_path / "payapi.toml"
+    lines = [f'plan_file = "{plan}"'] if plan else []
+    lines += [
+        "[eapi]",
+        f'url = "http://{DOWN}"',
+        "[sapi]",
+        f'url = "http://{DOWN}"',
+        "[vault]",
+        f'url = "http://{DOWN}"',
+        "[redis]",
+        f'url = "redis://{DOWN}/0"',
+        "[postgres]",
+        f'payment_dsn = "postgresql://payapi@{DOWN}/payment_db"',
+    ]
+    cfg.write_text("\n".join(lines) + "\n")
+    return cfg
+
+
+def test_declare_and_complete_with_every_server_down(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    res = payapi(
+        cfg,
+        "incident",
+        "declare",
+        "--description",
+        "Primary database lost",
+        "--impact",
+        "Payments are refused",
+        "--services",
+        "sapi,db",
+        "--now",
+        "2026-05-01T14:05:00Z",
+        "--json",
+    )
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["incident_id"] == "INC-20260501-001" and out["state"] == "declared"
+    assert out["declared_at"].startswith("2026-05-01T14:05")
+    assert out["message"].startswith("DISASTER RECOVERY INITIATED: INC-20260501-001")
+    assert out["sent"] and all(s["channel"] == "file" and s["ok"] for s in out["sent"])
+    assert out["unreachable_roles"] == ["vendor-coordinator"]
+    assert "vendor-coordinator" in res.stderr
+    outbox = tmp_path / "incidents" / "outbox" / "INC-20260501-001-1.txt"
+    assert "DR Coordinator: Ada Lovelace" in outbox.read_text()
+
+    res = payapi(
+        cfg,
+        "incident",
+        "complete",
+        "INC-20260501-001",
+        "--outcome",
+        "Recovered",
+        "--follow-up",
+        "Review",
+        "--review-at",
+        "2026-05-04T09:00:00Z",
+        "--now",
+        "2026-05-01T17:47:30Z",
+        "--json",
+    )
+    assert res.returncode == 0, res.stderr
+    done = json.loads(res.stdout)
+    assert done["total_recovery_duration"] == "03:42"
+    assert done["state"] == "recovered"
+    states = {s["service"]: s["state"] for s in done["recovered_services"]}
+    assert set(states) == {"payment-sapi", "database"}
+    assert all(state != "Fully operational" for state in states.values())
+    assert "unreachable" in states["payment-sapi"]
+    assert "Fully operational" not in done["message"]
+
+    listed = json.loads(payapi(cfg, "incident", "list", "--json").stdout)
+    assert [i["state"] for i in listed] == ["recovered"]
+    timeline = json.loads(payapi(cfg, "incident", "timeline", "INC-20260501-001", "--json").stdout)
+    types = [e["type"] for e in timeline]
+    assert types[:3] == ["declared", "message_rendered", "message_sent"]
+    assert "completed" in types and "repository_copy" in types
+    sent = [e for e in timeline if e["type"] == "message_sent"]
+    assert all(len(e["sha256"]) == 64 and e["channel"] == "file" for e in sent)
+    shown = json.loads(payapi(cfg, "incident", "show", "INC-20260501-001", "--json").stdout)
+    assert shown["incident_id"] == "INC-20260501-001"
+    verified = payapi(cfg, "incident", "verify", "--json")
+    assert verified.returncode == 0 and json.loads(verified.stdout)["ok"]
+
+
+def test_drill_ack_and_bad_usage(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    res = payapi(
+        cfg,
+        "incident", "declare", "--description", "d", "--impact", "i",
+        "--services", "eapi", "--drill", "--json",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["message"].startswith("[DRILL] DISASTER RECOVERY INITIATED")
+    inc = out["incident_id"]
+    res = payapi(cfg, "incident", "ack", inc, "--role", "dr-coordinator", "--json")
+    assert res.returncode == 0 and json.loads(res.stdout)["role"] == "dr-coordinator"
+    res = payapi(cfg, "incident", "ack", inc, "--role", "nobody")
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+    res = payapi(cfg, "incident", "show", "INC-20990101-001")
+    assert res.returncode == 2 and "no incident" in res.stderr
+    res = payapi(
+        cfg, "incident", "declare", "--description", "d", "--impact", "i", "--services", "nope"
+    )
+    assert res.returncode == 2 and "unknown component" in res.stderr
+
+
+def test_an_edited_journal_fails_verify(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    args = ["incident", "declare", "--description", "d", "--impact", "i", "--services", "eapi"]
+    assert payapi(cfg, *args).returncode == 0
+    journal = tmp_path / "incidents" / "incidents.jsonl"
+    journal.write_text(journal.read_text().replace('"impact":"i"', '"impact":"nothing"', 1))
+    res = payapi(cfg, "incident", "verify", "--json")
+    assert res.returncode == 1
+    problem = json.loads(res.stdout)["problem"]
+    assert problem["kind"] == "edited" and problem["seq"] == 1
+
+
+def test_the_packaged_plan_declares_and_says_who_cannot_be_reached(tmp_path: Path) -> None:
+    cfg = config(tmp_path, plan=None)
+    res = payapi(
+        cfg, "incident", "declare", "--description", "d", "--impact", "i", "--services", "eapi",
+        "--json",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert "dr-coordinator" in out["unreachable_roles"]
+    assert out["sent"] == [{"channel": "file", "role": "all", "ok": True}]
+    check = payapi(cfg, "plan", "check", "--feasibility", "--json")
+    assert check.returncode in (0, 1)
+    assert "placeholder contacts" in check.stderr
