@@ -156,3 +156,73 @@ def test_the_packaged_plan_declares_and_says_who_cannot_be_reached(tmp_path: Pat
     check = payapi(cfg, "plan", "check", "--feasibility", "--json")
     assert check.returncode in (0, 1)
     assert "placeholder contacts" in check.stderr
+
+
+def test_the_channels_module_is_used_when_present_and_no_channel_is_exit_1(
+    tmp_path: Path,
+) -> None:
+    """A fake ``payapi.incident.notify`` (the channels half's interface): its results are
+    the ones recorded; when none is ok the command fails."""
+    import types
+    from dataclasses import dataclass
+
+    import pytest
+    from typer.testing import CliRunner
+
+    from payapi.cli.main import app
+
+    @dataclass(frozen=True)
+    class Message:
+        subject: str
+        body: str
+        drill: bool
+
+    @dataclass(frozen=True)
+    class Recipient:
+        role: str
+        name: str
+        contact: str
+
+    @dataclass(frozen=True)
+    class SendResult:
+        channel: str
+        kind: str
+        role: str
+        ok: bool
+        sha256: str
+        error: str | None
+        fallback: bool
+
+    seen: list[tuple[Message, list[Recipient]]] = []
+
+    def deliver(
+        settings: object, plan: object, message: Message, to: list[Recipient]
+    ) -> list[SendResult]:
+        seen.append((message, list(to)))
+        return [SendResult("smtp", "smtp", r.role, False, "0" * 64, "refused", False) for r in to]
+
+    fake = types.ModuleType("payapi.incident.notify")
+    fake.Message = Message  # type: ignore[attr-defined]
+    fake.Recipient = Recipient  # type: ignore[attr-defined]
+    fake.deliver = deliver  # type: ignore[attr-defined]
+    mp = pytest.MonkeyPatch()
+    mp.setitem(sys.modules, "payapi.incident.notify", fake)
+    try:
+        cfg = config(tmp_path)
+        res = CliRunner().invoke(
+            app,
+            ["--config", str(cfg), "incident", "declare", "--description", "d",
+             "--impact", "i", "--services", "eapi", "--drill", "--json"],
+        )  # fmt: skip
+    finally:
+        mp.undo()
+    assert res.exit_code == 1
+    ((message, to),) = seen
+    assert message.drill and message.subject.startswith("[DRILL] ")
+    assert {"dr-coordinator", "communications-lead"} <= {r.role for r in to}
+    assert {r.contact for r in to} >= {"ada@example.com"}
+    incident_id = json.loads(res.stdout)["incident_id"]
+    timeline = json.loads(payapi(cfg, "incident", "timeline", incident_id, "--json").stdout)
+    sent = [e for e in timeline if e["type"] == "message_sent"]
+    assert sent and all(e["channel"] == "smtp" and not e["ok"] for e in sent)
+    assert sent[0]["error"] == "refused"
