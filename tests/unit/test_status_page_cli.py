@@ -59,3 +59,34 @@ def test_build_writes_the_page_from_health(tmp_path: Path, monkeypatch: pytest.M
 def test_serve_needs_a_built_page(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["status-page", "serve", "--dir", str(tmp_path), "--port", "0"])
     assert res.exit_code == 2 and "run status-page build" in res.stderr
+
+
+def test_an_open_incident_is_on_the_page_without_its_people(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = Path(__file__).resolve().parents[2] / "tests" / "data" / "dr-plan-contacts.yaml"
+    cfg = tmp_path / "payapi.toml"
+    cfg.write_text(f'plan_file = "{plan}"\n' + CONFIG)
+    monkeypatch.setattr(
+        status_page_cmd,
+        "_health",
+        lambda settings, plan, environment: {"eapi": ComponentHealth(True, "ok")},
+    )
+    runner = CliRunner()
+    declared = runner.invoke(
+        app,
+        ["--config", str(cfg), "incident", "declare", "--description", "EAPI unreachable",
+         "--impact", "Payments refused", "--services", "eapi", "--json"],
+    )  # fmt: skip
+    assert declared.exit_code in (0, 1), declared.stderr  # the smtp channel may be refused
+    out = tmp_path / "page"
+    res = runner.invoke(
+        app, ["--config", str(cfg), "status-page", "build", "--out", str(out), "--json"]
+    )
+    assert res.exit_code == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert [i["name"] for i in data["incidents"]] == ["EAPI unreachable"]
+    eapi = next(c for c in data["components"] if c["id"] == "payment-eapi")
+    assert eapi["status"] == "degraded_performance"  # healthy, but an open incident names it
+    page = (out / "index.html").read_text() + (out / "status.json").read_text()
+    assert "Ada Lovelace" not in page

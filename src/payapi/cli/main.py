@@ -29,6 +29,7 @@ from payapi.cli import (
     dns_cmd,
     failover_cmd,
     health_cmd,
+    incident_cmd,
     lab_cmd,
     openapi_cmd,
     plan_cmd,
@@ -102,6 +103,9 @@ app.add_typer(dns_cmd.app, name="dns", help="The global endpoint's DNS record: s
 app.add_typer(health_cmd.app, name="health", help="Health of a region: health check.")
 app.add_typer(topology_cmd.app, name="topology", help="Regions, members, the endpoint.")
 app.add_typer(region_cmd.app, name="region", help="Regional failover and failback.")
+app.add_typer(
+    incident_cmd.app, name="incident", help="Incidents: declare, update, complete, ack, list."
+)
 app.add_typer(runbook_cmd.app, name="runbook", help="Runbooks: list, run, show, resume, runs.")
 recover_cmd.app.command("breach")(breach_cmd.breach)
 app.add_typer(recover_cmd.app, name="recover", help="Recovery: corruption, breach, system.")

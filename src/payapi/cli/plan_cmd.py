@@ -26,7 +26,7 @@ from rich.table import Table
 
 from payapi.cli.context import get_ctx
 from payapi.cli.options import parse_now
-from payapi.cli.output import console, emit, fail, info
+from payapi.cli.output import console, emit, fail, info, warn
 from payapi.core.plan import Duration, Plan, PlanError, load_plan
 from payapi.core.settings import ConfigError
 
@@ -56,6 +56,17 @@ def load_for_cli(ctx: typer.Context, plan: Path | None) -> Plan:
         return load_plan(resolve_plan_path(ctx, plan))
     except (PlanError, ConfigError) as exc:
         fail(str(exc))
+
+
+def warn_placeholder_contacts(plan: Plan) -> None:
+    """A warning (never a failure) per role whose contacts are still the seed's
+    placeholders: an incident declared now could not reach them."""
+    roles = sorted({path.rsplit(".", 1)[0] for path in plan.placeholder_contacts()})
+    if roles:
+        warn(
+            f"plan: {len(roles)} roles still have placeholder contacts ([Name], [Email]) and "
+            f"cannot be paged: {', '.join(roles)}"
+        )
 
 
 def _dur(d: Duration | None) -> str:
@@ -253,6 +264,7 @@ def check(
             _write_metrics(metrics_file, dr_metrics.render(None))
         fail(f"plan check: {exc}", EXIT_CANNOT_CHECK)
     result = rpo.report(loaded, observations, when)
+    warn_placeholder_contacts(loaded)
     if metrics_file is not None:
         _write_metrics(metrics_file, dr_metrics.render(result))
     emit(result.to_json() if as_json else result, as_json=as_json, human=_print_check)
@@ -280,6 +292,7 @@ def _check_feasibility(ctx: typer.Context, plan: Path | None, *, as_json: bool) 
     except (PlanError, ConfigError) as exc:
         fail(f"plan check: {exc}", EXIT_CANNOT_CHECK)
     results = feasibility.assess(loaded, settings)
+    warn_placeholder_contacts(loaded)
     emit(
         [r.to_json() for r in results] if as_json else results,
         as_json=as_json,

@@ -59,9 +59,35 @@ def _public_names(
 
 
 def _incidents(settings: Settings) -> list[PublicIncident]:
-    """The incidents' public updates, from the incident journal (wired with the incident
-    core, payapi.incident.journal); until then: none."""
-    return []
+    """The incidents' public updates, from the incident journal: the declaration's impact,
+    each update's status and progress, the completion. Only these texts are read (never
+    the rendered messages, which name people), and the page scrubs them again."""
+    from payapi.incident import service
+    from payapi.incident.journal import IncidentJournal
+    from payapi.incident.status_page import PublicUpdate
+
+    journal = IncidentJournal(settings.incident_journal_dir())
+    out: list[PublicIncident] = []
+    for inc in service.get_all(journal=journal):
+        updates = [PublicUpdate(inc.declared_at, "declared", inc.impact)]
+        for ev in inc.timeline:
+            if ev.type == "updated":
+                body = "; ".join(str(p) for p in ev.data.get("progress", ()))
+                updates.append(PublicUpdate(ev.at, str(ev.data.get("status", "")), body))
+            elif ev.type == "completed":
+                updates.append(PublicUpdate(ev.at, "recovered", "Recovery complete."))
+        out.append(
+            PublicIncident(
+                inc.id,
+                inc.description,
+                str(inc.state),
+                inc.declared_at,
+                tuple(inc.services),
+                tuple(updates),
+                inc.drill,
+            )
+        )
+    return out
 
 
 def _internal(settings: Settings, plan: Plan) -> list[str]:

@@ -518,11 +518,17 @@ class IncidentChannelSettings(BaseModel):
 
 
 class IncidentSettings(BaseModel):
-    """``[incident]``: the channels incident messages go through (none: one file outbox)
-    and how long a page may stay unacknowledged before the secondary contact is paged."""
+    """``[incident]``: the channels incident messages go through (none: one file outbox),
+    how long a page may stay unacknowledged before the secondary contact is paged, where
+    the incident journal lives (local disk, so that it can be read and written with every
+    server down; default ``incidents/`` beside the config file) and an optional folder of
+    the operator's own message templates (``declaration.txt``, ``status-update.txt``,
+    ``recovery-complete.txt``; a file missing there is taken from the wheel's)."""
 
     channels: list[IncidentChannelSettings] = Field(default_factory=list)
     escalation_minutes: float = Field(default=15.0, gt=0)
+    journal_dir: Path | None = None
+    templates: Path | None = None
 
     @field_validator("channels")
     @classmethod
@@ -582,6 +588,14 @@ class Settings(BaseSettings):
             return self.recovery.journal_dir
         base = self.config_path.parent if self.config_path is not None else Path.cwd()
         return base / "runbooks"
+
+    def incident_journal_dir(self) -> Path:
+        """``[incident] journal_dir``, else ``incidents/`` in the config file's folder,
+        else in the current directory."""
+        if self.incident.journal_dir is not None:
+            return self.incident.journal_dir
+        base = self.config_path.parent if self.config_path is not None else Path.cwd()
+        return base / "incidents"
 
     @classmethod
     def settings_customise_sources(
@@ -667,6 +681,8 @@ def _resolve_relative_paths(settings: Settings, base: Path) -> None:
     for channel in settings.incident.channels:
         channel.dir = fix(channel.dir)
         channel.ca_file = fix(channel.ca_file)
+    settings.incident.journal_dir = fix(settings.incident.journal_dir)
+    settings.incident.templates = fix(settings.incident.templates)
     cb = settings.config_backup
     cb.git_dir = fix(cb.git_dir)
     cb.deploy_dir = fix(cb.deploy_dir)
