@@ -251,3 +251,25 @@ def test_sweep_escalates_an_unacknowledged_page_once_and_not_an_acked_one(tmp_pa
     assert json.loads(again.stdout)["escalations"] == []  # each role escalated once
     timeline = payapi(cfg, "incident", "timeline", inc, "--json")
     assert "sweep_sent" in timeline.stdout
+
+
+def test_a_failed_primary_channel_falls_back_and_the_timeline_has_both(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    cfg.write_text(
+        cfg.read_text()
+        + '[[incident.channels]]\nname = "email"\nkind = "smtp"\nhost = "127.0.0.1"\n'
+        'port = 1\nfrom = "dr@example.com"\ntimeout_seconds = 2\n'  # nothing listens: refused
+        '[[incident.channels]]\nname = "outbox"\nkind = "file"\ntier = "backup"\n'
+    )
+    res = payapi(
+        cfg, "incident", "declare", "--description", "Region lost", "--impact", "None",
+        "--services", "eapi", "--json",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr  # the backup channel took it
+    out = json.loads(res.stdout)
+    channels = {(s["channel"], s["ok"]) for s in out["sent"]}
+    assert ("email", False) in channels and ("outbox", True) in channels
+    timeline = json.loads(payapi(cfg, "incident", "timeline", out["incident_id"], "--json").stdout)
+    events = timeline["timeline"] if isinstance(timeline, dict) else timeline
+    sent = [e for e in events if e["type"] == "message_sent"]
+    assert {e["channel"] for e in sent} == {"email", "outbox"}
