@@ -67,8 +67,8 @@ def test_show_json_lists_jobs_with_next_runs_and_what_is_not_scheduled() -> None
     assert jobs["database-full"]["next_runs"][0] == "2026-06-16T01:00:00+00:00"
     assert jobs["vault-full"]["cron"] == "20 1 * * *"
     assert jobs["purge"]["args"][:2] == ["retention", "purge"]
-    # Sorted by the next run: the vault incremental (11:05) comes first.
-    assert data["jobs"][0]["name"] == "vault-incremental"
+    # Sorted by the next run: the minutely incident sweep, then the vault incremental (11:05).
+    assert [j["name"] for j in data["jobs"][:2]] == ["incident-sweep", "vault-incremental"]
     skipped = {(n["component"], n["backup_type"]) for n in data["not_scheduled"]}
     assert ("database", "wal") in skipped
 
@@ -93,7 +93,7 @@ def test_run_once_runs_everything_due_and_a_failure_does_not_stop_the_rest(
     assert res.exit_code == 1  # one job failed
     evs = events(res.stdout)
     finished = {e["job"]: e for e in evs if e["event"] in ("job_finished", "job_failed")}
-    assert len(finished) == 8
+    assert len(finished) == 9  # the eight backup-plan jobs and the incident sweep
     assert finished["vault-full"]["event"] == "job_failed"
     assert finished["vault-full"]["exit_code"] == 3
     assert finished["vault-full"]["output_tail"] == ["error: the vault is sealed"]
