@@ -153,3 +153,36 @@ def test_sweep_through_the_real_deliver_writes_the_outbox(tmp_path: Path) -> Non
     settings = Settings(config_path=tmp_path / "p.toml")
     report = sweep(settings, PLAN, [view()], T0 + DELAY)
     assert report.ok and len(list((tmp_path / "outbox").iterdir())) == 1
+
+
+def test_sweep_views_are_built_from_the_journal_and_escalate_an_unacked_page(
+    tmp_path: Path,
+) -> None:
+    """A declaration's successful send counts as a page to the role's primary contact; a
+    failed send does not."""
+    from payapi.incident import service
+    from payapi.incident.journal import IncidentJournal
+    from payapi.incident.render import Templates
+
+    journal = IncidentJournal(tmp_path / "incidents")
+    out = service.declare(
+        journal=journal,
+        plan=PLAN,
+        templates=Templates(),
+        description="Primary database lost",
+        impact="Payments are refused",
+        services=["db"],
+        now=T0,
+    )
+    sends = [
+        SendResult("outbox", "file", COORD, True, "0" * 64, None, False),
+        SendResult("outbox", "file", "communications-lead", False, "0" * 64, "refused", False),
+    ]
+    service.record_sends(
+        journal=journal, incident_id=out.incident.id, n=out.n, results=sends, now=T0
+    )
+    [view] = service.sweep_views(PLAN, service.get_all(journal=journal))
+    assert view["incident_id"] == out.incident.id
+    assert list(view["pages"]) == [PAGE]
+    [due] = escalations_due(PLAN, view["pages"], view["acks"], delay=DELAY, now=T0 + DELAY)
+    assert due.role == COORD

@@ -3,7 +3,7 @@
 The incident lives in the journal on local disk (:mod:`payapi.incident.journal`), so every
 command here works with every server down. This module wires what the incident package
 may not: live health from :mod:`payapi.ops` for ``complete``, and the channels
-(:mod:`payapi.incident.notify` when it is installed, else the file outbox). Each send
+(:mod:`payapi.incident.notify`; the file outbox when none is configured). Each send
 result goes into the timeline; a message that reached no channel is exit 1.
 """
 
@@ -63,24 +63,15 @@ def _duration(text: str, what: str) -> Any:
 def _deliver(
     settings: Settings, plan: Plan, journal: Any, outcome: Any, now: datetime
 ) -> list[Any]:
-    """Send through the channels; the file outbox when no channel module is installed."""
+    """Send through the configured channels (the file outbox when none is configured)."""
     from payapi.incident import service
-    from payapi.incident.outbox import write_outbox
 
+    # Looked up in sys.modules (not a plain import) so a test can stand in for the channels.
+    notify = importlib.import_module("payapi.incident.notify")
     inc, msg = outcome.incident, outcome.message
-    try:
-        notify = importlib.import_module("payapi.incident.notify")
-    except ImportError:
-        results: list[Any] = write_outbox(
-            journal.dir / "outbox", inc.id, outcome.n, msg, outcome.recipients, fallback=False
-        )
-    else:
-        message = notify.Message(subject=msg.subject, body=msg.text, drill=msg.drill)
-        to = [
-            notify.Recipient(role=a.role, name=a.name, contact=a.contact)
-            for a in outcome.recipients
-        ]
-        results = list(notify.deliver(settings, plan, message, to))
+    message = notify.Message(subject=msg.subject, body=msg.text, drill=msg.drill)
+    to = [notify.Recipient(role=a.role, name=a.name, contact=a.contact) for a in outcome.recipients]
+    results = list(notify.deliver(settings, plan, message, to))
     service.record_sends(journal=journal, incident_id=inc.id, n=outcome.n, results=results, now=now)
     return results
 
@@ -422,42 +413,6 @@ def verify(ctx: typer.Context, as_json: bool = JSON_OPTION) -> None:
     raise typer.Exit(0 if result.ok else EXIT_FAILED)
 
 
-def _views(plan: Plan, incidents: list[Any]) -> list[Any]:
-    """The sweep's view of each open incident: its pages (the declaration's successful
-    sends go to each role's primary contact; the sweep's own sends are journaled with
-    their contact), its acks, its next update, its last reminder."""
-    from payapi.incident.escalation import _role, contact_address
-    from payapi.incident.model import IncidentState
-
-    out: list[Any] = []
-    for inc in incidents:
-        if inc.state not in (IncidentState.DECLARED, IncidentState.RECOVERING):
-            continue
-        pages: list[tuple[str, str, datetime]] = []
-        reminders: list[datetime] = []
-        for ev in inc.timeline:
-            if ev.type == "message_sent" and ev.data.get("ok"):
-                role = _role(plan, str(ev.data.get("role", "")))
-                if role is not None:
-                    pages.append((str(ev.data["role"]), contact_address(role.primary), ev.at))
-            elif ev.type == "sweep_sent" and ev.data.get("ok"):
-                if ev.data.get("kind") == "escalation":
-                    pages.append((str(ev.data["role"]), str(ev.data["contact"]), ev.at))
-                else:
-                    reminders.append(ev.at)
-        out.append(
-            {
-                "incident_id": inc.id,
-                "pages": pages,
-                "acks": list(inc.acks.items()),
-                "next_update_at": inc.next_update_at,
-                "drill": inc.drill,
-                "last_reminder_at": max(reminders, default=None),
-            }
-        )
-    return out
-
-
 @app.command("sweep")
 def sweep(ctx: typer.Context, as_json: bool = JSON_OPTION, now: str | None = NOW_OPTION) -> None:
     """Page the secondary contact of every unacknowledged page past the escalation delay,
@@ -466,7 +421,9 @@ def sweep(ctx: typer.Context, as_json: bool = JSON_OPTION, now: str | None = NOW
 
     settings, plan, journal, _ = _setup(ctx)
     when = parse_now(now)
-    report = escalation.sweep(settings, plan, _views(plan, service.get_all(journal=journal)), when)
+    report = escalation.sweep(
+        settings, plan, service.sweep_views(plan, service.get_all(journal=journal)), when
+    )
     with journal.locked():
         for action in report.actions:
             for r in action.results:

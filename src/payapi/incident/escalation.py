@@ -47,6 +47,7 @@ __all__ = [
     "SweepReport",
     "contact_address",
     "escalations_due",
+    "find_role",
     "overdue_updates",
     "sweep",
 ]
@@ -106,7 +107,8 @@ def contact_address(contact: Contact) -> str:
     return contact.email if "@" in contact.email else contact.phone
 
 
-def _role(plan: Plan, name: str) -> Role | None:
+def find_role(plan: Plan, name: str) -> Role | None:
+    """The plan's role by key or by title; None when the plan has no such role."""
     roles = plan.communication.roles
     if name in roles:
         return roles[name]
@@ -137,7 +139,7 @@ def escalations_due(
         if role_name in seen:
             continue
         seen.add(role_name)
-        role = _role(plan, role_name)
+        role = find_role(plan, role_name)
         if role is None:
             continue
         primary = contact_address(role.primary)
@@ -265,7 +267,7 @@ def sweep(
         drill = inc["drill"]
         for esc in escalations_due(plan, inc["pages"], inc["acks"], delay=delay, now=now):
             all_escalations.append(esc)
-            role = _role(plan, esc.role)
+            role = find_role(plan, esc.role)
             title = role.title if role is not None else esc.role
             msg = _message(
                 f"DR ESCALATION: {inc['incident_id']} - {title} page not acknowledged",

@@ -3,9 +3,8 @@
 ``declare``, ``update``, ``complete``, ``ack`` and ``close`` each append to the journal
 (under its lock, so ids and states cannot race), render their message from the plan and
 the arguments, and return what the caller needs to send it. Sending is not done here: the
-CLI hands the message to the channels (:mod:`payapi.incident.notify` when present, else
-the file outbox of :mod:`payapi.incident.outbox`) and gives each result back to
-:func:`record_sends`, so every attempt is in the timeline.
+CLI hands the message to the channels (:mod:`payapi.incident.notify`) and gives each
+result back to :func:`record_sends`, so every attempt is in the timeline.
 
 Nothing here asks a server: live health for ``complete`` is gathered by the caller (the
 CLI, which may import :mod:`payapi.ops`) and passed in as :class:`ServiceState` values.
@@ -21,6 +20,7 @@ from typing import Any, Protocol
 
 from payapi.core.errors import UsageError
 from payapi.core.plan import Channel, Contact, Plan, Role, UnknownComponentError
+from payapi.incident.escalation import IncidentView, contact_address, find_role
 from payapi.incident.journal import IncidentJournal
 from payapi.incident.model import (
     Incident,
@@ -46,6 +46,7 @@ __all__ = [
     "get_all",
     "recipients",
     "record_sends",
+    "sweep_views",
     "unreachable_roles",
     "update",
 ]
@@ -492,3 +493,36 @@ def record_copy(
 ) -> None:
     """The journal's copy into the backup repository, as a timeline event (best effort)."""
     journal.append(type="repository_copy", incident=incident_id, at=now, data=dict(result))
+
+
+def sweep_views(plan: Plan, incidents: Sequence[Incident]) -> list[IncidentView]:
+    """The sweep's view of each open incident: its pages (a declaration's successful sends
+    went to each role's primary contact; the sweep's own sends are journaled with their
+    contact), its acks, its next update and its last reminder. Pure."""
+    out: list[IncidentView] = []
+    for inc in incidents:
+        if inc.state not in (IncidentState.DECLARED, IncidentState.RECOVERING):
+            continue
+        pages: list[tuple[str, str, datetime]] = []
+        reminders: list[datetime] = []
+        for ev in inc.timeline:
+            if ev.type == "message_sent" and ev.data.get("ok"):
+                role = find_role(plan, str(ev.data.get("role", "")))
+                if role is not None:
+                    pages.append((str(ev.data["role"]), contact_address(role.primary), ev.at))
+            elif ev.type == "sweep_sent" and ev.data.get("ok"):
+                if ev.data.get("kind") == "escalation":
+                    pages.append((str(ev.data["role"]), str(ev.data["contact"]), ev.at))
+                else:
+                    reminders.append(ev.at)
+        out.append(
+            {
+                "incident_id": inc.id,
+                "pages": pages,
+                "acks": list(inc.acks.items()),
+                "next_update_at": inc.next_update_at,
+                "drill": inc.drill,
+                "last_reminder_at": max(reminders, default=None),
+            }
+        )
+    return out
