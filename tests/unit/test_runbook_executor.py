@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from payapi.core import run_journal
 from payapi.core.journal import Journal, Status
-from payapi.recovery import run_journal
 from payapi.recovery.approval import Answer, ApprovalDecision, ApprovalRequest
 from payapi.recovery.executor import Executor
 from payapi.recovery.run_state import RunStatus

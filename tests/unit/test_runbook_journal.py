@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from payapi.recovery import run_journal
-from payapi.recovery.run_journal import RunBusy, open_writer
+from payapi.core import run_journal
+from payapi.core.run_journal import RunBusy, open_writer
 from payapi.recovery.run_state import RunStatus, StepStatus, fold
 
 RUN = "20260101T120000Z-demo-abc123"
@@ -59,7 +59,7 @@ def test_one_driver_at_a_time(tmp_path: Path) -> None:
         assert run_journal.is_busy(path)
         # Another process (flock is per open file: a second open here would also block).
         code = (
-            "import sys; from pathlib import Path; from payapi.recovery.run_journal import "
+            "import sys; from pathlib import Path; from payapi.core.run_journal import "
             "open_writer, RunBusy\n"
             "try:\n  with open_writer(Path(sys.argv[1]), create=False): pass\n"
             "except RunBusy: sys.exit(7)\n"

@@ -28,6 +28,7 @@ from typing import Any
 from payapi.core.errors import PayapiError, UsageError
 from payapi.core.journal import Journal
 from payapi.core.redaction import redact_url
+from payapi.core.run_journal import Writer, open_writer, path_of
 from payapi.core.settings import Settings
 from payapi.recovery import actions
 from payapi.recovery.approval import (
@@ -39,7 +40,6 @@ from payapi.recovery.approval import (
 )
 from payapi.recovery.audit_sink import AuditSink, no_audit
 from payapi.recovery.planner import Decision, Kind, next_step
-from payapi.recovery.run_journal import Writer, open_writer, path_of
 from payapi.recovery.run_state import RunState, RunStatus, StepStatus, fold
 from payapi.recovery.runbook import Check, Runbook, Step
 from payapi.recovery.templating import TemplateError, render

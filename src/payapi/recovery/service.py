@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from payapi.core import run_journal
 from payapi.core.journal import Journal
 from payapi.core.settings import Settings
-from payapi.recovery import access, catalogue, dry_run, run_journal
+from payapi.recovery import access, catalogue, dry_run
 from payapi.recovery.approval import (
     Answer,
     ApprovalDecision,

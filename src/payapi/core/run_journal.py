@@ -1,4 +1,4 @@
-"""The file of one run: JSON lines under the journal folder, ``<run_id>.jsonl``.
+"""A journal file of JSON lines, one per run (runbook runs, drills): ``<run_id>.jsonl``.
 
 Invariants:
 
