@@ -49,3 +49,27 @@ def test_every_component_has_a_shipped_ladder(component: str) -> None:
     assert ids.index("restart") < ids.index("config")
     if component == "vault":
         assert ids.index("restore") < ids.index("invalidate-cache") < ids.index("verify")
+
+
+def test_the_vault_failover_rung_is_skipped_when_no_standby_vault_answers(tmp_path: Any) -> None:
+    """Every vault process dead: failing the database over under them would not help
+    (found by the vault-failure drill: the rung waited its whole timeout)."""
+    from payapi.core.settings import load_settings
+    from payapi.servers.procs import free_port
+
+    dead = [free_port(), free_port()]  # nothing listens there
+    config = tmp_path / "payapi.toml"
+    config.write_text(
+        '[regions.primary]\nrole = "primary"\n'
+        + "".join(
+            f'\n[[regions.primary.vault]]\nname = "v{i}"\nrole = "{role}"\n'
+            f'url = "http://127.0.0.1:{port}"\n'
+            for i, (role, port) in enumerate(zip(("leader", "standby"), dead, strict=True))
+        )
+    )
+    settings = load_settings(config)
+    ctx = ActionContext("r", "s", 1, 5.0, settings=settings)
+    action = actions.get("component_failover")
+    params = actions.validate(action, {"component": "vault", "region": "primary"})
+    with pytest.raises(actions.ActionSkipped, match="no standby vault of region primary answers"):
+        action.run(params, ctx)

@@ -27,6 +27,7 @@ from payapi.cli import (
     credentials_cmd,
     deploy_cmd,
     dns_cmd,
+    drill_run_cmd,
     failover_cmd,
     health_cmd,
     incident_cmd,
@@ -106,6 +107,7 @@ app.add_typer(region_cmd.app, name="region", help="Regional failover and failbac
 app.add_typer(
     incident_cmd.app, name="incident", help="Incidents: declare, update, complete, ack, list."
 )
+app.add_typer(drill_run_cmd.app, name="drill", help="DR drills: run, monitor, restore-normal.")
 app.add_typer(runbook_cmd.app, name="runbook", help="Runbooks: list, run, show, resume, runs.")
 recover_cmd.app.command("breach")(breach_cmd.breach)
 app.add_typer(recover_cmd.app, name="recover", help="Recovery: corruption, breach, system.")

@@ -8,7 +8,6 @@ reachable without ``--force``, no confirmation).
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -54,17 +53,9 @@ def _verifier(settings: Any) -> Any:
 
 
 def _lab_of(config: Path | None) -> Path | None:
-    """The two-region lab folder a config belongs to, if it does."""
-    if config is None:
-        return None
-    for folder in (config.parent, *config.parents[:3]):
-        state = folder / "lab.json"
-        try:
-            if "regions" in json.loads(state.read_text()):
-                return folder
-        except (OSError, ValueError):
-            continue
-    return None
+    from payapi.lab.regions import lab_dir_of
+
+    return lab_dir_of(config)
 
 
 def _show(data: dict[str, Any]) -> None:

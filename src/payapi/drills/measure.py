@@ -11,7 +11,8 @@ with made-up samples (``tests/unit/test_drill_measure.py``).
 - **detected_at**: the earliest of the first failed sample of any probe and the first
   alert, when either is at or after the injection.
 - **RTO** = ``service_restored_at - injected_at`` of the headline probe (the end-to-end
-  payment through the global endpoint).
+  payment through the global endpoint). When that probe never failed, the service was
+  never lost: ``service_restored_at`` is the injection itself and the RTO is 0.
 - **RPO** of a probe: its acknowledged writes (successful samples with a ``ref``) that
   are missing after recovery, counted, and the time their acknowledgements span (0 when
   none is missing).
@@ -115,11 +116,14 @@ def measure(
     names = sorted({s.probe for s in samples})
     outages = {p: probe_outage(samples, p, injected_at) for p in names}
     head = outages.get(headline)
+    restored = head.restored_at if head else None
+    if head is not None and head.outage_seconds == 0.0:
+        restored = injected_at  # it never failed: the service was never lost (RTO 0)
     return Measurements(
         injected_at=injected_at,
         detected_at=detected_at(outages.values(), alerts, injected_at),
         recovery_started_at=recovery_started_at,
-        service_restored_at=head.restored_at if head else None,
+        service_restored_at=restored,
         normal_at=normal_at,
         rto_seconds=head.outage_seconds if head else None,
         rpo=rpo_by_probe.get(headline),

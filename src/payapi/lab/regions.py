@@ -174,6 +174,15 @@ class TwoRegionLab(Lab):
             redis_section += (
                 f'control = "local"\ndata_dir = {_toml_str(r.redis_servers[0].workdir)}\n'
             )
+        vault1, sapi, eapi = r.vaults()[0], r.service("sapi"), r.service("eapi")
+
+        def control(svc: ServiceProcess) -> str:
+            # payapi recover component NAME restarts this region's process
+            return (
+                f'control = "local"\npid_file = {_toml_str(svc.pidfile)}\n'
+                f"log_file = {_toml_str(svc.logfile)}"
+            )
+
         text = f"""# payapi two-region lab, region {name!r}: written by `payapi lab up`. A
 # development setup: PostgreSQL trusts loopback and Redis has no password. No secret
 # is stored here.
@@ -184,6 +193,7 @@ url = {_toml_str(vault_urls[0])}
 urls = {json.dumps(vault_urls)}
 host = "127.0.0.1"
 port = {p["vault1"]}
+{control(vault1)}
 account = {_toml_str(ACCOUNT)}
 admin_login = {_toml_str(ADMIN_LOGIN)}
 admin_api_key_file = {_toml_str(self.key_file("admin.api_key"))}
@@ -194,6 +204,7 @@ data_key_file = {_toml_str(self.key_file("vault-data.key"))}
 url = {_toml_str(url(p["sapi"]))}
 host = "127.0.0.1"
 port = {p["sapi"]}
+{control(sapi)}
 dsn = {_toml_str(r.dsn("payment_db"))}
 vault_api_key_file = {_toml_str(self.key_file("sapi.api_key"))}
 
@@ -201,6 +212,7 @@ vault_api_key_file = {_toml_str(self.key_file("sapi.api_key"))}
 url = {_toml_str(url(p["eapi"]))}
 host = "127.0.0.1"
 port = {p["eapi"]}
+{control(eapi)}
 vault_api_key_file = {_toml_str(self.key_file("eapi.api_key"))}
 
 [postgres]
@@ -525,4 +537,15 @@ def is_two_region(dir: Path) -> bool:
         return False
 
 
-__all__ = ["DR", "PRIMARY", "REGIONS", "TwoRegionLab", "is_two_region"]
+def lab_dir_of(config: Path | None) -> Path | None:
+    """The two-region lab folder a config file belongs to, if it does (the lab's own
+    config, or a region's beside it)."""
+    if config is None:
+        return None
+    for folder in (config.parent, *config.parents[:3]):
+        if is_two_region(folder):
+            return folder
+    return None
+
+
+__all__ = ["DR", "PRIMARY", "REGIONS", "TwoRegionLab", "is_two_region", "lab_dir_of"]

@@ -316,12 +316,14 @@ class FailoverParams(_Params):
 
 def _no_standby(settings: Settings, params: FailoverParams) -> str | None:
     where = targets.region_of(settings, params.region)
-    if targets.has_standby(where, params.component):
-        return None
-    return (
-        f"region {where.name} has no standby/replica of {params.component}: nothing to "
-        "fail over to (a one-region configuration)"
-    )
+    if not targets.has_standby(where, params.component):
+        return (
+            f"region {where.name} has no standby/replica of {params.component}: nothing to "
+            "fail over to (a one-region configuration)"
+        )
+    if params.component == "vault" and not targets.vault_standby_answers(where):
+        return f"no standby vault of region {where.name} answers: nothing to take over"
+    return None
 
 
 @register

@@ -92,6 +92,15 @@ def _vault(settings: Settings, region: Region, timeout: float) -> Health:
     return Health(True, f"conjur health check: ok ({answered[-1]}); conjur list: {count} resources")
 
 
+def vault_standby_answers(region: Region, timeout: float = CHECK_TIMEOUT) -> bool:
+    """True when some vault member other than the leader answers ``/health`` at all. A
+    vault failover moves the database under the standby vault: with every vault process
+    dead there is nothing to take over, and failing the database over would not help."""
+    leader = region.leader_of(Service.VAULT)
+    others = [m for m in region.members_of(Service.VAULT) if m is not leader]
+    return any(_http(m.url.rstrip("/") + "/health", timeout)[0] is not None for m in others)
+
+
 async def _vault_list(settings: Settings, urls: list[str], timeout: float) -> int:
     from payapi.vault.client import VaultClient
 

@@ -1,0 +1,398 @@
+"""The two-region lab as the system a drill acts on (:class:`payapi.drills.runner.DrillSystem`).
+
+Injections are the real failures: ``kill -9`` of processes the lab started, a whole
+region's processes at once. Everything an operator would do (the health check, a
+recovery runbook, the regional failover and failback, a corruption recovery) is the
+``payapi`` command itself, run against the lab's config: the drill proves the commands
+the plan names, not a shortcut beside them. Restore-normal is idempotent: it starts
+whatever of the serving region is not running and waits until the roles are the lab's
+normal ones, so it can be run again after a runner was killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from payapi.core.errors import PayapiError
+from payapi.core.settings import Settings, load_settings, read_secret_file
+from payapi.drills.probe import Attempt
+from payapi.drills.probe_http import PROBE_VARIABLE, PaymentAttempt, TokenAttempt, VaultAttempt
+from payapi.drills.runner import TabletopStep
+from payapi.drills.spec import DrillSpec
+from payapi.lab.regions import TwoRegionLab
+from payapi.servers.postgres import psql
+from payapi.servers.procs import ServerError, read_pid, wait_for
+
+__all__ = ["LabDrillError", "LabDrillSystem"]
+
+CLI_TIMEOUT = 600.0
+PRIMARY = "primary"
+
+
+class LabDrillError(PayapiError):
+    """A lab action of a drill failed (one line)."""
+
+
+@dataclass
+class LabDrillSystem:
+    lab: TwoRegionLab
+    environment: str = "lab"
+    _tokens: TokenAttempt | None = field(default=None, repr=False)
+    _vault: VaultAttempt | None = field(default=None, repr=False)
+    _corrupted_at: datetime | None = None
+
+    # -- helpers -------------------------------------------------------------------
+
+    @property
+    def config(self) -> Path:
+        return self.lab.config_path
+
+    def settings(self) -> Settings:
+        return load_settings(self.config)
+
+    def cli(self, *args: str, timeout: float = CLI_TIMEOUT) -> dict[str, Any]:
+        """``payapi --config LAB ARGS --json``; its JSON, or one line of why it failed."""
+        argv = [sys.executable, "-m", "payapi", "--config", str(self.config), *args, "--json"]
+        try:
+            res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise LabDrillError(f"payapi {' '.join(args)} did not end in {timeout:g}s") from None
+        try:
+            data = json.loads(res.stdout) if res.stdout.strip() else {}
+        except ValueError:
+            data = {}
+        if res.returncode != 0:
+            why = (res.stderr.strip().splitlines() or [f"exit {res.returncode}"])[-1]
+            raise LabDrillError(f"payapi {' '.join(args)}: {why}")
+        return data if isinstance(data, dict) else {"result": data}
+
+    def _active(self) -> str:
+        return self.lab.active_region
+
+    # -- DrillSystem ---------------------------------------------------------------
+
+    def health(self) -> tuple[bool, str]:
+        argv = [
+            sys.executable,
+            "-m",
+            "payapi",
+            "--config",
+            str(self.config),
+            "health",
+            "check",
+            "--json",
+        ]
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        try:
+            data = json.loads(res.stdout)
+        except ValueError:
+            return False, (res.stderr.strip().splitlines() or ["health check failed"])[-1]
+        bad = [n for n, c in data.get("components", {}).items() if not c.get("healthy", False)]
+        if res.returncode == 0 and data.get("healthy"):
+            return True, f"health check passes in {data.get('environment', self._active())}"
+        return False, "unhealthy: " + (", ".join(bad) or "see payapi health check")
+
+    def probes(self, spec: DrillSpec, tag: str) -> Mapping[str, tuple[Attempt, float]]:
+        endpoint = self.lab.endpoint_url
+        client = self.cli("clients", "create", f"drill-{tag[-6:]}")
+        secret = SecretStr(str(client.pop("client_secret")))
+        client_id = str(client["client_id"])
+        out: dict[str, tuple[Attempt, float]] = {}
+        names = spec.all_probes()
+        if "payments" in names:
+            out["payments"] = (
+                PaymentAttempt(endpoint, client_id, secret, tag=f"drill-{tag[-6:]}"),
+                0.1,
+            )
+        if "tokens" in names:
+            self._tokens = TokenAttempt(endpoint, client_id, secret)
+            out["tokens"] = (self._tokens, 1.0)
+        if "vault" in names:
+            self._vault = self._vault_probe(tag)
+            out["vault"] = (self._vault, 1.0)
+        return out
+
+    def _vault_probe(self, tag: str) -> VaultAttempt:
+        from payapi.vault.client import VaultClient
+
+        s = self.settings().vault
+        key = read_secret_file(s.admin_api_key_file, "vault admin API key")
+
+        async def declare() -> None:
+            async with VaultClient(s.endpoints(), s.account, s.admin_login, key) as admin:
+                await admin.load_policy("root", f"- !variable {PROBE_VARIABLE}\n", "POST")
+
+        asyncio.run(declare())
+        return VaultAttempt(s.endpoints(), s.account, s.admin_login, key, tag=tag[-6:])
+
+    def found(self, probe: str, refs: Sequence[str]) -> set[str]:
+        if probe == "payments":
+            return self._payments_found(refs)
+        if probe == "tokens" and self._tokens is not None:
+            return self._tokens.found(refs)
+        if probe == "vault" and self._vault is not None:
+            try:
+                return self._vault.found(refs)
+            finally:
+                self._vault.close()
+        raise LabDrillError(f"no check for the {probe} probe")
+
+    def _payments_found(self, refs: Sequence[str]) -> set[str]:
+        """The acknowledged payments that are in the serving database as acknowledged
+        (1.00 USD): a corrupted amount counts as missing until it is corrected."""
+        dsn = self.lab.region(self._active()).dsn("payment_db")
+        found: set[str] = set()
+        ids = list(dict.fromkeys(refs))
+        for i in range(0, len(ids), 500):
+            part = ",".join(f"'{x}'" for x in ids[i : i + 500] if _uuidish(x))
+            if not part:
+                continue
+            rows = psql(dsn, f"SELECT id FROM payments WHERE id IN ({part}) AND amount = 1.00")  # noqa: S608 (ids checked)
+            found |= {r[0] for r in rows}
+        return found
+
+    def inject(self, spec: DrillSpec) -> str:
+        inj = spec.injection
+        if inj.kind == "kill":
+            assert inj.component is not None
+            return self._kill(inj.component)
+        if inj.kind == "region-outage":
+            if self._active() != PRIMARY:
+                raise LabDrillError(
+                    "the primary region does not serve: run payapi drill restore-normal"
+                )
+            killed = self.lab.stop_region(PRIMARY)
+            return f"region {PRIMARY} down: kill -9 of {len(killed)} processes"
+        if inj.kind == "corrupt-payments":
+            return self._corrupt(inj.updated, inj.deleted)
+        raise LabDrillError(f"no injection {inj.kind!r} in the lab")
+
+    def _kill(self, component: str) -> str:
+        r = self.lab.region(self._active())
+        if component in ("eapi", "sapi"):
+            pids = [p for p in [read_pid(r.service(component).pidfile)] if p is not None]
+        elif component == "vault":
+            pids = [p for v in r.vaults() if (p := read_pid(v.pidfile)) is not None]
+        elif component == "redis":
+            master = self._redis_master()
+            pids = [master.pid] if master is not None and master.pid is not None else []
+        else:  # db: the Patroni leader and its postmaster
+            leader = self._db_leader()
+            if leader is None:
+                raise LabDrillError("no database leader to kill")
+            leader.kill()
+            return f"kill -9 of the database leader {leader.name} (Patroni and PostgreSQL)"
+        if not pids:
+            raise LabDrillError(f"no running {component} process in region {r.name}")
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+        return f"kill -9 of {component} in region {r.name} (pid {', '.join(map(str, pids))})"
+
+    def _redis_master(self) -> Any:
+        from payapi.systems.redis import replication_info
+
+        for server in self.lab.region(self._active()).redis_servers:
+            try:
+                if server.is_running() and replication_info(server.url)["role"] == "master":
+                    return server
+            except Exception:  # noqa: S112 (a server going down is no master)
+                continue
+        return None
+
+    def _db_leader(self) -> Any:
+        roles = self._db_roles()
+        r = self.lab.region(self._active())
+        return next((m for m in r.members if roles.get(m.name) == "leader"), None)
+
+    def _db_roles(self) -> dict[str, str]:
+        from payapi.systems.patroni import PatroniClient, PatroniError
+
+        r = self.lab.region(self._active())
+        try:
+            view = PatroniClient([m.rest_url for m in r.members]).cluster()
+        except PatroniError:
+            return {}
+        return {m.name: m.role for m in view.members if m.state in ("running", "streaming")}
+
+    def _corrupt(self, updated: int, deleted: int) -> str:
+        """Change the amounts of ``updated`` recent payments and delete ``deleted`` others,
+        as a faulty deployment would; the time is the drill's ``injected_at``."""
+        dsn = self.lab.region(self._active()).dsn("payment_db")
+        newest = f"SELECT id FROM payments ORDER BY created_at DESC LIMIT {updated + deleted:d}"  # noqa: S608
+        rows = psql(dsn, newest)
+        ids = [r[0] for r in rows]
+        if len(ids) < updated + deleted:
+            raise LabDrillError(f"only {len(ids)} payments to corrupt")
+        self._corrupted_at = datetime.now(UTC)
+        up, down = ids[:updated], ids[updated:]
+        if up:
+            listed = ",".join(f"'{i}'" for i in up)
+            psql(dsn, f"UPDATE payments SET amount = amount * 100 WHERE id IN ({listed})")  # noqa: S608 (ids read from the table)
+        if down:
+            listed = ",".join(f"'{i}'" for i in down)
+            psql(dsn, f"DELETE FROM payments WHERE id IN ({listed})")  # noqa: S608 (ids read from the table)
+        return f"corrupted {len(up)} payments (amounts changed) and deleted {len(down)}"
+
+    def recover(self, spec: DrillSpec) -> str:
+        rec = spec.recovery
+        if rec.kind == "region-failover":
+            out = self.cli("region", "failover", "--to", "dr", "--yes")
+            return f"region failover to dr in {out.get('total_seconds', '?')}s"
+        assert rec.runbook is not None
+        if rec.runbook.startswith("component-"):
+            component = rec.runbook.removeprefix("component-")
+            out = self.cli("recover", "component", component, "--yes")
+            return f"{rec.runbook}: {out.get('outcome', out.get('status', 'done'))}"
+        if rec.runbook == "corruption-db":
+            since = self._corrupted_at or datetime.now(UTC)
+            out = self.cli(
+                "recover",
+                "corruption",
+                "--component",
+                "db",
+                "--since",
+                since.isoformat(),
+                "--apply",
+                "--yes",
+            )
+            return (
+                f"corruption-db: {out.get('deleted_rows_restored', 0)} deleted rows restored,"
+                f" {out.get('restored_rows', 0)} rows restored, {out.get('kept_rows', 0)} kept"
+            )
+        out = self.cli("runbook", "run", rec.runbook, "--yes", *_params(rec.params))
+        return f"{rec.runbook}: {out.get('status', 'done')}"
+
+    def restore_normal(self, spec: DrillSpec) -> str:
+        """Idempotent: the primary region serves, every server of it runs, the roles are
+        the lab's normal ones (leader + sync standby; a Redis master with a replica)."""
+        done: list[str] = []
+        if self._active() != PRIMARY:
+            self.lab.start_region(PRIMARY)  # comes back fenced: a standby of DR
+            self.cli("region", "failback", "--to", PRIMARY, "--yes")
+            done.append("started the primary region and failed back to it")
+        elif self.lab.region(PRIMARY).stopped():
+            self.lab.start_region(PRIMARY)
+            done.append("started the primary region")
+        r = self.lab.region(PRIMARY)
+        for m in r.members:
+            if not m.is_running():
+                m.start()
+                done.append(f"started {m.name}")
+        for server in r.redis_servers:
+            if not server.is_running():
+                server.start()
+                done.append(f"started redis :{server.port}")
+        for sentinel in r.sentinels:
+            if not sentinel.is_running():
+                sentinel.start()
+        for svc in (*r.vaults(), r.service("sapi"), r.service("eapi")):
+            if not svc.is_running():
+                try:
+                    svc.start(timeout=90)
+                except ServerError as exc:
+                    raise LabDrillError(f"cannot start {svc.name}: {exc}") from None
+                done.append(f"started {svc.name}")
+        self._wait_normal()
+        return "; ".join(done) or "nothing to do: the lab was normal"
+
+    def _wait_normal(self, timeout: float = 120.0) -> None:
+        def db_ok() -> bool:
+            return sorted(self._db_roles().values()) == ["leader", "sync_standby"]
+
+        def redis_ok() -> bool:
+            from payapi.systems.redis import replication_info
+
+            roles = []
+            for s in self.lab.region(PRIMARY).redis_servers:
+                try:
+                    roles.append(str(replication_info(s.url)["role"]))
+                except Exception:  # not up yet
+                    return False
+            return sorted(roles) == ["master", "replica"]
+
+        try:
+            wait_for(db_ok, timeout=timeout, what="the database leader with its sync standby")
+            wait_for(redis_ok, timeout=60, what="a Redis master with its replica")
+        except ServerError as exc:
+            raise LabDrillError(str(exc)) from None
+        time.sleep(0.2)
+
+    def describe(self, spec: DrillSpec) -> list[TabletopStep]:
+        exp = spec.expected_seconds
+        inj = spec.injection
+        what_inj = {
+            "kill": f"kill -9 of {inj.component} in the serving region"
+            + (" (the primary only)" if inj.component in ("db", "redis") else ""),
+            "region-outage": "kill -9 of every process of the primary region",
+            "corrupt-payments": f"change {inj.updated} payments' amounts and delete {inj.deleted}",
+        }[inj.kind]
+        rec = spec.recovery
+        what_rec = {
+            "automatic": "nothing: Patroni / Sentinel recover by themselves; watch the probes",
+            "region-failover": "payapi region failover --to dr --yes",
+            "runbook": f"run the runbook {rec.runbook}",
+        }[rec.kind]
+        steps = [
+            TabletopStep(
+                "steady",
+                "steady-state",
+                "payapi health check; the probes succeed",
+                exp.get("steady"),
+            ),
+            TabletopStep("inject", "inject", what_inj, exp.get("inject")),
+            TabletopStep("recover", "recover", what_rec, exp.get("recover")),
+        ]
+        if rec.kind == "runbook" and rec.runbook:
+            steps += self._runbook_steps(rec.runbook, exp.get("recover"))
+        steps += [
+            TabletopStep(
+                "restore",
+                "restore-normal",
+                "start what was killed; fail back if DR serves; wait for the normal roles",
+                exp.get("restore"),
+            ),
+            TabletopStep(
+                "verify", "verify", "look for every acknowledged write", exp.get("verify")
+            ),
+        ]
+        return steps
+
+    def _runbook_steps(self, name: str, expected: float | None) -> list[TabletopStep]:
+        try:
+            shown = self.cli("runbook", "list")
+        except LabDrillError:
+            return []
+        for rb in shown.get("result", shown.get("runbooks", [])) or []:
+            if isinstance(rb, dict) and rb.get("name") == name:
+                return [
+                    TabletopStep("recover", f"runbook {name}: {s}", f"step {s} of {name}")
+                    for s in rb.get("steps", [])
+                ]
+        return []
+
+
+def _params(params: Mapping[str, str]) -> list[str]:
+    out: list[str] = []
+    for k, v in params.items():
+        out += ["--param", f"{k}={v}"]
+    return out
+
+
+def _uuidish(text: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF-" for c in text) and 8 <= len(text) <= 64
