@@ -14,6 +14,9 @@ NOT_OPERATOR_ERRORS = {
     # HTTP answers: route code raises them and the app renders them as the response body.
     "payapi.web.ApiError",
     "payapi.vault.errors.ConjurError",
+    # SIGTERM as an exception, a sibling of KeyboardInterrupt: it must pass every
+    # ``except Exception`` so that the drill's ``finally`` restores normal operation.
+    "payapi.drills.runner.Terminated",
 }
 
 

@@ -17,43 +17,106 @@ if sys.argv and Path(sys.argv[0]).name == "payapi":
     fast_path(sys.argv[1:])
 
 import typer
+import typer.core
+import typer.main
+
+# typer 0.27 carries its own click (typer._click); its types are the ones it checks.
+from typer import _click as click
 
 from payapi import __version__
-from payapi.cli import (
-    audit_cmd,
-    backup_cmd,
-    breach_cmd,
-    clients_cmd,
-    credentials_cmd,
-    deploy_cmd,
-    dns_cmd,
-    drill_run_cmd,
-    failover_cmd,
-    health_cmd,
-    incident_cmd,
-    lab_cmd,
-    openapi_cmd,
-    plan_cmd,
-    recover_cmd,
-    region_cmd,
-    restore_cmd,
-    retention_cmd,
-    runbook_cmd,
-    schedule_cmd,
-    security_cmd,
-    serve_cmd,
-    state_cmd,
-    status_page_cmd,
-    topology_cmd,
-    verify_cmd,
-    wal_cmd,
-)
 from payapi.cli.context import CliContext
 from payapi.cli.output import fail
 from payapi.core.errors import PayapiError
 from payapi.core.settings import CONFIG_ENV
 
+# The subcommands, loaded only when one is run: `payapi --help` and `payapi wal fetch` import
+# no command module they do not run (each subprocess call of the CLI pays its imports).
+# Groups are (module, Typer attribute, help); single commands (module, function, help).
+GROUPS: dict[str, tuple[str, str, str]] = {
+    "plan": ("plan_cmd", "app", "The DR plan as data: show, check."),
+    "audit": ("audit_cmd", "app", "The hash-chained audit log."),
+    "clients": ("clients_cmd", "app", "API clients of the payment platform."),
+    "credentials": ("credentials_cmd", "app", "Rotate and verify credentials."),
+    "lab": ("lab_cmd", "app", "The local platform on loopback."),
+    "retention": (
+        "retention_cmd",
+        "app",
+        "GFS retention of backups and WAL: plan, purge, simulate.",
+    ),
+    "serve": ("serve_cmd", "app", "Run one service in the foreground."),
+    "schedule": ("schedule_cmd", "app", "The backup schedule: show, run."),
+    "backup": ("backup_cmd", "app", "Back up, list and verify backups."),
+    "dns": ("dns_cmd", "app", "The global endpoint's DNS record: show, set."),
+    "health": ("health_cmd", "app", "Health of a region: health check."),
+    "topology": ("topology_cmd", "app", "Regions, members, the endpoint."),
+    "region": ("region_cmd", "app", "Regional failover and failback."),
+    "incident": ("incident_cmd", "app", "Incidents: declare, update, complete, ack, list."),
+    "drill": ("drill_run_cmd", "app", "DR drills: run, monitor, restore-normal."),
+    "runbook": ("runbook_cmd", "app", "Runbooks: list, run, show, resume, runs."),
+    "recover": ("recover_cmd", "app", "Recovery: corruption, component, breach, system."),
+    "security": ("security_cmd", "app", "Security verification: security check."),
+    "status-page": ("status_page_cmd", "app", "The public status page."),
+    "state": ("state_cmd", "app", "Document and compare the platform's state."),
+    "verify": ("verify_cmd", "app", "Recovery verification: verify system."),
+    "release": ("deploy_cmd", "release_app", "Record trusted releases."),
+    "wal": ("wal_cmd", "app", "WAL archiving (archive/restore_command)."),
+}
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "deploy": ("deploy_cmd", "deploy", "Deploy a recorded release (--clean-deployment)."),
+    "restore": ("restore_cmd", "restore", "Restore a component from a backup (or to a time)."),
+    "openapi": ("openapi_cmd", "openapi", "Print a service's OpenAPI document."),
+    "failover": ("failover_cmd", "failover", "Fail a component over to its standby."),
+}
+
+
+def _load(name: str) -> click.Command | None:
+    """Import the module of subcommand ``name`` and build its click command."""
+    import importlib
+
+    if name in GROUPS:
+        module, attr, help_text = GROUPS[name]
+        sub = getattr(importlib.import_module(f"payapi.cli.{module}"), attr)
+        group = typer.main.get_group(sub)
+        group.name, group.help = name, help_text
+        return group
+    if name in COMMANDS:
+        module, attr, help_text = COMMANDS[name]
+        func = getattr(importlib.import_module(f"payapi.cli.{module}"), attr)
+        holder = typer.Typer()
+        holder.command(name)(func)
+        return typer.main.get_command(holder)
+    return None
+
+
+class LazyGroup(typer.core.TyperGroup):
+    """The root group: subcommands are imported when they are looked up to run; the help
+    listing shows their names and one-line help without importing them."""
+
+    _listing = False
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:  # type: ignore[override]
+        return [*GROUPS, *COMMANDS]
+
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> click.Command | None:  # type: ignore[override]
+        if self._listing:
+            entry = GROUPS.get(cmd_name) or COMMANDS.get(cmd_name)
+            return (
+                typer.core.TyperCommand(cmd_name, help=entry[2], short_help=entry[2])
+                if entry
+                else None
+            )
+        return _load(cmd_name)
+
+    def format_help(self, ctx: typer.Context, formatter: click.HelpFormatter) -> None:  # type: ignore[override]
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
+
 app = typer.Typer(
+    cls=LazyGroup,
     name="payapi",
     help="Payment API platform and its disaster-recovery toolkit.",
     no_args_is_help=True,
@@ -85,42 +148,6 @@ def root(
     ),
 ) -> None:
     ctx.obj = CliContext(config_path=config, operator_login=as_login, api_key_file=api_key_file)
-
-
-app.add_typer(plan_cmd.app, name="plan", help="The DR plan as data: show, check.")
-app.add_typer(audit_cmd.app, name="audit", help="The hash-chained audit log.")
-app.add_typer(clients_cmd.app, name="clients", help="API clients of the payment platform.")
-app.add_typer(credentials_cmd.app, name="credentials", help="Rotate and verify credentials.")
-app.add_typer(lab_cmd.app, name="lab", help="The local platform on loopback.")
-app.add_typer(
-    retention_cmd.app,
-    name="retention",
-    help="GFS retention of backups and WAL: plan, purge, simulate.",
-)
-app.add_typer(serve_cmd.app, name="serve", help="Run one service in the foreground.")
-app.add_typer(schedule_cmd.app, name="schedule", help="The backup schedule: show, run.")
-app.add_typer(backup_cmd.app, name="backup", help="Back up, list and verify backups.")
-app.add_typer(dns_cmd.app, name="dns", help="The global endpoint's DNS record: show, set.")
-app.add_typer(health_cmd.app, name="health", help="Health of a region: health check.")
-app.add_typer(topology_cmd.app, name="topology", help="Regions, members, the endpoint.")
-app.add_typer(region_cmd.app, name="region", help="Regional failover and failback.")
-app.add_typer(
-    incident_cmd.app, name="incident", help="Incidents: declare, update, complete, ack, list."
-)
-app.add_typer(drill_run_cmd.app, name="drill", help="DR drills: run, monitor, restore-normal.")
-app.add_typer(runbook_cmd.app, name="runbook", help="Runbooks: list, run, show, resume, runs.")
-recover_cmd.app.command("breach")(breach_cmd.breach)
-app.add_typer(recover_cmd.app, name="recover", help="Recovery: corruption, breach, system.")
-app.add_typer(security_cmd.app, name="security", help="Security verification: security check.")
-app.add_typer(status_page_cmd.app, name="status-page", help="The public status page.")
-app.add_typer(state_cmd.app, name="state", help="Document and compare the platform's state.")
-app.add_typer(verify_cmd.app, name="verify", help="Recovery verification: verify system.")
-app.add_typer(deploy_cmd.release_app, name="release", help="Record trusted releases.")
-app.command("deploy")(deploy_cmd.deploy)
-app.add_typer(wal_cmd.app, name="wal", help="WAL archiving (archive/restore_command).")
-app.command("restore")(restore_cmd.restore)
-app.command("openapi")(openapi_cmd.openapi)
-app.command("failover")(failover_cmd.failover)
 
 
 def main() -> None:

@@ -418,3 +418,9 @@ def _print_system(d: dict[str, Any]) -> None:
         markup=False,
         soft_wrap=True,
     )
+
+
+# `payapi recover breach` lives in its own module (the security procedure).
+from payapi.cli import breach_cmd  # noqa: E402
+
+app.command("breach")(breach_cmd.breach)
