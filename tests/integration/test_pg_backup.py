@@ -2,7 +2,12 @@
 WAL push/fetch, kill safety at every write phase, and no payment reference in clear.
 
 The tests marked ``@repos("file", "s3")`` also run against an ``s3://`` repository on the
-session's moto server (its own cluster, archiving through ``payapi wal push`` into S3)."""
+session's moto server (its own cluster, archiving through ``payapi wal push`` into S3).
+The others run on a file repository only: what a store does (put, get, list, the
+conditional writes) is the contract of tests/integration/test_repository_stores.py, and
+encryption, incremental chains and WAL push do not depend on the store; an S3 end-to-end
+backup and restore, an S3 backup killed midway and the archiver's S3 credentials stay
+here, and PITR runs on both (test_pitr.py)."""
 
 from __future__ import annotations
 
@@ -98,7 +103,6 @@ def test_full_backup_is_listed_verified_and_restores(env: BackupEnv) -> None:
     assert not (to / "postmaster.pid").exists()
 
 
-@repos("file", "s3")
 def test_incremental_stores_little_records_parent_and_combines(env: BackupEnv) -> None:
     full = _backup(env, "full")
     # Change about 1 % of the database: 3,000 of 300,000 ledger rows (contiguous pages).
@@ -133,7 +137,6 @@ def test_incremental_stores_little_records_parent_and_combines(env: BackupEnv) -
         env.cli("restore", "--component", "db", "--stop", "--to", str(to))
 
 
-@repos("file", "s3")
 def test_logical_dump_restores(env: BackupEnv) -> None:
     dump = _backup(env, "logical")
     assert dump["type"] == "logical" and dump["objects"] == 2
@@ -322,7 +325,6 @@ def _bucket_listing(env: BackupEnv) -> list[dict[str, object]]:
         s3.close()
 
 
-@repos("file", "s3")
 def test_wal_push_is_idempotent_refuses_conflicts_and_fetch_checks(env: BackupEnv) -> None:
     work = env.root / "walwork"
     work.mkdir(exist_ok=True)
@@ -351,7 +353,6 @@ def test_wal_push_is_idempotent_refuses_conflicts_and_fetch_checks(env: BackupEn
         repo.delete_wal([name])
 
 
-@repos("file", "s3")
 def test_wal_push_imports_no_cli_framework(env: BackupEnv) -> None:
     """A file repository needs no SDK; an S3 one boto3 (it is imported then) and still no
     CLI framework, web framework or other SDK."""
@@ -392,7 +393,6 @@ def test_wal_push_imports_no_cli_framework(env: BackupEnv) -> None:
 # --------------------------------------------------------------------------- secrecy
 
 
-@repos("file", "s3")
 def test_payment_references_never_appear_in_clear_in_the_repository(env: BackupEnv) -> None:
     _backup(env, "full")
     _backup(env, "logical")
@@ -434,7 +434,6 @@ def _flip(pos: int) -> Callable[[bytes], bytes]:
     return flip
 
 
-@repos("file", "s3")
 def test_verify_names_the_damaged_backup_and_object(env: BackupEnv) -> None:
     full = _backup(env, "full")
     bid = str(full["backup_id"])

@@ -7,10 +7,12 @@ next test finds the lab whole.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ import httpx
 import pytest
 
 from payapi.lab.platform import Lab
+from payapi.lab.regions import TwoRegionLab
 
 
 def run_cli(
@@ -86,3 +89,26 @@ def lab() -> Iterator[LabHandle]:
     finally:
         lab.down()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def two_region_lab() -> Iterator[TwoRegionLab]:
+    """The two-region lab, once per session (start-up is the expensive part): the drill
+    tests and the regional failover tests share it, each leaving the primary serving."""
+    root = Path(tempfile.mkdtemp(prefix="payapi-2r-"))  # see outside_tmp
+    lab = TwoRegionLab(root / "lab")
+    try:
+        started = time.monotonic()
+        lab.up()
+        print(f"two-region lab up in {time.monotonic() - started:.1f}s")
+        yield lab
+    finally:
+        if os.environ.get("PAYAPI_KEEP_LAB"):  # a debugging aid: inspect the lab afterwards
+            print(f"lab kept in {lab.dir}")
+        else:
+            # kill -9 first: a graceful stop of two Patroni clusters takes ~10 s, and the
+            # lab's folder is removed right after (lab down is tested on its own).
+            for name in ("primary", "dr"):
+                lab.stop_region(name)
+            lab.down()
+            shutil.rmtree(root, ignore_errors=True)

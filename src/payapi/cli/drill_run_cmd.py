@@ -35,16 +35,11 @@ _PAINT = {"MET": "green", "BREACHED": "red", "NOT MEASURED": "yellow"}
 
 
 def drills_dir(settings: Settings) -> Path:
-    """``[drills] journal_dir``, else ``drills/`` beside the config file."""
-    configured = getattr(getattr(settings, "drills", None), "journal_dir", None)
-    if configured is not None:
-        return Path(configured)
-    base = settings.config_path.parent if settings.config_path is not None else Path.cwd()
-    return base / "drills"
+    return settings.drill_journal_dir()
 
 
 def _spec_dirs(settings: Settings) -> list[Path]:
-    return list(getattr(getattr(settings, "drills", None), "spec_dirs", []) or [])
+    return list(settings.drills.spec_dirs)
 
 
 def _lab_system(settings: Settings, environment: str) -> Any:

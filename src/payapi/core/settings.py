@@ -539,6 +539,17 @@ class IncidentSettings(BaseModel):
         return value
 
 
+class DrillSettings(BaseModel):
+    """``[drills]``: where each drill's journal, samples and reports are kept (default
+    ``drills/`` beside the config file) and the operator's own drill specs (YAML files,
+    beside the ones shipped in the wheel)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    journal_dir: Path | None = None
+    spec_dirs: list[Path] = Field(default_factory=list)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PAYAPI_",
@@ -569,6 +580,7 @@ class Settings(BaseSettings):
     sentinel: SentinelSettings = Field(default_factory=SentinelSettings)
     failover: FailoverSettings = Field(default_factory=FailoverSettings)
     incident: IncidentSettings = Field(default_factory=IncidentSettings)
+    drills: DrillSettings = Field(default_factory=DrillSettings)
 
     @field_validator("regions")
     @classmethod
@@ -588,6 +600,13 @@ class Settings(BaseSettings):
             return self.recovery.journal_dir
         base = self.config_path.parent if self.config_path is not None else Path.cwd()
         return base / "runbooks"
+
+    def drill_journal_dir(self) -> Path:
+        """``[drills] journal_dir``, else ``drills/`` in the config file's folder."""
+        if self.drills.journal_dir is not None:
+            return self.drills.journal_dir
+        base = self.config_path.parent if self.config_path is not None else Path.cwd()
+        return base / "drills"
 
     def incident_journal_dir(self) -> Path:
         """``[incident] journal_dir``, else ``incidents/`` in the config file's folder,
@@ -683,6 +702,8 @@ def _resolve_relative_paths(settings: Settings, base: Path) -> None:
         channel.ca_file = fix(channel.ca_file)
     settings.incident.journal_dir = fix(settings.incident.journal_dir)
     settings.incident.templates = fix(settings.incident.templates)
+    settings.drills.journal_dir = fix(settings.drills.journal_dir)
+    settings.drills.spec_dirs = [p for p in (fix(d) for d in settings.drills.spec_dirs) if p]
     cb = settings.config_backup
     cb.git_dir = fix(cb.git_dir)
     cb.deploy_dir = fix(cb.deploy_dir)

@@ -397,7 +397,7 @@ def _execute(
                 normal_at=normal_at,
                 found=found,
             )
-            if restored_at is not None and injected_at is not None:
+            if spec.recovery.restored_by == "recovery" and injected_at is not None:
                 m = _restored_by_recovery(m, restored_at, injected_at)
             v = verdicts_of(spec, plan, m, observed_until=observed_until)
             j.write({"type": "result", "measurements": m.to_json(),
@@ -457,15 +457,17 @@ def _verify(
 
 
 def _restored_by_recovery(
-    m: Measurements, restored_at: datetime, injected_at: datetime
+    m: Measurements, restored_at: datetime | None, injected_at: datetime
 ) -> Measurements:
-    """A corruption leaves the service answering but wrong: it is restored when the
-    correction is done, whatever the probes saw."""
+    """A corruption leaves the service answering but wrong: it failed at the injection
+    and is restored when the correction is done (never, when it was not), whatever the
+    probes saw."""
     from dataclasses import replace
 
-    rto = (restored_at - injected_at).total_seconds()
+    rto = None if restored_at is None else (restored_at - injected_at).total_seconds()
     probes = {
-        k: replace(o, restored_at=restored_at, outage_seconds=rto) for k, o in m.probes.items()
+        k: replace(o, first_failure_at=injected_at, restored_at=restored_at, outage_seconds=rto)
+        for k, o in m.probes.items()
     }
     return replace(m, service_restored_at=restored_at, rto_seconds=rto, probes=probes)
 

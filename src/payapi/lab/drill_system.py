@@ -294,10 +294,15 @@ class LabDrillSystem:
             if not m.is_running():
                 m.start()
                 done.append(f"started {m.name}")
-        for server in r.redis_servers:
-            if not server.is_running():
-                server.start()
-                done.append(f"started redis :{server.port}")
+        dead = [s for s in r.redis_servers if not s.is_running()]
+        if dead and r.sentinels and len(dead) < len(r.redis_servers):
+            # A Redis started again before Sentinel promoted its replica comes back empty
+            # (no persistence) as the master, and the replica resyncs from it: every
+            # token gone. Wait for the promotion first (it then rejoins as a replica).
+            self._wait_promoted(r)
+        for server in dead:
+            server.start()
+            done.append(f"started redis :{server.port}")
         for sentinel in r.sentinels:
             if not sentinel.is_running():
                 sentinel.start()
@@ -310,6 +315,30 @@ class LabDrillSystem:
                 done.append(f"started {svc.name}")
         self._wait_normal()
         return "; ".join(done) or "nothing to do: the lab was normal"
+
+    def _wait_promoted(self, r: Any, timeout: float = 60.0) -> None:
+        from payapi.lab.region import SENTINEL_MASTER
+        from payapi.systems.redis import replication_info, sentinel_master
+
+        def promoted() -> bool:
+            try:
+                addr = sentinel_master(r.sentinel_addrs(), SENTINEL_MASTER, 0.5)
+            except Exception:  # Sentinels not answering yet
+                return False
+            if addr is None:
+                return False
+            server = next((s for s in r.redis_servers if s.port == int(addr[1])), None)
+            if server is None or not server.is_running():
+                return False
+            try:
+                return replication_info(server.url)["role"] == "master"
+            except Exception:  # going down or not up yet
+                return False
+
+        try:
+            wait_for(promoted, timeout=timeout, what="Sentinel promoting a running Redis replica")
+        except ServerError as exc:
+            raise LabDrillError(str(exc)) from None
 
     def _wait_normal(self, timeout: float = 120.0) -> None:
         def db_ok() -> bool:
