@@ -539,6 +539,18 @@ class IncidentSettings(BaseModel):
         return value
 
 
+class DrillSettings(BaseModel):
+    """``[drills]``: where drills keep their files (each drill's journal and probe
+    samples, the improvement actions; local disk, so they can be read with every server
+    down; default ``drills/`` beside the config file) and where their reports go by
+    default (``reports/`` in that folder, one subfolder per drill)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    journal_dir: Path | None = None
+    report_dir: Path | None = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PAYAPI_",
@@ -569,6 +581,7 @@ class Settings(BaseSettings):
     sentinel: SentinelSettings = Field(default_factory=SentinelSettings)
     failover: FailoverSettings = Field(default_factory=FailoverSettings)
     incident: IncidentSettings = Field(default_factory=IncidentSettings)
+    drills: DrillSettings = Field(default_factory=DrillSettings)
 
     @field_validator("regions")
     @classmethod
@@ -596,6 +609,20 @@ class Settings(BaseSettings):
             return self.incident.journal_dir
         base = self.config_path.parent if self.config_path is not None else Path.cwd()
         return base / "incidents"
+
+    def drill_journal_dir(self) -> Path:
+        """``[drills] journal_dir``, else ``drills/`` in the config file's folder, else
+        in the current directory."""
+        if self.drills.journal_dir is not None:
+            return self.drills.journal_dir
+        base = self.config_path.parent if self.config_path is not None else Path.cwd()
+        return base / "drills"
+
+    def drill_report_dir(self, drill_id: str) -> Path:
+        """Where a drill's reports go unless a command names a folder: ``[drills]
+        report_dir``, else ``reports/`` in the drills folder; a subfolder per drill."""
+        base = self.drills.report_dir or self.drill_journal_dir() / "reports"
+        return base / drill_id
 
     @classmethod
     def settings_customise_sources(
@@ -683,6 +710,8 @@ def _resolve_relative_paths(settings: Settings, base: Path) -> None:
         channel.ca_file = fix(channel.ca_file)
     settings.incident.journal_dir = fix(settings.incident.journal_dir)
     settings.incident.templates = fix(settings.incident.templates)
+    settings.drills.journal_dir = fix(settings.drills.journal_dir)
+    settings.drills.report_dir = fix(settings.drills.report_dir)
     cb = settings.config_backup
     cb.git_dir = fix(cb.git_dir)
     cb.deploy_dir = fix(cb.deploy_dir)
