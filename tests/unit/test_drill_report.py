@@ -241,7 +241,8 @@ def test_the_svg_is_an_inline_element_with_the_probes() -> None:
 
 def test_nothing_imports_matplotlib_until_a_chart_is_drawn() -> None:
     code = (
-        "import sys, payapi.cli.main, payapi.drills.report, payapi.drills.chart\n"
+        "import sys, payapi.cli.main, payapi.drills.report, payapi.drills.chart, "
+        "payapi.drills.history\n"
         "assert 'matplotlib' not in sys.modules, 'imported at module load'"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
