@@ -36,6 +36,7 @@ def test_add_list_close(tmp_path: Path) -> None:
     closed = actions.close(tmp_path, "act-001", now=NOW, note="runbook updated")
     assert closed.status == "closed" and closed.note == "runbook updated"
     assert [a.id for a in actions.list_actions(tmp_path, open_only=True)] == ["ACT-002"]
+    assert actions.open_actions(tmp_path) == actions.list_actions(tmp_path, open_only=True)
     every = actions.list_actions(tmp_path)
     assert [(a.id, a.status) for a in every] == [("ACT-001", "closed"), ("ACT-002", "open")]
     assert every[1].to_json()["due"] == "2027-01-15"

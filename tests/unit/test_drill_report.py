@@ -192,6 +192,9 @@ def test_result_json_has_the_contract_keys(tmp_path: Path) -> None:
     } <= set(v)
     assert set(out["reports"]) == {"json", "markdown", "html", "junit"}
     assert out["open_actions"] == ["ACT-001"]
+    # Not measured (a tabletop): the RPO is still an object, its figures null.
+    rpo = report.result_json(tabletop())["measurements"]["rpo"]
+    assert rpo == {"acknowledged": None, "missing": None, "window_seconds": None}
 
 
 def test_a_drill_id_that_is_a_path_is_refused(tmp_path: Path) -> None:

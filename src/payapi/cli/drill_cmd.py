@@ -195,7 +195,7 @@ def report_(
     folder = _folder(ctx)
     with _known():
         record = journal.load(folder, drill_id, with_samples=True)
-        open_actions = actions.list_actions(folder, open_only=True)
+        open_actions = actions.open_actions(folder)
         target = report_dir or get_ctx(ctx).settings.drill_report_dir(record.drill_id)
     try:
         paths = report.write_reports(record, target, actions=open_actions)

@@ -14,8 +14,9 @@ per line, ``added`` (``id``, ``title``, ``owner``, ``drill_id``, ``due``, ``at``
   next writer cuts it off before appending, so it never glues onto a good event.
 - Ids are ``ACT-001``, ``ACT-002``… in the order actions were added; never reused.
 
-:func:`fold` (pure) turns events into :class:`Action` values; :func:`add`, :func:`close`
-and :func:`list_actions` are the service functions the CLI calls.
+:func:`fold` (pure) turns events into :class:`Action` values; :func:`add`, :func:`close`,
+:func:`list_actions` and :func:`open_actions` are the service functions the CLI and the
+drill runner call.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ __all__ = [
     "close",
     "fold",
     "list_actions",
+    "open_actions",
     "parse_due",
     "read_events",
 ]
@@ -215,6 +217,11 @@ def _append(folder: Path, event: dict[str, Any]) -> None:
 def list_actions(folder: Path, *, open_only: bool = False) -> list[Action]:
     actions = fold(read_events(folder))
     return [a for a in actions if a.open] if open_only else actions
+
+
+def open_actions(folder: Path) -> list[Action]:
+    """The open actions: what every report of a drill written now shows."""
+    return list_actions(folder, open_only=True)
 
 
 def add(

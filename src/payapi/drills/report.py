@@ -106,7 +106,12 @@ def result_json(
     record: DrillRecord, *, paths: ReportPaths | None = None, actions: Sequence[Action] = ()
 ) -> dict[str, Any]:
     """The drill's result (``drill report --output``, ``drill run --json``): the figures
-    and verdicts of issue 12's contract, and the reports' paths."""
+    and verdicts of issue 12's contract, and the reports' paths. ``measurements.rpo`` is
+    always an object (its figures null when not measured), so a consumer reads
+    ``.measurements.rpo.missing`` without a null check first."""
+    measurements = record.measurements.to_json()
+    if measurements["rpo"] is None:
+        measurements["rpo"] = {"acknowledged": None, "missing": None, "window_seconds": None}
     data = {
         "drill_id": record.drill_id,
         "drill": record.drill,
@@ -119,7 +124,7 @@ def result_json(
         "started_at": record.started_at.isoformat(),
         "ended_at": record.ended_at.isoformat() if record.ended_at else None,
         "overall_verdict": overall_verdict(record),
-        "measurements": record.measurements.to_json(),
+        "measurements": measurements,
         "verdicts": [v.to_json() for v in record.verdicts],
         "open_actions": [a.id for a in actions if a.open],
         "reports": paths.to_json() if paths else {},
