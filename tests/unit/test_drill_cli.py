@@ -131,6 +131,15 @@ def test_bad_input_is_one_line_and_exit_2(cfg: Path, args: tuple[str, ...], need
     assert needle in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_damaged_journal_is_one_line_and_exit_1(cfg: Path) -> None:
+    folder = drills(cfg)
+    folder.mkdir()
+    (folder / "20261210T000000Z-broken-abcdef.jsonl").write_text('{"type": "start"}\n')
+    code, _, err = run(cfg, "report", "20261210T000000Z-broken-abcdef")
+    assert code == 1 and "its journal cannot be read" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_a_broken_config_is_exit_2(tmp_path: Path) -> None:
     cfg = tmp_path / "payapi.toml"
     cfg.write_text("[drills]\nnope = 1\n")

@@ -194,7 +194,10 @@ def report_(
 
     folder = _folder(ctx)
     with _known():
-        record = journal.load(folder, drill_id, with_samples=True)
+        try:
+            record = journal.load(folder, drill_id, with_samples=True)
+        except (KeyError, ValueError, TypeError) as exc:  # a damaged start/end record
+            fail(f"drill {drill_id}: its journal cannot be read ({type(exc).__name__}: {exc})")
         open_actions = actions.open_actions(folder)
         target = report_dir or get_ctx(ctx).settings.drill_report_dir(record.drill_id)
     try:
