@@ -54,7 +54,7 @@ def test_report_writes_four_reports_and_the_result(cfg: Path, tmp_path: Path) ->
     reports = {k: Path(v) for k, v in result["reports"].items()}
     assert set(reports) == {"json", "markdown", "html", "junit"}
     assert all(p.is_file() for p in reports.values())
-    assert reports["html"].parent == drills(cfg) / "reports" / BREACHED.drill_id
+    assert reports["html"].parent == drills(cfg) / BREACHED.drill_id
     assert "Tune Sentinel" in reports["markdown"].read_text()
     assert ET.parse(reports["junit"]).getroot().find("testsuite/testcase/failure") is not None
     # The samples came from the samples file: the chart has them.

@@ -15,7 +15,7 @@ def test_defaults_are_beside_the_config_file(tmp_path: Path) -> None:
     cfg.write_text("")
     s = load_settings(cfg)
     assert s.drill_journal_dir() == tmp_path / "drills"
-    assert s.drill_report_dir("D1") == tmp_path / "drills" / "reports" / "D1"
+    assert s.drill_report_dir("D1") == tmp_path / "drills" / "D1"
 
 
 def test_relative_folders_are_resolved_against_the_config_file(tmp_path: Path) -> None:

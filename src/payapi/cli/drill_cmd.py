@@ -7,9 +7,10 @@ Everything here reads and writes the drills folder on local disk (``[drills]
 journal_dir``, default ``drills/`` beside the config file), so it works with every
 server down. ``drill report ID`` is the seed's ``document-results.sh --test-id ID
 --output test-results.json``: it (re)writes the drill's four reports (JSON journal,
-Markdown, HTML with the timeline chart, JUnit XML) into ``--report-dir`` (default
-``[drills] report_dir``/ID), with the improvement actions open now; ``--output`` also
-writes the drill's result as JSON; ``--json`` prints it.
+Markdown, HTML with the timeline chart, JUnit XML) into ``--report-dir`` (default: ID/
+in ``[drills] report_dir``, else in the drills folder, where ``drill run`` writes them),
+with the improvement actions open now; ``--output`` also writes the drill's result as
+JSON; ``--json`` prints it.
 
 Exit codes: 0 done (a report of a breached drill is still a report: its verdicts are in
 the JUnit file and the result), 1 a file could not be written, 2 bad input (an unknown
@@ -181,7 +182,9 @@ def report_(
         None, "--output", help="Also write the drill's result as JSON to this file."
     ),
     report_dir: Path | None = typer.Option(
-        None, "--report-dir", help="Write the four reports here (default: [drills] report_dir/ID)."
+        None,
+        "--report-dir",
+        help="Write the four reports here (default: ID/ in the drills folder).",
     ),
     as_json: bool = JSON_OPTION,
 ) -> None:

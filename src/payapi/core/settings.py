@@ -543,7 +543,7 @@ class DrillSettings(BaseModel):
     """``[drills]``: where drills keep their files (each drill's journal and probe
     samples, the improvement actions; local disk, so they can be read with every server
     down; default ``drills/`` beside the config file) and where their reports go by
-    default (``reports/`` in that folder, one subfolder per drill)."""
+    default (a subfolder per drill in that folder, beside the drill's journal)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -619,10 +619,10 @@ class Settings(BaseSettings):
         return base / "drills"
 
     def drill_report_dir(self, drill_id: str) -> Path:
-        """Where a drill's reports go unless a command names a folder: ``[drills]
-        report_dir``, else ``reports/`` in the drills folder; a subfolder per drill."""
-        base = self.drills.report_dir or self.drill_journal_dir() / "reports"
-        return base / drill_id
+        """Where a drill's reports go unless a command names a folder: a subfolder per
+        drill of ``[drills] report_dir``, else of the drills folder (beside the drill's
+        journal, where ``drill run`` writes them too)."""
+        return (self.drills.report_dir or self.drill_journal_dir()) / drill_id
 
     @classmethod
     def settings_customise_sources(
