@@ -122,37 +122,6 @@ def _verdict_table(record: Any) -> None:
         console.print(f"reason: {record.reason}")
 
 
-def result_json(record: Any, reports: dict[str, str]) -> dict[str, Any]:
-    """The contract of ``drill run --json``."""
-    m = record.measurements
-    rpo = m.rpo
-    return {
-        "drill_id": record.drill_id,
-        "drill": record.drill,
-        "scenario": record.scenario,
-        "component": record.component,
-        "status": str(record.status),
-        "tabletop": record.tabletop,
-        "reason": record.reason,
-        "measurements": {
-            "injected_at": m.to_json()["injected_at"],
-            "detected_at": m.to_json()["detected_at"],
-            "recovery_started_at": m.to_json()["recovery_started_at"],
-            "service_restored_at": m.to_json()["service_restored_at"],
-            "normal_at": m.to_json()["normal_at"],
-            "rto_seconds": m.rto_seconds,
-            "rpo": {
-                "acknowledged": rpo.acknowledged if rpo else None,
-                "missing": rpo.missing if rpo else None,
-                "window_seconds": rpo.window_seconds if rpo else None,
-            },
-            "probes": {k: v.to_json() for k, v in m.probes.items()},
-        },
-        "verdicts": [v.to_json() for v in record.verdicts],
-        "reports": reports,
-    }
-
-
 def exit_code(record: Any) -> int:
     from payapi.drills.model import DrillStatus, VerdictKind
 
@@ -165,19 +134,20 @@ def exit_code(record: Any) -> int:
     return EXIT_FAILED
 
 
-def _write_reports(record: Any, folder: Path, report_dir: Path | None) -> dict[str, str]:
-    """The four reports, in ``report_dir`` or a folder of the drill's own, with the open
-    improvement actions."""
-    import importlib
+def _result(settings: Settings, record: Any, report_dir: Path | None) -> dict[str, Any]:
+    """Write the four reports (in ``report_dir``, else the drill's report folder) with
+    the improvement actions open now; the result of ``drill run --json``."""
+    from payapi.drills import actions as actions_mod
+    from payapi.drills import report
 
-    try:  # the reports half lands separately: until then a run writes its journal only
-        report = importlib.import_module("payapi.drills.report")
-        actions_mod = importlib.import_module("payapi.drills.actions")
-    except ImportError:
-        return {}
-    out = report_dir if report_dir is not None else folder / record.drill_id
-    actions = list(actions_mod.open_actions(folder))
-    return dict(report.write_reports(record, out, actions=actions).to_json())
+    folder = drills_dir(settings)
+    open_now = actions_mod.open_actions(folder)
+    out = report_dir if report_dir is not None else settings.drill_report_dir(record.drill_id)
+    try:
+        paths = report.write_reports(record, out, actions=open_now)
+    except OSError as exc:
+        fail(f"drill {record.drill_id}: cannot write its reports in {out}: {exc.strerror or exc}")
+    return report.result_json(record, paths=paths, actions=open_now)
 
 
 @app.command("run")
@@ -243,8 +213,8 @@ def run(
             )
     except runner.DrillRefused as exc:
         fail(str(exc), EXIT_USAGE)
-    reports = _write_reports(record, folder, report_dir)
-    emit(result_json(record, reports), as_json=as_json, human=lambda _d: _verdict_table(record))
+    result = _result(settings, record, report_dir)
+    emit(result, as_json=as_json, human=lambda _d: _verdict_table(record))
     raise typer.Exit(exit_code(record))
 
 

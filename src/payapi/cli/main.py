@@ -51,7 +51,12 @@ GROUPS: dict[str, tuple[str, str, str]] = {
     "topology": ("topology_cmd", "app", "Regions, members, the endpoint."),
     "region": ("region_cmd", "app", "Regional failover and failback."),
     "incident": ("incident_cmd", "app", "Incidents: declare, update, complete, ack, list."),
-    "drill": ("drill_run_cmd", "app", "DR drills: run, monitor, restore-normal."),
+    # One group: drill_cmd (report, history, action) merges drill_run_cmd (run, monitor…).
+    "drill": (
+        "drill_cmd",
+        "app",
+        "DR drills: run, monitor, restore-normal, report, history, improvement actions.",
+    ),
     "runbook": ("runbook_cmd", "app", "Runbooks: list, run, show, resume, runs."),
     "recover": ("recover_cmd", "app", "Recovery: corruption, component, breach, system."),
     "security": ("security_cmd", "app", "Security verification: security check."),

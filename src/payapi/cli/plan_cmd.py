@@ -7,7 +7,11 @@ machine where nothing else is set up yet.
 
 ``plan check`` exits 0 when no component is in VIOLATION, 1 when one is, 2 when it could
 not check (no repository, no key, an invalid plan or config). Deciding is
-:func:`payapi.ops.rpo.assess`; this module only prints.
+:func:`payapi.ops.rpo.assess`; this module only prints. It also reports the drills that
+are overdue against the plan's test calendar (``drills_overdue`` in the JSON, a warning
+line otherwise; :func:`payapi.drills.history.overdue` decides). An overdue drill does not
+change the exit code: automation that pages on ``plan check`` pages on data at risk, and
+an overdue exercise is a planning matter, not an outage; it must be seen, not paged.
 
 ``plan check --feasibility`` asks no server: from the configuration alone it reports, per
 component and failure scenario, the worst case the HA configuration allows against the
@@ -17,7 +21,7 @@ scenario is feasible, 1 when one is not, 2 on an invalid plan or config.
 
 from __future__ import annotations
 
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +32,7 @@ from payapi.cli.context import get_ctx
 from payapi.cli.options import parse_now
 from payapi.cli.output import console, emit, fail, info, warn
 from payapi.core.plan import Duration, Plan, PlanError, load_plan
-from payapi.core.settings import ConfigError
+from payapi.core.settings import ConfigError, Settings
 
 app = typer.Typer(help="plan", no_args_is_help=True)
 
@@ -267,8 +271,38 @@ def check(
     warn_placeholder_contacts(loaded)
     if metrics_file is not None:
         _write_metrics(metrics_file, dr_metrics.render(result))
-    emit(result.to_json() if as_json else result, as_json=as_json, human=_print_check)
+    late = drills_overdue(settings, loaded, when)
+    if as_json:
+        emit({**result.to_json(), "drills_overdue": late}, as_json=True)
+    else:
+        emit(result, as_json=False, human=_print_check)
+        warn_drills_overdue(late)
     raise typer.Exit(result.exit_code)
+
+
+def drills_overdue(settings: Settings, plan: Plan, now: datetime) -> list[dict[str, Any]]:
+    """The test calendar's entries that are overdue at ``now``, from the drills folder's
+    journals (an unreadable journal is no drill; a folder that cannot be listed, none)."""
+    from payapi.drills import history, journal
+
+    try:
+        records = journal.load_all(settings.drill_journal_dir())
+    except OSError:
+        records = []
+    return [e.to_json() for e in history.overdue(plan, records, now) if e.overdue]
+
+
+def warn_drills_overdue(late: list[dict[str, Any]]) -> None:
+    if not late:
+        info("drills: every test of the plan's calendar is within its cadence")
+        return
+    parts = []
+    for e in late:
+        if e["never"]:
+            parts.append(f"{e['test_type']} ({e['frequency']}: never run)")
+        else:
+            parts.append(f"{e['test_type']} ({e['frequency']}: due {e['due_at'][:10]})")
+    warn(f"drills overdue against the test calendar: {', '.join(parts)}")
 
 
 def _write_metrics(path: Path, data: bytes) -> None:

@@ -8,19 +8,15 @@ client_secret=...)`` still cannot leak. Tests capture the logs and assert no sec
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
 
-from payapi.core.redaction import REDACTED
+from payapi.core.redaction import REDACTED, SENSITIVE_NAME
 
-_SENSITIVE = re.compile(
-    r"(secret|password|passwd|api_?key|token|authorization|credential|cookie|data_?key)",
-    re.IGNORECASE,
-)
+_SENSITIVE = SENSITIVE_NAME  # the name other modules know it by (audit, recovery)
 
 
 def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

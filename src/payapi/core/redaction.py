@@ -5,12 +5,25 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["REDACTED", "redact_url"]
+__all__ = ["REDACTED", "SENSITIVE_NAME", "is_sensitive_name", "redact_url"]
 
 # What stands in for a removed secret, in URLs here and in log events (core.logs). Kept
 # here, not in core.logs, so that printing a URL never imports structlog (``wal push``
 # runs once per WAL segment and must start fast).
 REDACTED = "[redacted]"
+
+# A field whose name matches this may hold a credential: log events redact its value
+# (core.logs), audit events refuse it (audit), reports never write it (drills.report).
+SENSITIVE_NAME = re.compile(
+    r"(secret|password|passwd|api_?key|token|authorization|credential|cookie|data_?key)",
+    re.IGNORECASE,
+)
+
+
+def is_sensitive_name(name: str) -> bool:
+    """True when a field called ``name`` may hold a credential."""
+    return SENSITIVE_NAME.search(name) is not None
+
 
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/?#\s]*)@")
 _PASSWORD_PARAM = re.compile(

@@ -540,13 +540,16 @@ class IncidentSettings(BaseModel):
 
 
 class DrillSettings(BaseModel):
-    """``[drills]``: where each drill's journal, samples and reports are kept (default
-    ``drills/`` beside the config file) and the operator's own drill specs (YAML files,
-    beside the ones shipped in the wheel)."""
+    """``[drills]``: where drills keep their files (each drill's journal and probe
+    samples, the improvement actions; local disk, so they can be read with every server
+    down; default ``drills/`` beside the config file), where their reports go by default
+    (a subfolder per drill in that folder, beside the drill's journal), and the
+    operator's own drill specs (YAML files, beside the ones shipped in the wheel)."""
 
     model_config = ConfigDict(extra="forbid")
 
     journal_dir: Path | None = None
+    report_dir: Path | None = None
     spec_dirs: list[Path] = Field(default_factory=list)
 
 
@@ -601,13 +604,6 @@ class Settings(BaseSettings):
         base = self.config_path.parent if self.config_path is not None else Path.cwd()
         return base / "runbooks"
 
-    def drill_journal_dir(self) -> Path:
-        """``[drills] journal_dir``, else ``drills/`` in the config file's folder."""
-        if self.drills.journal_dir is not None:
-            return self.drills.journal_dir
-        base = self.config_path.parent if self.config_path is not None else Path.cwd()
-        return base / "drills"
-
     def incident_journal_dir(self) -> Path:
         """``[incident] journal_dir``, else ``incidents/`` in the config file's folder,
         else in the current directory."""
@@ -615,6 +611,20 @@ class Settings(BaseSettings):
             return self.incident.journal_dir
         base = self.config_path.parent if self.config_path is not None else Path.cwd()
         return base / "incidents"
+
+    def drill_journal_dir(self) -> Path:
+        """``[drills] journal_dir``, else ``drills/`` in the config file's folder, else
+        in the current directory."""
+        if self.drills.journal_dir is not None:
+            return self.drills.journal_dir
+        base = self.config_path.parent if self.config_path is not None else Path.cwd()
+        return base / "drills"
+
+    def drill_report_dir(self, drill_id: str) -> Path:
+        """Where a drill's reports go unless a command names a folder: a subfolder per
+        drill of ``[drills] report_dir``, else of the drills folder (beside the drill's
+        journal, where ``drill run`` writes them too)."""
+        return (self.drills.report_dir or self.drill_journal_dir()) / drill_id
 
     @classmethod
     def settings_customise_sources(
@@ -703,6 +713,7 @@ def _resolve_relative_paths(settings: Settings, base: Path) -> None:
     settings.incident.journal_dir = fix(settings.incident.journal_dir)
     settings.incident.templates = fix(settings.incident.templates)
     settings.drills.journal_dir = fix(settings.drills.journal_dir)
+    settings.drills.report_dir = fix(settings.drills.report_dir)
     settings.drills.spec_dirs = [p for p in (fix(d) for d in settings.drills.spec_dirs) if p]
     cb = settings.config_backup
     cb.git_dir = fix(cb.git_dir)
