@@ -124,6 +124,10 @@ def test_redis_failure_drill_meets_the_plan_and_writes_four_reports(drills: Dril
     assert tokens["attempts"] > 0
     assert out["measurements"]["rpo"]["missing"] == 0
     assert_reports(out)
+    # The drill's [DRILL] incident was declared and completed with the measured figures.
+    assert out["incident_id"], out
+    sent = "".join(p.read_text() for p in (drills.config.parent / "outbox").glob("*.txt"))
+    assert "[DRILL]" in sent and out["drill_id"] in sent and "RTO" in sent
     assert drills.healthy()
 
 
@@ -159,6 +163,7 @@ def test_corruption_drill_measures_the_correction(drills: Drills) -> None:
     m = out["measurements"]
     assert m["rpo"]["missing"] == 0  # the 15 corrupted payments are back as acknowledged
     assert m["service_restored_at"] is not None and m["rto_seconds"] > 0
+    assert not list(Path.cwd().glob("correction-plan-*"))  # the plan is in the lab's folder
     assert drills.healthy()
 
 

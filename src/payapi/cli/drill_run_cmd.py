@@ -23,7 +23,7 @@ import typer
 import yaml
 
 from payapi.cli.context import get_ctx
-from payapi.cli.output import EXIT_USAGE, console, emit, fail
+from payapi.cli.output import EXIT_USAGE, console, emit, fail, warn
 from payapi.core.errors import PayapiError, UsageError
 from payapi.core.settings import Settings
 
@@ -92,7 +92,7 @@ def _answers(path: Path | None) -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items()}
 
 
-def _verdict_table(record: Any) -> None:
+def _verdict_table(record: Any, result: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title=f"drill {record.drill_id}: {record.status}")
@@ -120,6 +120,8 @@ def _verdict_table(record: Any) -> None:
         console.print(f"payments acknowledged {rpo.acknowledged}, missing {rpo.missing}")
     if record.reason:
         console.print(f"reason: {record.reason}")
+    if result.get("reports"):
+        console.print(f"report: {result['reports']['html']} (and .md, .json, JUnit beside it)")
 
 
 def exit_code(record: Any) -> int:
@@ -148,6 +150,48 @@ def _result(settings: Settings, record: Any, report_dir: Path | None) -> dict[st
     except OSError as exc:
         fail(f"drill {record.drill_id}: cannot write its reports in {out}: {exc.strerror or exc}")
     return report.result_json(record, paths=paths, actions=open_now)
+
+
+def _incident(settings: Settings, *args: str) -> str | None:
+    """``payapi incident …`` for the drill's [DRILL] incident; a failure to declare or
+    complete it is a warning, never the drill's failure (its figures are in the journal)."""
+    import json
+    import subprocess
+
+    argv = [sys.executable, "-m", "payapi"]
+    if settings.config_path is not None:
+        argv += ["--config", str(settings.config_path)]
+    res = subprocess.run([*argv, "incident", *args, "--json"], capture_output=True, text=True,
+                         timeout=120, check=False)  # fmt: skip
+    try:
+        return str(json.loads(res.stdout)["incident_id"])
+    except (ValueError, KeyError, TypeError):
+        why = (res.stderr.strip().splitlines() or [f"exit {res.returncode}"])[-1]
+        warn(f"drill incident ({args[0]}): {why}")
+        return None
+
+
+def _outcomes(record: Any) -> list[str]:
+    """The drill's measured figures, as the incident's outcome lines."""
+
+    def secs(x: float | None) -> str:
+        return "NOT MEASURED" if x is None else f"{x:.1f}s"
+
+    m = record.measurements
+    lines = [f"Drill {record.drill_id} {record.status}: RTO {secs(m.rto_seconds)}"]
+    if m.rpo is not None:
+        lines.append(
+            f"RPO: {m.rpo.missing} of {m.rpo.acknowledged} acknowledged payments missing,"
+            f" window {m.rpo.window_seconds:.1f}s"
+        )
+    for v in record.verdicts:
+        lines.append(f"{v.component}: {v.verdict} (RTO {secs(v.rto_seconds)} of"
+                     f" {secs(v.rto_objective_seconds)}, RPO window {secs(v.rpo_window_seconds)}"
+                     f" of {secs(v.rpo_objective_seconds)})")  # fmt: skip
+    out: list[str] = []
+    for line in lines:
+        out += ["--outcome", line]
+    return out
 
 
 @app.command("run")
@@ -194,9 +238,15 @@ def run(
         console.print(f"[bold]{step.phase}[/bold] {step.name}: {step.what}{expected}")
         return str(typer.prompt("notes", default="", show_default=False))
 
-    def started(drill_id: str) -> None:
+    def started(drill_id: str) -> str | None:
         if not as_json:
             console.print(f"drill {drill_id}: {chosen.title} (payapi drill monitor {drill_id})")
+        if tabletop:
+            return None
+        return _incident(settings, "declare", "--drill", "--description",
+                         f"DR drill {drill_id}: {chosen.title}", "--impact",
+                         "None expected: a planned drill in the lab", "--services",
+                         ",".join(sorted({j.component for j in chosen.judge})))  # fmt: skip
 
     try:
         with runner.sigterm_interrupts():
@@ -213,8 +263,10 @@ def run(
             )
     except runner.DrillRefused as exc:
         fail(str(exc), EXIT_USAGE)
+    if record.incident_id:
+        _incident(settings, "complete", record.incident_id, *_outcomes(record))
     result = _result(settings, record, report_dir)
-    emit(result, as_json=as_json, human=lambda _d: _verdict_table(record))
+    emit(result, as_json=as_json, human=lambda d: _verdict_table(record, d))
     raise typer.Exit(exit_code(record))
 
 

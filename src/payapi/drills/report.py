@@ -97,6 +97,7 @@ def journal_json(
         "report": {"generated_at": generated_at.isoformat(), "generator": f"payapi {__version__}"},
         **record.to_json(with_samples=with_samples),
         "overall_verdict": overall_verdict(record),
+        "incident_id": record.incident_id,
         "open_actions": [a.to_json() for a in actions if a.open],
     }
     return dict(scrub(data))
@@ -124,6 +125,7 @@ def result_json(
         "started_at": record.started_at.isoformat(),
         "ended_at": record.ended_at.isoformat() if record.ended_at else None,
         "overall_verdict": overall_verdict(record),
+        "incident_id": record.incident_id,
         "measurements": measurements,
         "verdicts": [v.to_json() for v in record.verdicts],
         "open_actions": [a.id for a in actions if a.open],

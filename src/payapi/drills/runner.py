@@ -245,7 +245,7 @@ def run(
     participants: Sequence[str] = (),
     clock: Callable[[], datetime] = _utcnow,
     sleep: Callable[[float], None] = time.sleep,
-    on_start: Callable[[str], None] | None = None,
+    on_start: Callable[[str], str | None] | None = None,
 ) -> DrillRecord:
     """Run (or, ``tabletop``, walk through) one drill; its record afterwards.
 
@@ -270,7 +270,9 @@ def run(
             "spec": spec.model_dump(mode="json"),
         })  # fmt: skip
         if on_start is not None:
-            on_start(drill_id)
+            incident_id = on_start(drill_id)  # the drill's [DRILL] incident, if one was declared
+            if incident_id:
+                j.write({"type": "incident", "incident_id": incident_id})
         refusal = _checklist_refusal(checklist)
         if refusal is not None:
             j.write({"type": "end", "status": str(DrillStatus.REFUSED), "reason": refusal,

@@ -31,6 +31,41 @@ def _show(title: str, resp: httpx.Response) -> None:
     console.print(Panel(body, title=f"{title} → {resp.status_code}", expand=False))
 
 
+# The seed's Pre-Test Checklist, ticked for the demo's own short drill.
+DEMO_CHECKLIST = """items:
+  - {item: "Test plan reviewed and approved", done: true, by: make demo}
+  - {item: "All participants briefed on their roles", done: true, by: make demo}
+  - {item: "Test environment prepared", done: true, by: make demo}
+  - {item: "Monitoring systems in place", done: true, by: make demo}
+  - {item: "Rollback procedures ready", done: true, by: make demo}
+  - {item: "Stakeholders notified", done: true, by: make demo}
+  - {item: "Go/No-Go decision made", done: true, by: make demo}
+go: true
+"""
+
+
+def _drill(config: Path) -> None:
+    """One short drill, as an operator runs it: kill -9 of the Redis primary while the
+    probes write; its verdict table against the plan."""
+    import subprocess
+
+    checklist = config.parent / "demo-checklist.yaml"
+    checklist.write_text(DEMO_CHECKLIST)
+    console.print(
+        "\n[bold]A drill:[/bold] kill -9 of the Redis primary while payments and tokens flow; "
+        "Sentinel promotes the replica; RTO and RPO measured against the plan."
+    )
+    argv = [sys.executable, "-m", "payapi", "--config", str(config), "drill", "run",
+            "--component", "redis", "--scenario", "failure", "--yes", "--checklist",
+            str(checklist)]  # fmt: skip
+    code = subprocess.run(argv, check=False).returncode
+    console.print(
+        f"Reports: {config.parent / 'drills'} (JSON, Markdown, HTML with the timeline chart, "
+        f"JUnit); history: .venv/bin/payapi --config {config} drill history"
+        + ("" if code == 0 else f"  [red](the drill exited {code})[/red]")
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="payapi demo")
     parser.add_argument("--dir", default=".lab", type=Path)
@@ -120,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = status["config"]
     if two:
+        _drill(Path(cfg))
         console.print(
             "\n[bold]Two regions:[/bold] every payment above went through the global endpoint "
             "to the primary region; its database is replicated synchronously in-region and "

@@ -261,15 +261,10 @@ class LabDrillSystem:
             return f"{rec.runbook}: {out.get('outcome', out.get('status', 'done'))}"
         if rec.runbook == "corruption-db":
             since = self._corrupted_at or datetime.now(UTC)
+            plan_file = self.lab.dir / "drills" / f"correction-plan-{since:%Y%m%dT%H%M%SZ}.json"
             out = self.cli(
-                "recover",
-                "corruption",
-                "--component",
-                "db",
-                "--since",
-                since.isoformat(),
-                "--apply",
-                "--yes",
+                *("recover", "corruption", "--component", "db", "--since", since.isoformat()),
+                *("--plan-file", str(plan_file), "--apply", "--yes"),
             )
             return (
                 f"corruption-db: {out.get('deleted_rows_restored', 0)} deleted rows restored,"
