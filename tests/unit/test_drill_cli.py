@@ -163,3 +163,30 @@ def test_report_through_python_m_payapi(cfg: Path, tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert res.returncode == 2 and "not a drill id" in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--scenario", "failure", "--component", "redis", "--yes"), "two-region lab"),
+        (
+            ("--scenario", "failure", "--component", "redis", "--environment", "prod"),
+            "only for the lab",
+        ),
+        (("--scenario", "meteor", "--yes"), "no drill for --scenario meteor"),
+        (
+            ("--scenario", "failure", "--component", "redis", "--checklist", "/nope"),
+            "--checklist",
+        ),
+    ],
+)
+def test_drill_run_refusals_are_one_line_and_exit_2(
+    cfg: Path, args: tuple[str, ...], needle: str
+) -> None:
+    """Outside the lab, or with a request that names nothing, nothing is injected."""
+    res = subprocess.run(
+        [sys.executable, "-m", "payapi", "--config", str(cfg), "drill", "run", *args],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert needle in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr

@@ -198,3 +198,16 @@ def test_tabletop_executes_nothing_and_records_the_notes(tmp_path: Path) -> None
     assert [(s.name, s.expected_seconds) for s in rec.steps] == [("inject", 1.0), ("recover", 20.0)]
     assert "we would restart it" in rec.steps[1].output
     assert all(v.verdict is VerdictKind.NOT_MEASURED for v in rec.verdicts)
+
+
+def test_monitor_shows_the_phase_the_probes_and_the_rto_objective(tmp_path: Path) -> None:
+    from payapi.drills.monitor import snapshot
+
+    rec = runner.run(spec(), FakeSystem(slow=0.2), PLAN, tmp_path, checklist=CHECKLIST)
+    snap = snapshot(tmp_path, rec.drill_id, PLAN)
+    assert snap["status"] == "completed" and snap["phase"] == "verify"
+    assert snap["rto_objective_seconds"] == 4 * 3600  # payment-eapi's RTO in the plan
+    p = snap["probes"]["payments"]
+    assert p["attempts"] > 0 and 0 < p["success_rate"] < 1
+    assert snap["elapsed_since_injection_seconds"] > 0
+    assert [s["name"] for s in snap["steps"]][:2] == ["steady-state", "inject"]
