@@ -14,6 +14,7 @@ names another environment (none other has a drill system yet: that is refused).
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -248,8 +249,25 @@ def run(
                          "None expected: a planned drill in the lab", "--services",
                          ",".join(sorted({j.component for j in chosen.judge})))  # fmt: skip
 
+    # No spinner in tabletop mode: it asks the participants at the terminal.
+    status = None if as_json or tabletop else console.status(f"drill {chosen.name}: starting")
+
+    def progress(rec: dict[str, Any]) -> None:
+        if status is None:
+            return
+        if rec.get("type") == "step_started":
+            status.update(f"drill {chosen.name}: {rec['phase']}: {rec['name']}")
+        elif rec.get("type") == "step":
+            took = rec.get("duration_seconds") or 0.0
+            console.print(
+                f"  {rec['name']}: {rec['status']} in {took:.1f}s  {rec.get('output', '')}"
+            )
+
     try:
-        with runner.sigterm_interrupts():
+        with (
+            runner.sigterm_interrupts(),
+            status if status is not None else contextlib.nullcontext(),
+        ):
             record = runner.run(
                 chosen,
                 system,
@@ -260,6 +278,7 @@ def run(
                 ask=ask,
                 participants=[p.strip() for p in participants.split(",") if p.strip()],
                 on_start=started,
+                listener=progress,
             )
     except runner.DrillRefused as exc:
         fail(str(exc), EXIT_USAGE)

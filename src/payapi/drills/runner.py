@@ -131,13 +131,26 @@ def _signals_ignored() -> Iterator[None]:
             signal.signal(number, old)
 
 
+Listener = Callable[[dict[str, Any]], None]
+
+
 class _Journal:
-    def __init__(self, writer: run_journal.Writer, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        writer: run_journal.Writer,
+        clock: Callable[[], datetime],
+        listener: Listener | None = None,
+    ) -> None:
         self.w = writer
         self.clock = clock
+        self.listener = listener
 
     def write(self, record: dict[str, Any]) -> None:
         self.w.append(record)
+        if self.listener is not None:
+            # As in chaostoolkit: whoever listens (a progress display) never stops a drill.
+            with contextlib.suppress(Exception):
+                self.listener(record)
 
     def marker(self, name: str) -> datetime:
         at = self.clock()
@@ -246,6 +259,7 @@ def run(
     clock: Callable[[], datetime] = _utcnow,
     sleep: Callable[[float], None] = time.sleep,
     on_start: Callable[[str], str | None] | None = None,
+    listener: Listener | None = None,
 ) -> DrillRecord:
     """Run (or, ``tabletop``, walk through) one drill; its record afterwards.
 
@@ -255,7 +269,7 @@ def run(
     drill_id = files.new_drill_id(spec.name, clock())
     folder.mkdir(parents=True, exist_ok=True)
     with run_journal.open_writer(files.journal_path(folder, drill_id), create=True) as w:
-        j = _Journal(w, clock)
+        j = _Journal(w, clock, listener)
         j.write({
             "type": "start",
             "drill_id": drill_id,
