@@ -24,7 +24,9 @@ import pytest
 import yaml
 
 from payapi.core.plan import default_plan_text
+from payapi.drills.journal import read_samples
 from payapi.lab.regions import TwoRegionLab
+from payapi.servers.postgres import psql
 from payapi.servers.procs import wait_for
 from tests.scenarios.conftest import run_cli
 
@@ -144,6 +146,7 @@ def test_db_failure_drill_loses_no_acknowledged_payment(drills: Drills) -> None:
         if (e["component"], e["scenario"]) == ("database", "leader-failure")
     )
     assert m["rto_seconds"] <= bound + 10, (m["rto_seconds"], bound)
+    assert_reports(out)
     assert drills.healthy()
 
 
@@ -153,6 +156,7 @@ def test_vault_failure_drill_keeps_every_secret_version(drills: Drills) -> None:
     vault = next(v for v in out["verdicts"] if v["component"] == "vault")
     assert vault["verdict"] == "MET" and vault["rto_seconds"] is not None
     assert out["measurements"]["probes"]["vault"]["first_failure_at"] is not None
+    assert_reports(out)
     assert drills.healthy()
 
 
@@ -164,6 +168,7 @@ def test_corruption_drill_measures_the_correction(drills: Drills) -> None:
     assert m["rpo"]["missing"] == 0  # the 15 corrupted payments are back as acknowledged
     assert m["service_restored_at"] is not None and m["rto_seconds"] > 0
     assert not list(Path.cwd().glob("correction-plan-*"))  # the plan is in the lab's folder
+    assert_reports(out)
     assert drills.healthy()
 
 
@@ -260,6 +265,14 @@ def test_a_killed_runner_is_finished_by_restore_normal(drills: Drills) -> None:
     done = json.loads(res.stdout)
     assert [d["ok"] for d in done["drills"]] == [True]
     assert drills.healthy()
+    # Nothing acknowledged was lost: the samples the killed runner wrote are the ground truth.
+    [samples] = journal.glob("*.samples.jsonl")
+    acked = [x.ref for x in read_samples(samples) if x.probe == "payments" and x.ok]
+    assert acked
+    dsn = drills.lab.region("primary").dsn("payment_db")
+    ids = ",".join(f"'{a}'" for a in acked)
+    found = psql(dsn, f"SELECT count(*) FROM payments WHERE id IN ({ids})")
+    assert found == [[str(len(set(acked)))]]
     again = run_cli("drill", "restore-normal", "--json", config=config)  # idempotent
     assert json.loads(again.stdout)["drills"] == []
 
@@ -300,4 +313,5 @@ def test_region_outage_drill_measures_rto_and_rpo_through_the_global_endpoint(
     assert m["rpo"]["acknowledged"] > 0 and m["rpo"]["missing"] is not None
     assert {v["component"] for v in out["verdicts"]} == {"database", "payment-eapi", "redis"}
     assert drills.lab.active_region == "primary"  # restore-normal failed back
+    assert_reports(out)
     assert drills.healthy()
