@@ -315,3 +315,13 @@ def test_region_outage_drill_measures_rto_and_rpo_through_the_global_endpoint(
     assert drills.lab.active_region == "primary"  # restore-normal failed back
     assert_reports(out)
     assert drills.healthy()
+
+
+def test_security_breach_drill_contains_the_leak(drills: Drills) -> None:
+    rc, out = drills.run("--scenario", "security-breach")
+    assert rc == 0, out
+    m = out["measurements"]
+    assert m["rto_seconds"] is not None and m["rpo"]["missing"] == 0
+    assert out["measurements"]["probes"]["payments"]["successes"] > 0
+    assert_reports(out)
+    assert drills.healthy()

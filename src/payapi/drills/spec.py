@@ -37,7 +37,7 @@ __all__ = [
 
 PROBES = ("payments", "tokens", "vault")
 Probe = Literal["payments", "tokens", "vault"]
-InjectionKind = Literal["kill", "region-outage", "corrupt-payments"]
+InjectionKind = Literal["kill", "region-outage", "corrupt-payments", "leak-credentials"]
 
 
 class DrillSpecError(PayapiError):
@@ -62,7 +62,8 @@ class Injection(_Frozen):
     """``kill``: kill -9 of the component's processes in the active region (for db and
     redis, the primary only); ``region-outage``: every process of the primary region;
     ``corrupt-payments``: ``updated`` payments get their amounts changed and ``deleted``
-    are deleted, at a recorded time."""
+    are deleted, at a recorded time; ``leak-credentials``: a client's secret and a bearer
+    token of it are taken as leaked (a client made for the drill)."""
 
     kind: InjectionKind
     component: Literal["eapi", "sapi", "vault", "redis", "db"] | None = None
@@ -73,11 +74,13 @@ class Injection(_Frozen):
 class Recovery(_Frozen):
     """``automatic``: nothing is run, the engines recover (the drill measures them).
     ``runbook``: the named runbook with ``params``. ``region-failover``: ``payapi region
-    failover --to dr --yes``. ``restored_by``: ``probe`` (service is back at the first
-    successful probe write after the failure) or ``recovery`` (when the recovery step
-    ends: a corruption leaves the service up but wrong until it is corrected)."""
+    failover --to dr --yes``. ``breach``: ``payapi recover breach`` of the leaked client,
+    then the leaked secret and token must fail. ``restored_by``: ``probe`` (service is
+    back at the first successful probe write after the failure) or ``recovery`` (when the
+    recovery step ends: a corruption leaves the service up but wrong until it is
+    corrected, a breach is open until it is contained)."""
 
-    kind: Literal["automatic", "runbook", "region-failover"] = "automatic"
+    kind: Literal["automatic", "runbook", "region-failover", "breach"] = "automatic"
     runbook: str | None = None
     params: dict[str, str] = Field(default_factory=dict)
     restored_by: Literal["probe", "recovery"] = "probe"

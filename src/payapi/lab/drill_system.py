@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -53,6 +54,7 @@ class LabDrillSystem:
     _tokens: TokenAttempt | None = field(default=None, repr=False)
     _vault: VaultAttempt | None = field(default=None, repr=False)
     _corrupted_at: datetime | None = None
+    _leaked: tuple[str, str, SecretStr, SecretStr] | None = field(default=None, repr=False)
 
     # -- helpers -------------------------------------------------------------------
 
@@ -178,6 +180,8 @@ class LabDrillSystem:
             return f"region {PRIMARY} down: kill -9 of {len(killed)} processes"
         if inj.kind == "corrupt-payments":
             return self._corrupt(inj.updated, inj.deleted)
+        if inj.kind == "leak-credentials":
+            return self._leak()
         raise LabDrillError(f"no injection {inj.kind!r} in the lab")
 
     def _kill(self, component: str) -> str:
@@ -249,8 +253,50 @@ class LabDrillSystem:
             psql(dsn, f"DELETE FROM payments WHERE id IN ({listed})")  # noqa: S608 (ids read from the table)
         return f"corrupted {len(up)} payments (amounts changed) and deleted {len(down)}"
 
+    def _leak(self) -> str:
+        """A client made for the drill, whose secret and one bearer token are "leaked"
+        (kept in this process's memory only)."""
+        import httpx
+
+        name = f"leak-{os.urandom(3).hex()}"
+        client = self.cli("clients", "create", name)
+        secret = SecretStr(str(client.pop("client_secret")))
+        client_id = str(client["client_id"])
+        headers = {"X-Client-ID": client_id, "X-Client-Secret": secret.get_secret_value()}
+        with httpx.Client(base_url=self.lab.endpoint_url, timeout=10, trust_env=False) as http:
+            r = http.post("/api/v1/authenticate", headers=headers)
+        if r.status_code != 200:
+            raise LabDrillError(f"the client to leak cannot authenticate ({r.status_code})")
+        self._leaked = (name, client_id, secret, SecretStr(str(r.json()["access_token"])))
+        return f"client {name}: its secret and a bearer token are taken as leaked"
+
+    def _breach(self, spec: DrillSpec) -> str:
+        import httpx
+
+        if self._leaked is None:
+            raise LabDrillError("nothing was leaked: no breach to recover from")
+        name, client_id, secret, token = self._leaked
+        out = self.cli("recover", "breach", "--reason", f"drill {spec.name}: leaked credentials",
+                       "--clients", name, "--yes")  # fmt: skip
+        headers = {"X-Client-ID": client_id, "X-Client-Secret": secret.get_secret_value()}
+        bearer = {"Authorization": f"Bearer {token.get_secret_value()}"}
+        with httpx.Client(base_url=self.lab.endpoint_url, timeout=10, trust_env=False) as http:
+            by_secret = http.post("/api/v1/authenticate", headers=headers).status_code
+            by_token = http.get(f"/api/v1/payments/{uuid.uuid4()}", headers=bearer).status_code
+        if by_secret == 200:
+            raise LabDrillError("containment failed: the leaked secret still authenticates")
+        if by_token not in (401, 403):
+            raise LabDrillError(f"containment failed: the leaked token answers {by_token}")
+        steps = len(out.get("steps", []))
+        return (
+            f"recover breach of {name}: {steps} steps; the leaked secret is refused"
+            f" ({by_secret}) and the leaked token too ({by_token})"
+        )
+
     def recover(self, spec: DrillSpec) -> str:
         rec = spec.recovery
+        if rec.kind == "breach":
+            return self._breach(spec)
         if rec.kind == "region-failover":
             out = self.cli("region", "failover", "--to", "dr", "--yes")
             return f"region failover to dr in {out.get('total_seconds', '?')}s"
@@ -365,11 +411,14 @@ class LabDrillSystem:
             + (" (the primary only)" if inj.component in ("db", "redis") else ""),
             "region-outage": "kill -9 of every process of the primary region",
             "corrupt-payments": f"change {inj.updated} payments' amounts and delete {inj.deleted}",
+            "leak-credentials": "a client's secret and a bearer token are taken as leaked",
         }[inj.kind]
         rec = spec.recovery
         what_rec = {
             "automatic": "nothing: Patroni / Sentinel recover by themselves; watch the probes",
             "region-failover": "payapi region failover --to dr --yes",
+            "breach": "payapi recover breach --clients LEAKED --yes; the leaked secret and"
+            " token must then fail",
             "runbook": f"run the runbook {rec.runbook}",
         }[rec.kind]
         steps = [
