@@ -213,7 +213,7 @@ def test_a_slow_recovery_is_breached_with_a_negative_margin(drills: Drills) -> N
 
 def _injected(journal: Path, timeout: float = 60) -> None:
     def seen() -> bool:
-        files = list(journal.glob("*-redis-failure-*.jsonl"))
+        files = list(journal.glob("*-held-redis-failure-*.jsonl"))
         files = [f for f in files if not f.name.endswith(".samples.jsonl")]
         return any('"injected_at"' in f.read_text() for f in files)
 
@@ -221,11 +221,34 @@ def _injected(journal: Path, timeout: float = 60) -> None:
 
 
 def _start_redis_drill(drills: Drills, journal: Path) -> subprocess.Popen[str]:
+    """A Redis failure drill whose recovery step holds for 60 s before it watches the
+    probes: a signal sent after the injection lands in the drill, not in restore-normal
+    (which ignores signals while it runs)."""
+    specs = drills.dir / "held-specs"
+    specs.mkdir(exist_ok=True)
+    (specs / "held.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "held-redis-failure",
+                "title": "Redis failure, recovery held",
+                "scenario": "held-failure",
+                "component": "redis",
+                "probes": ["payments", "tokens"],
+                "steady_state": {"seconds": 1},
+                "injection": {"kind": "kill", "component": "redis"},
+                "recovery": {"kind": "automatic", "delay_seconds": 60},
+                "judge": [{"component": "redis", "probe": "tokens"}],
+            }
+        )
+    )
     config = drills.lab.dir / "own-journal" / "payapi.toml"
     config.parent.mkdir(exist_ok=True)
-    config.write_text(drills.config.read_text() + f'\n[drills]\njournal_dir = "{journal}"\n')
+    config.write_text(
+        drills.config.read_text()
+        + f'\n[drills]\njournal_dir = "{journal}"\nspec_dirs = ["{specs}"]\n'
+    )
     argv = [sys.executable, "-m", "payapi", "--config", str(config), "drill", "run",
-            "--component", "redis", "--scenario", "failure", "--yes", "--checklist",
+            "--component", "redis", "--scenario", "held-failure", "--yes", "--checklist",
             str(drills.checklist), "--json"]  # fmt: skip
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -313,6 +336,13 @@ def test_region_outage_drill_measures_rto_and_rpo_through_the_global_endpoint(
     assert m["rpo"]["acknowledged"] > 0 and m["rpo"]["missing"] is not None
     assert {v["component"] for v in out["verdicts"]} == {"database", "payment-eapi", "redis"}
     assert drills.lab.active_region == "primary"  # restore-normal failed back
+    redis = next(v for v in out["verdicts"] if v["component"] == "redis")
+    assert redis["rpo_window_seconds"] is not None  # tokens lost to the snapshot, counted
+    dns = run_cli("dns", "show", "--json", config=drills.config)
+    assert json.loads(dns.stdout)["region"] == "primary"
+    report = json.loads(Path(out["reports"]["json"]).read_text())
+    [recover] = [s for s in report["steps"] if s["name"] == "recover"]
+    assert "region failover to dr" in recover["output"], recover
     assert_reports(out)
     assert drills.healthy()
 
@@ -324,4 +354,13 @@ def test_security_breach_drill_contains_the_leak(drills: Drills) -> None:
     assert m["rto_seconds"] is not None and m["rpo"]["missing"] == 0
     assert out["measurements"]["probes"]["payments"]["successes"] > 0
     assert_reports(out)
+    assert drills.healthy()
+
+
+def test_a_vault_vendor_outage_is_served_in_degraded_mode(drills: Drills) -> None:
+    rc, out = drills.run("--component", "vault", "--scenario", "vendor-outage")
+    assert rc == 0, out
+    payments = out["measurements"]["probes"]["payments"]
+    assert payments["first_failure_at"] is None, payments  # the cache carried them
+    assert out["measurements"]["rto_seconds"] == 0
     assert drills.healthy()
