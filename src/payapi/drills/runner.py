@@ -100,13 +100,18 @@ def _utcnow() -> datetime:
 
 @contextlib.contextmanager
 def sigterm_interrupts() -> Iterator[None]:
-    """While a drill runs in the main thread, SIGTERM raises :class:`Terminated`."""
+    """While a drill runs in the main thread, SIGTERM raises :class:`Terminated` and
+    SIGINT raises KeyboardInterrupt (even where SIGINT was inherited ignored)."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         raise Terminated
 
     try:
         previous = signal.signal(signal.SIGTERM, handler)
+        # A process started in the background (a CI job, `cmd &`) inherits SIGINT
+        # ignored, and Python then never raises KeyboardInterrupt: Ctrl-C (or kill -INT)
+        # must still stop a drill and restore normal operation.
+        previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
@@ -114,6 +119,7 @@ def sigterm_interrupts() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 @contextlib.contextmanager
