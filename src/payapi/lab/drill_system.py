@@ -17,7 +17,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -399,9 +398,12 @@ class LabDrillSystem:
         try:
             wait_for(db_ok, timeout=timeout, what="the database leader with its sync standby")
             wait_for(redis_ok, timeout=60, what="a Redis master with its replica")
+            # Normal means healthy: after a failback the vault may still be taking over
+            # (CI caught the next drill's steady state refused on it).
+            wait_for(lambda: self.health()[0], timeout=90, what="payapi health check passing",
+                     interval=1.0)  # fmt: skip
         except ServerError as exc:
             raise LabDrillError(str(exc)) from None
-        time.sleep(0.2)
 
     def describe(self, spec: DrillSpec) -> list[TabletopStep]:
         exp = spec.expected_seconds
