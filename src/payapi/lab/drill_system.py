@@ -64,20 +64,28 @@ class LabDrillSystem:
     def settings(self) -> Settings:
         return load_settings(self.config)
 
-    def cli(self, *args: str, timeout: float = CLI_TIMEOUT) -> dict[str, Any]:
-        """``payapi --config LAB ARGS --json``; its JSON, or one line of why it failed."""
+    def _run_cli(self, *args: str, timeout: float) -> tuple[int, Any, str]:
+        """``payapi --config LAB ARGS --json``: its exit code, its JSON (None when it
+        printed none) and the last line of its stderr."""
         argv = [sys.executable, "-m", "payapi", "--config", str(self.config), *args, "--json"]
         try:
             res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise LabDrillError(f"payapi {' '.join(args)} did not end in {timeout:g}s") from None
         try:
-            data = json.loads(res.stdout) if res.stdout.strip() else {}
+            data = json.loads(res.stdout) if res.stdout.strip() else None
         except ValueError:
-            data = {}
-        if res.returncode != 0:
-            why = (res.stderr.strip().splitlines() or [f"exit {res.returncode}"])[-1]
+            data = None
+        why = (res.stderr.strip().splitlines() or [f"exit {res.returncode}"])[-1]
+        return res.returncode, data, why
+
+    def cli(self, *args: str, timeout: float = CLI_TIMEOUT) -> dict[str, Any]:
+        """``payapi --config LAB ARGS --json``; its JSON, or one line of why it failed."""
+        code, data, why = self._run_cli(*args, timeout=timeout)
+        if code != 0:
             raise LabDrillError(f"payapi {' '.join(args)}: {why}")
+        if data is None:
+            return {}
         return data if isinstance(data, dict) else {"result": data}
 
     def _active(self) -> str:
@@ -86,23 +94,11 @@ class LabDrillSystem:
     # -- DrillSystem ---------------------------------------------------------------
 
     def health(self) -> tuple[bool, str]:
-        argv = [
-            sys.executable,
-            "-m",
-            "payapi",
-            "--config",
-            str(self.config),
-            "health",
-            "check",
-            "--json",
-        ]
-        res = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-        try:
-            data = json.loads(res.stdout)
-        except ValueError:
-            return False, (res.stderr.strip().splitlines() or ["health check failed"])[-1]
+        code, data, why = self._run_cli("health", "check", timeout=120)
+        if not isinstance(data, dict):
+            return False, why
         bad = [n for n, c in data.get("components", {}).items() if not c.get("healthy", False)]
-        if res.returncode == 0 and data.get("healthy"):
+        if code == 0 and data.get("healthy"):
             return True, f"health check passes in {data.get('environment', self._active())}"
         return False, "unhealthy: " + (", ".join(bad) or "see payapi health check")
 
