@@ -222,3 +222,19 @@ def test_a_message_that_reached_no_channel_returns_only_failures(tmp_path: Path)
     results = deliver(settings_with(tmp_path, ch), PLAN, MSG, WHO, secret=vault({}))
     assert results and not reached(results)
     assert results[0].error == "channel slack: credential v/missing not readable"
+
+
+def test_a_file_channel_whose_folder_is_a_file_fails_over_to_the_backup(tmp_path: Path) -> None:
+    # What the full-exercise drill does to the lab's primary channel: the write and the
+    # clean-up of its temporary file both fail, and the backup channel must still be tried.
+    down = tmp_path / "primary"
+    down.write_text("down")
+    primary = IncidentChannelSettings(name="chat", kind="file", dir=down)
+    backup = IncidentChannelSettings(name="other", kind="file", tier="backup", dir=tmp_path / "b")
+    results = deliver(settings_with(tmp_path, primary, backup), PLAN, MSG, WHO, secret=vault({}))
+    assert [(r.channel, r.ok, r.fallback) for r in results] == [
+        ("chat", False, False),
+        ("other", True, True),
+    ]
+    assert results[0].error is not None and "cannot write" in results[0].error
+    assert len(list((tmp_path / "b").iterdir())) == 1

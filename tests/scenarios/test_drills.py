@@ -326,11 +326,18 @@ def test_a_drill_without_a_checklist_is_refused(drills: Drills) -> None:
     assert "Pre-Test Checklist" in res.stderr
 
 
-def test_region_outage_drill_measures_rto_and_rpo_through_the_global_endpoint(
+def test_the_annual_exercise_fails_over_survives_a_second_failure_and_the_channel_down(
     drills: Drills,
 ) -> None:
-    rc, out = drills.run("--scenario", "region-outage")
+    """The full exercise contains the region-outage drill (primary region killed, regional
+    failover through the global endpoint, failback), so that drill is tested here, with
+    the exercise's extra failures: DR's EAPI killed during the recovery, and the primary
+    communication channel down (the status update must go through the backup one)."""
+    backup_channel = drills.lab.channel_dir("backup")
+    before = len(list(backup_channel.glob("*.txt"))) if backup_channel.is_dir() else 0
+    rc, out = drills.run("--scenario", "full-exercise")
     assert rc == 0, out
+    assert_contract(out)
     m = out["measurements"]
     assert m["rto_seconds"] is not None and m["rto_seconds"] > 0
     assert m["rpo"]["acknowledged"] > 0 and m["rpo"]["missing"] is not None
@@ -343,7 +350,28 @@ def test_region_outage_drill_measures_rto_and_rpo_through_the_global_endpoint(
     report = json.loads(Path(out["reports"]["json"]).read_text())
     [recover] = [s for s in report["steps"] if s["name"] == "recover"]
     assert "region failover to dr" in recover["output"], recover
+    assert "recover component eapi --region dr" in recover["output"], recover
+    assert "sent through secondary-chat" in recover["output"], recover
+    assert "dr-channel" in recover["output"]  # named as the channel that was down
+    sent = sorted(backup_channel.glob("*.txt"))
+    assert len(sent) > before and "[DRILL]" in sent[-1].read_text()
+    assert drills.lab.channel_dir("primary").is_dir()  # the channel is back
     assert_reports(out)
+    assert drills.healthy()
+
+
+def test_an_object_store_outage_keeps_the_wal_and_drains_it(drills: Drills) -> None:
+    rc, out = drills.run("--component", "object-store", "--scenario", "vendor-outage")
+    assert rc == 0, out
+    payments = out["measurements"]["probes"]["payments"]
+    assert payments["first_failure_at"] is None, payments  # payments never noticed
+    assert out["measurements"]["rpo"]["missing"] == 0
+    report = json.loads(Path(out["reports"]["json"]).read_text())
+    [recover] = [s for s in report["steps"] if s["name"] == "recover"]
+    assert "a backup during the outage failed cleanly" in recover["output"], recover
+    assert "the WAL drained" in recover["output"] and "was accepted" in recover["output"]
+    assert drills.lab.backups_dir.is_dir()
+    assert not drills.lab.backups_dir.with_name("backups.drill-unreachable").exists()
     assert drills.healthy()
 
 

@@ -244,10 +244,12 @@ def run(
             console.print(f"drill {drill_id}: {chosen.title} (payapi drill monitor {drill_id})")
         if tabletop:
             return None
-        return _incident(settings, "declare", "--drill", "--description",
-                         f"DR drill {drill_id}: {chosen.title}", "--impact",
-                         "None expected: a planned drill in the lab", "--services",
-                         ",".join(sorted({j.component for j in chosen.judge})))  # fmt: skip
+        incident_id = _incident(settings, "declare", "--drill", "--description",
+                                f"DR drill {drill_id}: {chosen.title}", "--impact",
+                                "None expected: a planned drill in the lab", "--services",
+                                ",".join(sorted({j.component for j in chosen.judge})))  # fmt: skip
+        system.incident_id = incident_id  # a drill with a channel down sends an update of it
+        return incident_id
 
     # No spinner in tabletop mode: it asks the participants at the terminal.
     status = None if as_json or tabletop else console.status(f"drill {chosen.name}: starting")

@@ -37,7 +37,10 @@ __all__ = [
 
 PROBES = ("payments", "tokens", "vault")
 Probe = Literal["payments", "tokens", "vault"]
-InjectionKind = Literal["kill", "region-outage", "corrupt-payments", "leak-credentials"]
+InjectionKind = Literal[
+    "kill", "region-outage", "corrupt-payments", "leak-credentials", "store-outage"
+]
+Component = Literal["eapi", "sapi", "vault", "redis", "db"]
 
 
 class DrillSpecError(PayapiError):
@@ -63,12 +66,18 @@ class Injection(_Frozen):
     redis, the primary only); ``region-outage``: every process of the primary region;
     ``corrupt-payments``: ``updated`` payments get their amounts changed and ``deleted``
     are deleted, at a recorded time; ``leak-credentials``: a client's secret and a bearer
-    token of it are taken as leaked (a client made for the drill)."""
+    token of it are taken as leaked (a client made for the drill); ``store-outage``: the
+    backup repository (the object store) becomes unreachable and stays so until the
+    recovery brings it back. ``channel_down``: besides, the plan's primary
+    communication channels (every ``tier = "primary"`` incident channel) are down until
+    normal operation is restored, so the drill's messages must go through the backup
+    channels."""
 
     kind: InjectionKind
-    component: Literal["eapi", "sapi", "vault", "redis", "db"] | None = None
+    component: Component | None = None
     updated: int = Field(10, ge=0)
     deleted: int = Field(5, ge=0)
+    channel_down: bool = False
 
 
 class Recovery(_Frozen):
@@ -78,13 +87,20 @@ class Recovery(_Frozen):
     then the leaked secret and token must fail. ``restored_by``: ``probe`` (service is
     back at the first successful probe write after the failure) or ``recovery`` (when the
     recovery step ends: a corruption leaves the service up but wrong until it is
-    corrected, a breach is open until it is contained)."""
+    corrected, a breach is open until it is contained). ``store-return``: the object
+    store comes back after ``delay_seconds``; the recovery holds only when the WAL that
+    PostgreSQL kept meanwhile drains into it and a backup is accepted again.
+    ``component_failure``: during a region failover, once the other region serves, that
+    component's processes there are killed as well and recovered by its runbook
+    (``payapi recover component C --region R``): the annual exercise's "multiple
+    component failures"."""
 
-    kind: Literal["automatic", "runbook", "region-failover", "breach"] = "automatic"
+    kind: Literal["automatic", "runbook", "region-failover", "breach", "store-return"] = "automatic"
     runbook: str | None = None
     params: dict[str, str] = Field(default_factory=dict)
     restored_by: Literal["probe", "recovery"] = "probe"
     delay_seconds: float = Field(0.0, ge=0, le=3600)  # a drill that tests a slow recovery
+    component_failure: Component | None = None
 
     @field_validator("runbook")
     @classmethod

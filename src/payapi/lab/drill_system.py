@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from payapi.drills.probe import Attempt
 from payapi.drills.probe_http import PROBE_VARIABLE, PaymentAttempt, TokenAttempt, VaultAttempt
 from payapi.drills.runner import TabletopStep
 from payapi.drills.spec import DrillSpec
-from payapi.lab.regions import TwoRegionLab
+from payapi.lab.regions import CHANNELS, TwoRegionLab
 from payapi.servers.postgres import psql
 from payapi.servers.procs import ServerError, read_pid, wait_for
 
@@ -40,6 +41,8 @@ __all__ = ["LabDrillError", "LabDrillSystem"]
 
 CLI_TIMEOUT = 600.0
 PRIMARY = "primary"
+ASIDE = ".drill-unreachable"  # where an outage puts the repository or a channel's folder
+DRAIN_TIMEOUT = 90.0
 
 
 class LabDrillError(PayapiError):
@@ -54,6 +57,10 @@ class LabDrillSystem:
     _vault: VaultAttempt | None = field(default=None, repr=False)
     _corrupted_at: datetime | None = None
     _leaked: tuple[str, str, SecretStr, SecretStr] | None = field(default=None, repr=False)
+    _archiver_before: int | None = None
+    # The drill's [DRILL] incident (set by whoever declared it): a drill with the primary
+    # channels down sends a status update of it, which must reach a backup channel.
+    incident_id: str | None = None
 
     # -- helpers -------------------------------------------------------------------
 
@@ -162,7 +169,15 @@ class LabDrillSystem:
         return found
 
     def inject(self, spec: DrillSpec) -> str:
+        done = self._inject(spec)
+        if spec.injection.channel_down:
+            done += "; " + self._channel_down()
+        return done
+
+    def _inject(self, spec: DrillSpec) -> str:
         inj = spec.injection
+        if inj.kind == "store-outage":
+            return self._store_outage()
         if inj.kind == "kill":
             assert inj.component is not None
             return self._kill(inj.component)
@@ -289,7 +304,17 @@ class LabDrillSystem:
         )
 
     def recover(self, spec: DrillSpec) -> str:
+        done = self._recover(spec)
+        if spec.recovery.component_failure is not None:
+            done += "; " + self._component_failure(spec.recovery.component_failure)
+        if spec.injection.channel_down:
+            done += "; " + self._status_update(spec)
+        return done
+
+    def _recover(self, spec: DrillSpec) -> str:
         rec = spec.recovery
+        if rec.kind == "store-return":
+            return self._store_return()
         if rec.kind == "breach":
             return self._breach(spec)
         if rec.kind == "region-failover":
@@ -318,6 +343,10 @@ class LabDrillSystem:
         """Idempotent: the primary region serves, every server of it runs, the roles are
         the lab's normal ones (leader + sync standby; a Redis master with a replica)."""
         done: list[str] = []
+        if self._put_back(self.lab.backups_dir):
+            done.append("the backup repository is reachable again")
+        if self._put_back(self.lab.channel_dir("primary")):
+            done.append("the primary communication channel is up again")
         if self._active() != PRIMARY:
             self.lab.start_region(PRIMARY)  # comes back fenced: a standby of DR
             self.cli("region", "failback", "--to", PRIMARY, "--yes")
@@ -401,6 +430,137 @@ class LabDrillSystem:
         except ServerError as exc:
             raise LabDrillError(str(exc)) from None
 
+    # -- vendor outages, communication channels, a second failure ------------------------
+
+    def _take_away(self, path: Path, what: str) -> Path:
+        """Move ``path`` aside, as a store or channel that cannot be reached: nothing is
+        deleted, and :meth:`_put_back` (restore-normal) brings it back."""
+        aside = path.with_name(path.name + ASIDE)
+        if aside.exists():
+            raise LabDrillError(f"{what} is already down: run payapi drill restore-normal")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            path.rename(aside)
+        else:
+            aside.mkdir()
+        return aside
+
+    def _put_back(self, path: Path) -> bool:
+        """Idempotent: True when ``path`` was down and is back."""
+        aside = path.with_name(path.name + ASIDE)
+        if not aside.exists():
+            return False
+        if path.is_file() or path.is_symlink():
+            path.unlink()  # a channel's folder replaced by a file
+        elif path.is_dir():
+            if any(p.is_file() for p in path.rglob("*")):
+                raise LabDrillError(
+                    f"{path} was written while it was down; compare it with {aside} by hand"
+                )
+            import shutil
+
+            shutil.rmtree(path)
+        aside.rename(path)
+        return True
+
+    def _archiver(self) -> tuple[int, str]:
+        """pg_stat_archiver of the serving leader: failed attempts, last archived WAL."""
+        dsn = self.lab.region(self._active()).dsn("postgres")
+        rows = psql(dsn, "SELECT failed_count, coalesce(last_archived_wal, '')"
+                         " FROM pg_stat_archiver")  # fmt: skip
+        return int(rows[0][0]), rows[0][1]
+
+    def _switch_wal(self) -> str:
+        """Close the current WAL segment (so that the archiver has one to push); its name."""
+        dsn = self.lab.region(self._active()).dsn("postgres")
+        return psql(dsn, "SELECT pg_walfile_name(pg_switch_wal())")[0][0]
+
+    def _store_outage(self) -> str:
+        repo = self.lab.backups_dir
+        if not repo.is_dir():
+            raise LabDrillError(f"no backup repository at {repo}")
+        self._archiver_before = self._archiver()[0]
+        self._take_away(repo, "the backup repository")
+        self._switch_wal()
+        return f"the backup repository {repo} is unreachable (taken away, like an unmounted store)"
+
+    def _store_return(self) -> str:
+        """While the store is down, PostgreSQL must keep the WAL it cannot archive and a
+        backup must fail cleanly; once it is back, the WAL drains and a backup succeeds."""
+        failed_before = self._archiver_before or 0
+
+        def refused() -> bool:
+            return self._archiver()[0] > failed_before
+
+        try:
+            wait_for(refused, timeout=30, what="the archiver reporting a refused push")
+        except ServerError:
+            raise LabDrillError("no archive attempt failed while the store was down") from None
+        code, _, why = self._run_cli("backup", "run", "--component", "db", timeout=120)
+        if code == 0:
+            raise LabDrillError("a backup succeeded into an unreachable repository")
+        refused_backup = f"a backup during the outage failed cleanly (exit {code}: {why})"
+        failed_during = self._archiver()[0] - failed_before
+        self._put_back(self.lab.backups_dir)
+        back = time.monotonic()
+        segment = self._switch_wal()
+
+        def drained() -> bool:
+            last = self._archiver()[1]
+            return bool(last) and last[:24] >= segment[:24]
+
+        try:
+            wait_for(drained, timeout=DRAIN_TIMEOUT, what="the WAL draining", interval=0.5)
+        except ServerError:
+            raise LabDrillError(
+                f"the WAL kept during the outage did not drain in {DRAIN_TIMEOUT:g}s"
+            ) from None
+        took = time.monotonic() - back
+        done = self.cli("backup", "run", "--component", "db", timeout=300)
+        backup = done.get("backup_id", done.get("id", "a backup"))
+        return (
+            f"{failed_during} archive pushes refused while the store was down and PostgreSQL"
+            f" kept the WAL; {refused_backup}; the store is back: the WAL drained in"
+            f" {took:.1f}s (up to {segment}) and {backup} was accepted"
+        )
+
+    def _channel_down(self) -> str:
+        folder = self.lab.channel_dir("primary")
+        self._take_away(folder, "the primary communication channel")
+        folder.write_text("down for a drill: payapi drill restore-normal brings it back\n")
+        return f"the primary communication channel ({folder.name}) is down"
+
+    def _component_failure(self, component: str) -> str:
+        region = self._active()
+        killed = self._kill(component)
+        started = time.monotonic()
+        out = self.cli("recover", "component", component, "--region", region, "--yes")
+        outcome = out.get("outcome", out.get("status", "done"))
+        return (
+            f"then {killed}; payapi recover component {component} --region {region}:"
+            f" {outcome} in {time.monotonic() - started:.1f}s"
+        )
+
+    def _status_update(self, spec: DrillSpec) -> str:
+        if self.incident_id is None:
+            raise LabDrillError("no drill incident: the status update cannot be sent")
+        code, data, why = self._run_cli(
+            *("incident", "update", self.incident_id, "--status", "recovering"),
+            *("--progress", f"{spec.title}: the recovery is done"),
+            timeout=120,
+        )
+        sent = data.get("sent", []) if isinstance(data, dict) else []
+        through = sorted({s["channel"] for s in sent if s.get("ok")})
+        failed = sorted({s["channel"] for s in sent if not s.get("ok")})
+        if code != 0 or not through:
+            raise LabDrillError(f"the status update reached no channel: {why}")
+        if CHANNELS["primary"] in through:
+            raise LabDrillError("the status update went through the channel that is down")
+        return (
+            f"status update of {self.incident_id} sent through {', '.join(through)}"
+            f" (down: {', '.join(failed) or 'none'})"
+        )
+
     def describe(self, spec: DrillSpec) -> list[TabletopStep]:
         exp = spec.expected_seconds
         inj = spec.injection
@@ -410,7 +570,10 @@ class LabDrillSystem:
             "region-outage": "kill -9 of every process of the primary region",
             "corrupt-payments": f"change {inj.updated} payments' amounts and delete {inj.deleted}",
             "leak-credentials": "a client's secret and a bearer token are taken as leaked",
+            "store-outage": "the backup repository becomes unreachable",
         }[inj.kind]
+        if inj.channel_down:
+            what_inj += "; the primary communication channel goes down"
         rec = spec.recovery
         what_rec = {
             "automatic": "nothing: Patroni / Sentinel recover by themselves; watch the probes",
@@ -418,7 +581,16 @@ class LabDrillSystem:
             "breach": "payapi recover breach --clients LEAKED --yes; the leaked secret and"
             " token must then fail",
             "runbook": f"run the runbook {rec.runbook}",
+            "store-return": f"after {rec.delay_seconds:g}s the store returns; the WAL that"
+            " PostgreSQL kept must drain and a backup must be accepted",
         }[rec.kind]
+        if rec.component_failure:
+            what_rec += (
+                f"; then {rec.component_failure} fails in the region that took over:"
+                f" payapi recover component {rec.component_failure} --region R --yes"
+            )
+        if inj.channel_down:
+            what_rec += "; a status update must reach a backup channel"
         steps = [
             TabletopStep(
                 "steady",

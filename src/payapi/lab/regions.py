@@ -38,6 +38,9 @@ DNS_ZONE = "payments.lab"
 DNS_RECORD = f"api.{DNS_ZONE}"
 DNS_TTL_SECONDS = 5
 ENDPOINT_REFRESH_SECONDS = 1.0
+# The plan's communication channels, as file channels (no server needed): the primary
+# one (the plan's Slack channel) and a backup one (its "secondary chat platform").
+CHANNELS = {"primary": "dr-channel", "backup": "secondary-chat"}
 
 
 @dataclass
@@ -108,6 +111,10 @@ class TwoRegionLab(Lab):
 
     def region_dir(self, name: str) -> Path:
         return self.dir / "regions" / name
+
+    def channel_dir(self, tier: str) -> Path:
+        """The folder of the lab's ``tier`` incident channel (see :data:`CHANNELS`)."""
+        return self.dir / "channels" / CHANNELS[tier]
 
     @property
     def dns_server(self) -> MotoServer:
@@ -255,6 +262,11 @@ service_startup_seconds = 10
 vault_takeover_seconds = 15
 redis_restore_seconds = 5
 """
+        for tier, channel in CHANNELS.items():
+            text += (
+                f'\n[[incident.channels]]\nname = {_toml_str(channel)}\nkind = "file"\n'
+                f"tier = {_toml_str(tier)}\ndir = {_toml_str(self.channel_dir(tier))}\n"
+            )
         for region_name in REGIONS:
             text += self._region_section(self.region(region_name))
         local = self.dir / "payapi.local.toml"

@@ -5,6 +5,7 @@ is down, which is why it is the default channel."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
@@ -49,7 +50,10 @@ class FileOutbox(Notifier):
             finally:
                 os.close(dir_fd)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            # A folder that is a file (or gone) makes the unlink fail too: the channel
+            # failed, and the fallback to the backup channels must still happen.
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
             raise NotifierError(
                 f"outbox {folder}: cannot write: {exc.strerror or type(exc).__name__}"
             ) from None
