@@ -112,3 +112,14 @@ def test_tabletop_walks_the_new_scenarios_in_words(tmp_path: Path) -> None:
     store = specs.find(specs.load_all(), scenario="vendor-outage", component="object-store")
     steps = {s.name: s.what for s in sys.describe(store)}
     assert "unreachable" in steps["inject"] and "drain" in steps["recover"]
+
+
+def test_the_full_exercise_is_the_region_outage_drill_plus_its_extra_failures() -> None:
+    # The scenario suite runs the region outage as part of the full exercise only: this
+    # keeps the two specs from drifting apart unseen.
+    shipped = specs.load_all()
+    outage = specs.find(shipped, scenario="region-outage")
+    full = specs.find(shipped, scenario="full-exercise")
+    assert outage.injection.model_copy(update={"channel_down": True}) == full.injection
+    assert outage.recovery.model_copy(update={"component_failure": "eapi"}) == full.recovery
+    assert (outage.judge, outage.probes, outage.abort) == (full.judge, full.probes, full.abort)
