@@ -149,8 +149,13 @@ def test_an_abort_condition_restores_normal(tmp_path: Path) -> None:
     sys = FakeSystem(never_recovers=True)
     rec = runner.run(spec(abort={"max_seconds": 0.5}), sys, PLAN, tmp_path, checklist=CHECKLIST)
     assert rec.status is DrillStatus.ABORTED and "abort condition" in rec.reason
-    # Not restored within 0.5 s, but the objective is hours: unknown, not a breach.
-    assert rec.verdicts[0].verdict is VerdictKind.NOT_MEASURED
+    # Not restored within 0.5 s, but the objective is hours: unknown, not a breach. The
+    # probe still runs during restore-normal, so on a loaded machine a write may succeed
+    # before it stops: then the service was restored, by restore-normal, after the abort.
+    v = rec.verdicts[0]
+    assert v.verdict is VerdictKind.NOT_MEASURED or (
+        v.verdict is VerdictKind.MET and v.rto_seconds is not None and v.rto_seconds >= 0.5
+    ), v
     assert sys.calls[-1] == "restore-normal" and rec.measurements.normal_at is not None
 
 

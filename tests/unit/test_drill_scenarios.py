@@ -52,6 +52,7 @@ def test_an_unknown_second_failure_is_refused() -> None:
 class _Lab:
     def __init__(self, root: Path) -> None:
         self.dir = root
+        self.config_path = root / "payapi.toml"
 
     @property
     def backups_dir(self) -> Path:

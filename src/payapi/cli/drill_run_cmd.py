@@ -9,7 +9,8 @@ and finish one whose runner was killed.
 Exit codes of ``run``: 0 every verdict MET (tabletop: it completed), 1 any verdict
 BREACHED or the drill failed or aborted, 2 bad usage, a checklist or steady state that
 refused (nothing was injected). Drills act only on the lab unless ``--environment``
-names another environment (none other has a drill system yet: that is refused).
+names another environment, and then only when the config says it is that environment
+(:mod:`payapi.drills.environment_system`: the component failures its controls can cause).
 """
 
 from __future__ import annotations
@@ -44,13 +45,22 @@ def _spec_dirs(settings: Settings) -> list[Path]:
 
 
 def _lab_system(settings: Settings, environment: str) -> Any:
+    """The lab's drill system; for ``--environment NAME``, that environment's, but only
+    when the config says it is NAME (a wrong --config never reaches another one)."""
     from payapi.lab.drill_system import LabDrillSystem
     from payapi.lab.regions import TwoRegionLab, lab_dir_of
 
     if environment != "lab":
-        raise UsageError(
-            f"--environment {environment}: drills have a system only for the lab so far"
-        )
+        from payapi.drills.environment_system import EnvironmentDrillSystem
+
+        if settings.environment != environment:
+            raise UsageError(
+                f"--environment {environment}: this config is for environment"
+                f" {settings.environment!r} (its `environment` setting); refusing to act"
+            )
+        if settings.config_path is None:
+            raise UsageError(f"--environment {environment}: name its config with --config")
+        return EnvironmentDrillSystem(settings.config_path, environment)
     folder = lab_dir_of(settings.config_path)
     if folder is None:
         raise UsageError(
@@ -223,6 +233,10 @@ def run(
     marks = load_checklist(checklist)
     notes = _answers(answers)
     system = _lab_system(settings, environment)
+    refusal = getattr(system, "refusal", None)
+    why = refusal(chosen) if refusal is not None else None
+    if why is not None:
+        raise UsageError(f"--environment {environment}: {why}")
     if not tabletop and not yes:
         if not sys.stdin.isatty():
             raise UsageError(f"drill {chosen.name} injects a real failure: confirm with --yes")

@@ -1,37 +1,27 @@
 """The two-region lab as the system a drill acts on (:class:`payapi.drills.runner.DrillSystem`).
 
 Injections are the real failures: ``kill -9`` of processes the lab started, a whole
-region's processes at once. Everything an operator would do (the health check, a
-recovery runbook, the regional failover and failback, a corruption recovery) is the
-``payapi`` command itself, run against the lab's config: the drill proves the commands
-the plan names, not a shortcut beside them. Restore-normal is idempotent: it starts
+region's processes at once, the backup repository or a communication channel taken
+away. Everything an operator would do (the health check, a recovery runbook, the
+regional failover and failback, a corruption recovery) is the ``payapi`` command itself
+(:class:`payapi.drills.cli_system.CliDrillSystem`). Restore-normal is idempotent: it starts
 whatever of the serving region is not running and waits until the roles are the lab's
 normal ones, so it can be run again after a runner was killed.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
 
-from payapi.core.errors import PayapiError
-from payapi.core.settings import Settings, load_settings, read_secret_file
-from payapi.drills.probe import Attempt
-from payapi.drills.probe_http import PROBE_VARIABLE, PaymentAttempt, TokenAttempt, VaultAttempt
-from payapi.drills.runner import TabletopStep
+from payapi.drills.cli_system import CliDrillError, CliDrillSystem
 from payapi.drills.spec import DrillSpec
 from payapi.lab.regions import CHANNELS, TwoRegionLab
 from payapi.servers.postgres import psql
@@ -39,134 +29,36 @@ from payapi.servers.procs import ServerError, read_pid, wait_for
 
 __all__ = ["LabDrillError", "LabDrillSystem"]
 
-CLI_TIMEOUT = 600.0
 PRIMARY = "primary"
 ASIDE = ".drill-unreachable"  # where an outage puts the repository or a channel's folder
 DRAIN_TIMEOUT = 90.0
 
 
-class LabDrillError(PayapiError):
+class LabDrillError(CliDrillError):
     """A lab action of a drill failed (one line)."""
 
 
-@dataclass
-class LabDrillSystem:
-    lab: TwoRegionLab
-    environment: str = "lab"
-    _tokens: TokenAttempt | None = field(default=None, repr=False)
-    _vault: VaultAttempt | None = field(default=None, repr=False)
-    _corrupted_at: datetime | None = None
-    _leaked: tuple[str, str, SecretStr, SecretStr] | None = field(default=None, repr=False)
-    _archiver_before: int | None = None
-    # The drill's [DRILL] incident (set by whoever declared it): a drill with the primary
-    # channels down sends a status update of it, which must reach a backup channel.
-    incident_id: str | None = None
+class LabDrillSystem(CliDrillSystem):
+    restore_what = "start what was killed; fail back if DR serves; wait for the normal roles"
 
-    # -- helpers -------------------------------------------------------------------
+    def __init__(self, lab: TwoRegionLab, environment: str = "lab") -> None:
+        super().__init__(lab.config_path, environment)
+        self.lab = lab
+        self._corrupted_at: datetime | None = None
+        self._leaked: tuple[str, str, SecretStr, SecretStr] | None = None
+        self._archiver_before: int | None = None
 
     @property
-    def config(self) -> Path:
-        return self.lab.config_path
+    def endpoint_url(self) -> str:
+        return self.lab.endpoint_url
 
-    def settings(self) -> Settings:
-        return load_settings(self.config)
-
-    def _run_cli(self, *args: str, timeout: float) -> tuple[int, Any, str]:
-        """``payapi --config LAB ARGS --json``: its exit code, its JSON (None when it
-        printed none) and the last line of its stderr."""
-        argv = [sys.executable, "-m", "payapi", "--config", str(self.config), *args, "--json"]
-        try:
-            res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise LabDrillError(f"payapi {' '.join(args)} did not end in {timeout:g}s") from None
-        try:
-            data = json.loads(res.stdout) if res.stdout.strip() else None
-        except ValueError:
-            data = None
-        why = (res.stderr.strip().splitlines() or [f"exit {res.returncode}"])[-1]
-        return res.returncode, data, why
-
-    def cli(self, *args: str, timeout: float = CLI_TIMEOUT) -> dict[str, Any]:
-        """``payapi --config LAB ARGS --json``; its JSON, or one line of why it failed."""
-        code, data, why = self._run_cli(*args, timeout=timeout)
-        if code != 0:
-            raise LabDrillError(f"payapi {' '.join(args)}: {why}")
-        if data is None:
-            return {}
-        return data if isinstance(data, dict) else {"result": data}
+    def payment_dsn(self) -> str:
+        return self.lab.region(self._active()).dsn("payment_db")
 
     def _active(self) -> str:
         return self.lab.active_region
 
     # -- DrillSystem ---------------------------------------------------------------
-
-    def health(self) -> tuple[bool, str]:
-        code, data, why = self._run_cli("health", "check", timeout=120)
-        if not isinstance(data, dict):
-            return False, why
-        bad = [n for n, c in data.get("components", {}).items() if not c.get("healthy", False)]
-        if code == 0 and data.get("healthy"):
-            return True, f"health check passes in {data.get('environment', self._active())}"
-        return False, "unhealthy: " + (", ".join(bad) or "see payapi health check")
-
-    def probes(self, spec: DrillSpec, tag: str) -> Mapping[str, tuple[Attempt, float]]:
-        endpoint = self.lab.endpoint_url
-        client = self.cli("clients", "create", f"drill-{tag[-6:]}")
-        secret = SecretStr(str(client.pop("client_secret")))
-        client_id = str(client["client_id"])
-        out: dict[str, tuple[Attempt, float]] = {}
-        names = spec.all_probes()
-        if "payments" in names:
-            out["payments"] = (
-                PaymentAttempt(endpoint, client_id, secret, tag=f"drill-{tag[-6:]}"),
-                0.1,
-            )
-        if "tokens" in names:
-            self._tokens = TokenAttempt(endpoint, client_id, secret)
-            out["tokens"] = (self._tokens, 1.0)
-        if "vault" in names:
-            self._vault = self._vault_probe(tag)
-            out["vault"] = (self._vault, 1.0)
-        return out
-
-    def _vault_probe(self, tag: str) -> VaultAttempt:
-        from payapi.vault.client import VaultClient
-
-        s = self.settings().vault
-        key = read_secret_file(s.admin_api_key_file, "vault admin API key")
-
-        async def declare() -> None:
-            async with VaultClient(s.endpoints(), s.account, s.admin_login, key) as admin:
-                await admin.load_policy("root", f"- !variable {PROBE_VARIABLE}\n", "POST")
-
-        asyncio.run(declare())
-        return VaultAttempt(s.endpoints(), s.account, s.admin_login, key, tag=tag[-6:])
-
-    def found(self, probe: str, refs: Sequence[str]) -> set[str]:
-        if probe == "payments":
-            return self._payments_found(refs)
-        if probe == "tokens" and self._tokens is not None:
-            return self._tokens.found(refs)
-        if probe == "vault" and self._vault is not None:
-            try:
-                return self._vault.found(refs)
-            finally:
-                self._vault.close()
-        raise LabDrillError(f"no check for the {probe} probe")
-
-    def _payments_found(self, refs: Sequence[str]) -> set[str]:
-        """The acknowledged payments that are in the serving database as acknowledged
-        (1.00 USD): a corrupted amount counts as missing until it is corrected."""
-        dsn = self.lab.region(self._active()).dsn("payment_db")
-        found: set[str] = set()
-        ids = list(dict.fromkeys(refs))
-        for i in range(0, len(ids), 500):
-            part = ",".join(f"'{x}'" for x in ids[i : i + 500] if _uuidish(x))
-            if not part:
-                continue
-            rows = psql(dsn, f"SELECT id FROM payments WHERE id IN ({part}) AND amount = 1.00")  # noqa: S608 (ids checked)
-            found |= {r[0] for r in rows}
-        return found
 
     def inject(self, spec: DrillSpec) -> str:
         done = self._inject(spec)
@@ -320,11 +212,6 @@ class LabDrillSystem:
         if rec.kind == "region-failover":
             out = self.cli("region", "failover", "--to", "dr", "--yes")
             return f"region failover to dr in {out.get('total_seconds', '?')}s"
-        assert rec.runbook is not None
-        if rec.runbook.startswith("component-"):
-            component = rec.runbook.removeprefix("component-")
-            out = self.cli("recover", "component", component, "--yes")
-            return f"{rec.runbook}: {out.get('outcome', out.get('status', 'done'))}"
         if rec.runbook == "corruption-db":
             since = self._corrupted_at or datetime.now(UTC)
             plan_file = self.lab.dir / "drills" / f"correction-plan-{since:%Y%m%dT%H%M%SZ}.json"
@@ -336,8 +223,7 @@ class LabDrillSystem:
                 f"corruption-db: {out.get('deleted_rows_restored', 0)} deleted rows restored,"
                 f" {out.get('restored_rows', 0)} rows restored, {out.get('kept_rows', 0)} kept"
             )
-        out = self.cli("runbook", "run", rec.runbook, "--yes", *_params(rec.params))
-        return f"{rec.runbook}: {out.get('status', 'done')}"
+        return self.run_runbook(spec)
 
     def restore_normal(self, spec: DrillSpec) -> str:
         """Idempotent: the primary region serves, every server of it runs, the roles are
@@ -560,82 +446,3 @@ class LabDrillSystem:
             f"status update of {self.incident_id} sent through {', '.join(through)}"
             f" (down: {', '.join(failed) or 'none'})"
         )
-
-    def describe(self, spec: DrillSpec) -> list[TabletopStep]:
-        exp = spec.expected_seconds
-        inj = spec.injection
-        what_inj = {
-            "kill": f"kill -9 of {inj.component} in the serving region"
-            + (" (the primary only)" if inj.component in ("db", "redis") else ""),
-            "region-outage": "kill -9 of every process of the primary region",
-            "corrupt-payments": f"change {inj.updated} payments' amounts and delete {inj.deleted}",
-            "leak-credentials": "a client's secret and a bearer token are taken as leaked",
-            "store-outage": "the backup repository becomes unreachable",
-        }[inj.kind]
-        if inj.channel_down:
-            what_inj += "; the primary communication channel goes down"
-        rec = spec.recovery
-        what_rec = {
-            "automatic": "nothing: Patroni / Sentinel recover by themselves; watch the probes",
-            "region-failover": "payapi region failover --to dr --yes",
-            "breach": "payapi recover breach --clients LEAKED --yes; the leaked secret and"
-            " token must then fail",
-            "runbook": f"run the runbook {rec.runbook}",
-            "store-return": f"after {rec.delay_seconds:g}s the store returns; the WAL that"
-            " PostgreSQL kept must drain and a backup must be accepted",
-        }[rec.kind]
-        if rec.component_failure:
-            what_rec += (
-                f"; then {rec.component_failure} fails in the region that took over:"
-                f" payapi recover component {rec.component_failure} --region R --yes"
-            )
-        if inj.channel_down:
-            what_rec += "; a status update must reach a backup channel"
-        steps = [
-            TabletopStep(
-                "steady",
-                "steady-state",
-                "payapi health check; the probes succeed",
-                exp.get("steady"),
-            ),
-            TabletopStep("inject", "inject", what_inj, exp.get("inject")),
-            TabletopStep("recover", "recover", what_rec, exp.get("recover")),
-        ]
-        if rec.kind == "runbook" and rec.runbook:
-            steps += self._runbook_steps(rec.runbook, exp.get("recover"))
-        steps += [
-            TabletopStep(
-                "restore",
-                "restore-normal",
-                "start what was killed; fail back if DR serves; wait for the normal roles",
-                exp.get("restore"),
-            ),
-            TabletopStep(
-                "verify", "verify", "look for every acknowledged write", exp.get("verify")
-            ),
-        ]
-        return steps
-
-    def _runbook_steps(self, name: str, expected: float | None) -> list[TabletopStep]:
-        try:
-            shown = self.cli("runbook", "list")
-        except LabDrillError:
-            return []
-        for rb in shown.get("result", shown.get("runbooks", [])) or []:
-            if isinstance(rb, dict) and rb.get("name") == name:
-                return [
-                    TabletopStep("recover", f"runbook {name}: {s}", f"step {s} of {name}")
-                    for s in rb.get("steps", [])
-                ]
-        return []
-
-
-def _params(params: Mapping[str, str]) -> list[str]:
-    out: list[str] = []
-    for k, v in params.items():
-        out += ["--param", f"{k}={v}"]
-    return out
-
-
-def _uuidish(text: str) -> bool:
-    return all(c in "0123456789abcdefABCDEF-" for c in text) and 8 <= len(text) <= 64

@@ -13,6 +13,8 @@ The same controls, configured in ``[eapi]``/``[sapi]``/``[vault]`` themselves
 from __future__ import annotations
 
 import importlib
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,7 +22,7 @@ from urllib.parse import urlsplit
 
 from payapi.core.errors import PayapiError
 from payapi.core.settings import RegionServiceSettings, ServiceListen
-from payapi.servers.procs import ServerError
+from payapi.servers.procs import ServerError, pid_alive, read_pid
 from payapi.servers.service import ServiceProcess
 
 HEALTH_PATHS = {"sapi": "/api/internal-health", "eapi": "/api/health", "vault": "/health"}
@@ -46,6 +48,11 @@ class ServiceControl(Protocol):
 
     def describe(self) -> str:
         """What is controlled, in a few words (for a dry run)."""
+        ...
+
+    def kill(self) -> int:
+        """Kill every replica at once, with no grace (a drill's failure: ``kill -9``,
+        or pods deleted with a grace period of 0); how many were killed."""
         ...
 
 
@@ -75,6 +82,16 @@ class LocalServiceControl:
     def describe(self) -> str:
         p = self.process
         return f"the local {p.name} process (pid file {p.pidfile}, port {p.port})"
+
+    def kill(self) -> int:
+        pid = read_pid(self.process.pidfile)
+        if pid is None or not pid_alive(pid):
+            return 0
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return 0
+        return 1
 
 
 class KubernetesServiceControl:
@@ -136,6 +153,19 @@ class KubernetesServiceControl:
 
     def describe(self) -> str:
         return f"deployment {self.namespace}/{self.deployment}"
+
+    def kill(self) -> int:
+        k8s: Any = importlib.import_module("kubernetes")
+        core = k8s.client.CoreV1Api()
+        current = self._apps.read_namespaced_deployment(self.deployment, self.namespace)
+        labels = current.spec.selector.match_labels or {}
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        if not selector:
+            raise ServiceControlError(f"deployment {self.deployment}: no label selector")
+        pods = core.list_namespaced_pod(self.namespace, label_selector=selector).items
+        for pod in pods:
+            core.delete_namespaced_pod(pod.metadata.name, self.namespace, grace_period_seconds=0)
+        return len(pods)
 
 
 def service_control(name: str, conf: RegionServiceSettings) -> ServiceControl:
