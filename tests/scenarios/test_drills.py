@@ -128,7 +128,8 @@ def test_redis_failure_drill_meets_the_plan_and_writes_four_reports(drills: Dril
     assert_reports(out)
     # The drill's [DRILL] incident was declared and completed with the measured figures.
     assert out["incident_id"], out
-    sent = "".join(p.read_text() for p in (drills.config.parent / "outbox").glob("*.txt"))
+    channel = drills.lab.channel_dir("primary")  # the lab's primary incident channel
+    sent = "".join(p.read_text() for p in channel.glob("*.txt"))
     assert "[DRILL]" in sent and out["drill_id"] in sent and "RTO" in sent
     assert drills.healthy()
 

@@ -29,7 +29,7 @@ title: a fake failure
 scenario: failure
 component: eapi
 probes: [payments]
-steady_state: {probes: [payments], seconds: 0.3, health: true}
+steady_state: {probes: [payments], seconds: 0.3, health: true, health_wait_seconds: 0.5}
 injection: {kind: kill, component: eapi}
 recovery: {kind: runbook, runbook: component-eapi}
 abort: {max_seconds: 2}
@@ -143,6 +143,18 @@ def test_a_steady_state_that_does_not_hold_refuses_without_injecting(tmp_path: P
     with pytest.raises(runner.DrillRefused, match="steady state"):
         runner.run(spec(), sys, PLAN, tmp_path, checklist=CHECKLIST)
     assert "inject" not in sys.calls and "restore-normal" not in sys.calls
+    assert sys.calls.count("health") >= 2  # asked again within health_wait_seconds
+
+
+def test_a_health_check_that_passes_within_the_wait_lets_the_drill_run(tmp_path: Path) -> None:
+    class CatchingUp(FakeSystem):
+        def health(self) -> tuple[bool, str]:
+            super().health()
+            return self.calls.count("health") > 1, "a standby catching up"
+
+    sys = CatchingUp(slow=0.2)  # the probe sees the outage before the recovery
+    rec = runner.run(spec(), sys, PLAN, tmp_path, checklist=CHECKLIST)
+    assert rec.status is DrillStatus.COMPLETED and "inject" in sys.calls, rec.reason
 
 
 def test_an_abort_condition_restores_normal(tmp_path: Path) -> None:

@@ -54,6 +54,7 @@ __all__ = [
 # A probe that has not failed counts as "kept serving" after this long of successes.
 QUIET_SECONDS = 3.0
 POLL_SECONDS = 0.25
+HEALTH_RETRY_SECONDS = 2.0
 
 
 class DrillRefused(UsageError):
@@ -352,10 +353,8 @@ def _execute(
     try:
         with j.step("steady-state", "steady") as out:
             if spec.steady_state.health:
-                healthy, detail = system.health()
-                if not healthy:
-                    raise DrillRefused(f"steady state does not hold: {detail}")
-                out.append(detail)
+                out.append(_healthy_within(system, spec.steady_state.health_wait_seconds,
+                                           j.clock, sleep))  # fmt: skip
             attempts = system.probes(spec, drill_id)
             sink = SampleFile(files.samples_path(folder, drill_id))
             probe = Probe(attempts, sink, clock=j.clock)
@@ -428,6 +427,24 @@ def _execute(
                      "ended_at": j.clock().isoformat()})  # fmt: skip
     if refused is not None:
         raise DrillRefused(f"drill {drill_id} refused: {reason}")
+
+
+def _healthy_within(
+    system: DrillSystem,
+    seconds: float,
+    clock: Callable[[], datetime],
+    sleep: Callable[[float], None],
+) -> str:
+    """The health check's line once it passes; :class:`DrillRefused` when it has not
+    passed ``seconds`` after the first try."""
+    deadline = clock().timestamp() + seconds
+    while True:
+        healthy, detail = system.health()
+        if healthy:
+            return detail
+        if clock().timestamp() >= deadline:
+            raise DrillRefused(f"steady state does not hold: {detail}")
+        sleep(min(HEALTH_RETRY_SECONDS, max(deadline - clock().timestamp(), 0.0)))
 
 
 def _wait_restored(

@@ -53,12 +53,16 @@ class _Frozen(BaseModel):
 
 class SteadyState(_Frozen):
     """Before the injection: for ``seconds``, every probe listed succeeds at least at
-    ``min_success_rate``, and (``health``) ``payapi health check`` passes."""
+    ``min_success_rate``, and (``health``) ``payapi health check`` passes (within
+    ``health_wait_seconds``)."""
 
     probes: tuple[Probe, ...] = ("payments",)
     seconds: float = Field(3.0, gt=0, le=600)
     min_success_rate: float = Field(1.0, ge=0, le=1)
     health: bool = True
+    # The health check must pass within this long (a standby still catching up after the
+    # previous drill is not a refusal yet); 0 asks once.
+    health_wait_seconds: float = Field(20.0, ge=0, le=600)
 
 
 class Injection(_Frozen):
