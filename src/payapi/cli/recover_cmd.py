@@ -9,11 +9,13 @@
     payapi recover system --from-backups --into DIR [--repository URL --key-file F]
                           [--vault-key-file K] [--vault auto|backup|database]
                           [--redis-rebuild] [--yes] [--json]
+    payapi recover system --from-backups --region dr [--redis-rebuild] [--yes] [--json]
 
 The work is :mod:`payapi.recovery.corruption` (and ``corruption_vault``,
 ``corruption_checks``), for a component the shipped runbook ``component-NAME`` run by
 the engine (journaled: ``payapi runbook resume RUN_ID`` continues it), and for the whole
-system :mod:`payapi.lab.rebuild`; this command parses, confirms and prints. Exit 0 done,
+system :mod:`payapi.lab.rebuild` (a lost region of the two-region lab:
+:mod:`payapi.lab.region_rebuild`); this command parses, confirms and prints. Exit 0 done,
 1 failed
 (the correction, or a ``--verify`` check), 2 bad usage (nothing was changed).
 """
@@ -317,7 +319,15 @@ def system(
     from_backups: bool = typer.Option(
         False, "--from-backups", help="Rebuild from the backup repository (the only source)."
     ),
-    into: Path = typer.Option(..., "--into", help="An empty folder for the rebuilt platform."),
+    into: Path | None = typer.Option(
+        None, "--into", help="An empty folder for the rebuilt platform."
+    ),
+    region: str | None = typer.Option(
+        None,
+        "--region",
+        help="Instead of --into: an empty region of the two-region lab (e.g. dr) that "
+        "does not serve; it comes back a standby of the serving region.",
+    ),
     repository: str | None = typer.Option(
         None,
         "--repository",
@@ -356,6 +366,12 @@ def system(
         fail("say where the platform comes from: --from-backups", EXIT_USAGE)
     if vault not in ("auto", "backup", "database"):
         fail(f"--vault {vault}: one of auto, backup, database", EXIT_USAGE)
+    if (into is None) == (region is None):
+        fail("say where to build: --into DIR or --region NAME (one of them)", EXIT_USAGE)
+    if region is not None:
+        _system_region(ctx, region, redis_rebuild=redis_rebuild, yes=yes, as_json=as_json)
+        return
+    assert into is not None
     settings = None
     if repository is None or key_file is None or vault_key_file is None:
         try:
@@ -396,6 +412,41 @@ def system(
              f"(stop it with: payapi lab down --dir {result.into})")  # fmt: skip
 
 
+def _system_region(
+    ctx: typer.Context, name: str, *, redis_rebuild: bool, yes: bool, as_json: bool
+) -> None:
+    """``recover system --from-backups --region NAME``: :mod:`payapi.lab.region_rebuild`."""
+    from payapi.lab.region_rebuild import RegionRebuildRequest, check_region, rebuild_region
+    from payapi.lab.regions import TwoRegionLab, lab_dir_of
+
+    try:
+        settings = get_ctx(ctx).settings
+    except PayapiError as exc:
+        fail(str(exc), EXIT_USAGE)
+    lab_dir = lab_dir_of(settings.config_path)
+    if lab_dir is None:
+        fail(
+            f"--region {name}: not a two-region lab's config (payapi --config "
+            "DIR/payapi.toml of payapi lab up --regions primary,dr)",
+            EXIT_USAGE,
+        )
+    lab = TwoRegionLab(lab_dir)
+    try:
+        check_region(lab, name)
+        _confirm(f"rebuild region {name} from {lab.repository_url}", yes)
+        with journal(quiet=as_json) as j:
+            lab.journal = j
+            result = rebuild_region(
+                RegionRebuildRequest(lab=lab, region=name, redis_rebuild=redis_rebuild, journal=j)
+            )
+    except PayapiError as exc:
+        fail(f"{exc} (what was started in region {name} is stopped)", exc.exit_code)
+    emit(result.to_json(), as_json=as_json, human=_print_system)
+    if not result.verified:
+        bad = next(c for c in result.checks if not c["ok"])
+        fail(f"region {name} is rebuilt but {bad['name']} failed: {bad['detail']}")
+
+
 def _print_system(d: dict[str, Any]) -> None:
     for s in d["steps"]:
         console.print(
@@ -404,13 +455,23 @@ def _print_system(d: dict[str, Any]) -> None:
             markup=False,
             soft_wrap=True,
         )
+    where = f"region {d['region']}" if d.get("region") else d["into"]
     console.print(
-        f"rebuilt in {d['into']} in {d['total_seconds']:.1f} s: {d['payments']} payments, "
+        f"rebuilt {where} in {d['total_seconds']:.1f} s: {d['payments']} payments, "
         f"verified: {'yes' if d['verified'] else 'NO'}",
         highlight=False,
         markup=False,
         soft_wrap=True,
     )
+    if d.get("region"):
+        console.print(
+            f"config: {d['config']}; a standby of {d['database'].get('standby_of')} again "
+            f"(to serve from it: payapi region failover --to {d['region']})",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+        return
     console.print(
         f"config: {d['config']}; stop with: payapi lab down --dir {d['into']}; take a first "
         f"full backup: payapi --config {d['config']} backup run --component db --full",

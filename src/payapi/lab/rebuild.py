@@ -123,6 +123,7 @@ class RebuildResult:
     checks: list[dict[str, Any]] = field(default_factory=list)
     reissued: list[str] = field(default_factory=list)
     services: dict[str, str] = field(default_factory=dict)
+    region: str | None = None  # a region of the two-region lab rebuilt (else a folder)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -140,7 +141,7 @@ class RebuildResult:
             "checks": self.checks,
             "reissued": self.reissued,
             "services": self.services,
-            "region": None,
+            "region": self.region,
         }
 
 
@@ -208,6 +209,26 @@ def decide_vault(
 # --------------------------------------------------------------------------- doing
 
 
+@contextlib.contextmanager
+def timed_step(journal: Journal, result: RebuildResult, name: str) -> Iterator[StepTime]:
+    """One timed step of a rebuild, journaled and appended to ``result.steps`` (a
+    failure marks it failed with one line and re-raises)."""
+    timing = StepTime(name, "running", 0.0)
+    start = time.monotonic()
+    try:
+        with journal.step(name):
+            yield timing
+    except BaseException as exc:
+        timing.status = "failed"
+        timing.detail = timing.detail or " ".join(str(exc).split())[:200]
+        raise
+    else:
+        timing.status = "ok" if timing.status == "running" else timing.status
+    finally:
+        timing.seconds = time.monotonic() - start
+        result.steps.append(timing)
+
+
 class _Run:
     """One rebuild: the lab being built, the source repository, the timed steps."""
 
@@ -218,22 +239,8 @@ class _Run:
         self.result = RebuildResult(into=self.lab.dir, config=self.lab.config_path)
         self.source_key = self.lab.key_file("source-repository.key")
 
-    @contextlib.contextmanager
-    def step(self, name: str) -> Iterator[StepTime]:
-        timing = StepTime(name, "running", 0.0)
-        start = time.monotonic()
-        try:
-            with self.journal.step(name):
-                yield timing
-        except BaseException as exc:
-            timing.status = "failed"
-            timing.detail = timing.detail or " ".join(str(exc).split())[:200]
-            raise
-        else:
-            timing.status = "ok" if timing.status == "running" else timing.status
-        finally:
-            timing.seconds = time.monotonic() - start
-            self.result.steps.append(timing)
+    def step(self, name: str) -> contextlib.AbstractContextManager[StepTime]:
+        return timed_step(self.journal, self.result, name)
 
     def open_source(self) -> Any:
         from payapi.backup.errors import WrongKey
@@ -385,31 +392,11 @@ class _Run:
             s.detail = f"{source}: {why}"
 
     def redis(self, repo: Any) -> None:
-        from payapi.backup.redis_backup import COMPONENT
-        from payapi.backup.redis_restore import restore_redis
-        from payapi.backup.service import component_lock
-        from payapi.core.settings import load_settings
-        from payapi.systems.redis import redis_control
-
         with self.step("redis") as s:
             self.lab.redis.start()
-            if self.req.redis_rebuild or not repo.list_backups(COMPONENT):
-                why = "asked for" if self.req.redis_rebuild else "no Redis snapshot"
-                self.result.redis = {"mode": "rebuild", "backup_id": None}
-                s.detail = f"empty ({why}): clients re-authenticate"
-                return
-            settings = load_settings(self.lab.config_path)
-            with component_lock(repo, COMPONENT, "system recovery"):
-                out = restore_redis(
-                    repo, settings.redis, redis_control(settings.redis), journal=self.journal
-                )
-            self.result.redis = {
-                "mode": out.mode,
-                "backup_id": out.backup_id,
-                "keys": sum(out.final_keys.values()),
-                "tokens": out.tokens,
-            }
-            s.detail = f"snapshot {out.backup_id}: {self.result.redis['keys']} keys"
+            self.result.redis, s.detail = restore_redis_or_rebuild(
+                repo, self.lab.config_path, rebuild=self.req.redis_rebuild, journal=self.journal
+            )
 
     def services(self) -> None:
         for name in ("sapi", "eapi"):
@@ -420,7 +407,9 @@ class _Run:
 
     def verify(self) -> None:
         with self.step("verify") as s:
-            checks = _health(self.lab) + _functional(self.lab)
+            checks = _health(self.lab) + functional_checks(
+                self.lab.config_path, self.lab.url("eapi")
+            )
             if self.result.audit.get("head_matches") is False:
                 checks.append(_check("audit.head", False, self.result.audit["head_detail"]))
             self.result.checks = checks
@@ -428,6 +417,28 @@ class _Run:
             bad = [c["name"] for c in checks if not c["ok"]]
             s.status = "ok" if not bad else "failed"
             s.detail = "all checks pass" if not bad else "failed: " + ", ".join(bad)
+
+
+def restore_redis_or_rebuild(
+    repo: Any, config: Path, *, rebuild: bool, journal: Journal
+) -> tuple[dict[str, Any], str]:
+    """The running Redis of ``config`` restored from the newest snapshot (tokens
+    dropped), or left empty (``rebuild``, or no snapshot): what was done, and one line."""
+    from payapi.backup.redis_backup import COMPONENT
+    from payapi.backup.redis_restore import restore_redis
+    from payapi.backup.service import component_lock
+    from payapi.core.settings import load_settings
+    from payapi.systems.redis import redis_control
+
+    if rebuild or not repo.list_backups(COMPONENT):
+        why = "asked for" if rebuild else "no Redis snapshot"
+        return {"mode": "rebuild", "backup_id": None}, f"empty ({why}): clients re-authenticate"
+    settings = load_settings(config)
+    with component_lock(repo, COMPONENT, "system recovery"):
+        out = restore_redis(repo, settings.redis, redis_control(settings.redis), journal=journal)
+    keys = sum(out.final_keys.values())
+    done = {"mode": out.mode, "backup_id": out.backup_id, "keys": keys, "tokens": out.tokens}
+    return done, f"snapshot {out.backup_id}: {keys} keys"
 
 
 def rebuild(req: RebuildRequest) -> RebuildResult:
@@ -639,13 +650,14 @@ def _health(lab: Lab) -> list[dict[str, Any]]:
     return out
 
 
-def _functional(lab: Lab) -> list[dict[str, Any]]:
-    """The seed's curls: authenticate with a new client's headers, then a payment."""
+def functional_checks(config: Path, eapi_url: str) -> list[dict[str, Any]]:
+    """The seed's curls against ``eapi_url``: authenticate with a new client's headers
+    (made with the platform of ``config``), then a payment."""
     from payapi.core.settings import load_settings
     from payapi.credentials.service import Platform, create_client
 
     async def new_client() -> tuple[str, str]:
-        p = Platform.from_settings(load_settings(lab.config_path))
+        p = Platform.from_settings(load_settings(config))
         try:
             stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
             made = await create_client(p, name=f"{VERIFY_CLIENT}-{stamp}")
@@ -659,7 +671,7 @@ def _functional(lab: Lab) -> list[dict[str, Any]]:
         return [_check("functional.client", False, f"{type(exc).__name__}: {exc}"[:200])]
     headers = {"X-Client-ID": client_id, "X-Client-Secret": secret}
     out = [_check("functional.client", True, "a verification client created")]
-    with httpx.Client(base_url=lab.url("eapi"), timeout=15, trust_env=False) as http:
+    with httpx.Client(base_url=eapi_url, timeout=15, trust_env=False) as http:
         try:
             r = http.post("/api/v1/authenticate", headers=headers)
             ok = r.status_code == 200 and bool(r.json().get("access_token"))
