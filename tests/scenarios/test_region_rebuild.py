@@ -82,10 +82,14 @@ def test_a_lost_dr_region_is_rebuilt_from_backups(two_region_lab: TwoRegionLab) 
     wait_for(dr.stopped, timeout=30, what="the DR region's processes to die")
     shutil.rmtree(lab.region_dir("dr"))
     try:
+        code, out, err = _recover(lab, "--region", "dr", "--dry-run", "--json")
+        assert code == 0, err
+        assert json.loads(out)["ok"] is True and not lab.region_dir("dr").exists()
         code, out, err = _recover(lab, "--region", "dr", "--yes", "--json")
         assert code == 0, err
         data = json.loads(out)
         assert data["region"] == "dr" and data["verified"] is True, data["checks"]
+        assert "-system-recovery-" in data["run_id"]
         assert data["database"]["backup_id"] == full["backup_id"]
         assert data["database"]["role"] == "standby_leader"
         assert data["total_seconds"] > 0 and [s["name"] for s in data["steps"]] == [

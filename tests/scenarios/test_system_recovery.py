@@ -81,6 +81,31 @@ def test_refusals_change_nothing(lab: LabHandle, outside_tmp: Path) -> None:
     assert not new.exists()
 
 
+def test_dry_run_and_access_control_change_nothing(lab: LabHandle, outside_tmp: Path) -> None:
+    into = outside_tmp / "planned"
+    journals = set((lab.config.parent / "runbooks").glob("*.jsonl"))
+    res = _recover(lab, "--into", str(into), "--dry-run", "--json")
+    assert res.returncode == 0, res.stderr
+    plan = json.loads(res.stdout)
+    assert plan["dry_run"] is True and plan["runbook"] == "system-recovery" and plan["ok"]
+    steps = [s["step"] for s in plan["steps"]]
+    assert steps == ["configuration", "database", "vault", "redis", "services", "verify"]
+    assert "restore backup" in plan["steps"][1]["would"], plan["steps"][1]
+    assert not into.exists()  # nothing made, no run journaled
+    assert set((lab.config.parent / "runbooks").glob("*.jsonl")) == journals
+    # An operator without execute on webservice:runbooks/system-recovery: exit 3.
+    key = lab.lab.secrets_dir / "app-lead.api_key"
+    res = run_cli(
+        *("--as", "app-lead", "--api-key-file", str(key)),
+        *("recover", "system", "--from-backups", "--into", str(into), "--yes"),
+        config=lab.config,
+        check=False,
+    )
+    assert res.returncode == 3, res.stderr
+    assert "system-recovery" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not into.exists()
+
+
 def test_rebuilt_from_backups_serves_the_seeds_curls(lab: LabHandle, outside_tmp: Path) -> None:
     cfg = lab.config
     client = lab.create_client("sysrec-before")
@@ -112,6 +137,8 @@ def test_rebuilt_from_backups_serves_the_seeds_curls(lab: LabHandle, outside_tmp
             "recover system:", {s["name"]: s["seconds"] for s in out["steps"]}, out["total_seconds"]
         )
         assert out["verified"] is True, out["checks"]
+        run = json.loads(run_cli("runbook", "show", out["run_id"], "--json", config=cfg).stdout)
+        assert run["runbook"] == "system-recovery" and run["status"] == "succeeded", run
         names = [s["name"] for s in out["steps"]]
         assert names[:5] == ["configuration", "backup repository", "database", "audit", "vault"]
         assert {"redis", "sapi", "eapi", "verify"} <= set(names)

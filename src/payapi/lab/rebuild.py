@@ -52,7 +52,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import httpx
 
@@ -65,7 +65,10 @@ __all__ = [
     "RebuildResult",
     "check_request",
     "decide_vault",
-    "rebuild",
+    "drive_stage",
+    "fresh_result",
+    "preflight",
+    "run_stage",
 ]
 
 VaultMode = Literal["auto", "backup", "database"]
@@ -143,6 +146,28 @@ class RebuildResult:
             "services": self.services,
             "region": self.region,
         }
+
+
+def result_from_json(d: dict[str, Any]) -> RebuildResult:
+    """A :class:`RebuildResult` back from its ``to_json()`` (the run's state file)."""
+    steps = [StepTime(s["name"], s["status"], s["seconds"], s["detail"]) for s in d["steps"]]
+    return RebuildResult(
+        into=Path(d["into"]),
+        config=Path(d["config"]),
+        steps=steps,
+        total_seconds=d["total_seconds"],
+        payments=d["payments"],
+        verified=d["verified"],
+        database=d["database"],
+        vault=d["vault"],
+        redis=d["redis"],
+        configuration=d["configuration"],
+        audit=d["audit"],
+        checks=d["checks"],
+        reissued=d["reissued"],
+        services=d["services"],
+        region=d["region"],
+    )
 
 
 def check_request(req: RebuildRequest) -> None:
@@ -278,12 +303,25 @@ class _Run:
 
     # -- steps ---------------------------------------------------------------------
 
-    def prepare(self) -> None:
+    # The steps of the ``system-recovery`` runbook: each a group of the timed steps
+    # below, every one of which can run again from its start (a resume re-runs a killed
+    # step).
+    STAGES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "configuration": ("check_vault_key", "prepare", "configuration", "repository"),
+        "database": ("database", "audit"),
+        "vault": ("vault",),
+        "redis": ("redis",),
+        "services": ("services",),
+        "verify": ("verify",),
+    }
+
+    def prepare(self, repo: Any = None) -> None:
         lab = self.lab
         lab.dir.mkdir(parents=True, exist_ok=True)
         lab.secrets_dir.mkdir(mode=0o700, exist_ok=True)
         os.chmod(lab.secrets_dir, 0o700)
         (lab.dir / "audit").mkdir(exist_ok=True)
+        lab.key_file("vault-data.key").unlink(missing_ok=True)  # a killed attempt's
         _copy_private(self.req.vault_key_file, lab.key_file("vault-data.key"))
 
     def configuration(self, repo: Any) -> None:
@@ -297,6 +335,7 @@ class _Run:
                 self.result.configuration = {"backup_id": None}
             else:
                 out = self.lab.dir / CONFIG_DIR
+                shutil.rmtree(out, ignore_errors=True)  # a killed attempt's
                 with restore_lock(repo, COMPONENT, f"system recovery (pid {os.getpid()})"):
                     restored = restore_config(repo, None, out)
                 self.result.configuration = restored.to_json()
@@ -304,7 +343,7 @@ class _Run:
                 s.detail = f"export {restored.backup_id} into {out}"
             self.lab.write_config()
 
-    def repository(self) -> None:
+    def repository(self, repo: Any = None) -> None:
         with self.step("backup repository") as s:
             self.lab.ensure_backup_repository()
             s.detail = f"a new repository for the rebuilt site: {self.lab.repository_url}"
@@ -318,6 +357,11 @@ class _Run:
 
         pg = self.lab.pg
         with self.step("database") as s:
+            if pg.datadir.exists():  # what a killed attempt left: restored again
+                with contextlib.suppress(Exception):
+                    stop_server(pg.datadir, mode="immediate")
+                shutil.rmtree(pg.datadir)
+            self.source_key.unlink(missing_ok=True)
             _copy_private(self.req.key_file, self.source_key, lab_user=True)
             try:
                 req = RestoreRequest(
@@ -351,7 +395,7 @@ class _Run:
             }
             s.detail = f"backup {restored.backup_id} + WAL; {self.result.payments} payments"
 
-    def audit(self) -> None:
+    def audit(self, repo: Any = None) -> None:
         with self.step("audit") as s:
             self.result.audit = asyncio.run(
                 _reanchor_audit(self.lab, self.req.audit_head_file, self.result.database)
@@ -398,14 +442,16 @@ class _Run:
                 repo, self.lab.config_path, rebuild=self.req.redis_rebuild, journal=self.journal
             )
 
-    def services(self) -> None:
+    def services(self, repo: Any = None) -> None:
+        for name in ("postgres", "redis", "vault"):  # running unless someone stopped them
+            self.lab.start(name, timeout=self.req.service_timeout)
         for name in ("sapi", "eapi"):
             with self.step(name) as s:
                 self.lab.start(name, timeout=self.req.service_timeout)
                 s.detail = self.lab.url(name)
         self.result.services = {n: self.lab.url(n) for n in ("vault", "sapi", "eapi")}
 
-    def verify(self) -> None:
+    def verify(self, repo: Any = None) -> None:
         with self.step("verify") as s:
             checks = _health(self.lab) + functional_checks(
                 self.lab.config_path, self.lab.url("eapi")
@@ -441,34 +487,47 @@ def restore_redis_or_rebuild(
     return done, f"snapshot {out.backup_id}: {keys} keys"
 
 
-def rebuild(req: RebuildRequest) -> RebuildResult:
-    """Build and verify a platform in ``req.into``; see the module docstring."""
+def preflight(req: RebuildRequest) -> None:
+    """Everything that refuses a rebuild before anything is made (exit 2): the folder,
+    the keys' files, the repository's key, the vault's data key."""
     check_request(req)
     run = _Run(req)
-    started = time.monotonic()
-    built = False
-    repo = run.open_source()  # a wrong repository key: refused before anything is made
+    repo = run.open_source()
     try:
         run.check_vault_key(repo)
-        run.prepare()
-        run.configuration(repo)
-        run.repository()
-        run.database(repo)
-        run.audit()
-        run.vault(repo)
-        run.redis(repo)
-        run.services()
-        built = True
     finally:
         repo.close()
-        if not built and run.lab.state_path.exists():
-            with contextlib.suppress(Exception):
-                run.lab.down()
-        run.result.total_seconds = time.monotonic() - started
-    if req.verify:
-        run.verify()
-    run.result.total_seconds = time.monotonic() - started
-    return run.result
+
+
+def fresh_result(req: RebuildRequest) -> RebuildResult:
+    """What a rebuild into ``req.into`` has found before its first step: nothing."""
+    return _Run(req).result
+
+
+def run_stage(req: RebuildRequest, stage: str, result: RebuildResult) -> RebuildResult:
+    """One step of the runbook: ``stage`` of the rebuild into ``req.into``, continuing
+    ``result`` (what the earlier steps found; :func:`fresh_result` for the first, after
+    :func:`preflight`)."""
+    run = _Run(req)
+    run.result = result
+    return drive_stage(run, stage, run.open_source())
+
+
+def drive_stage(run: Any, stage: str, repo: Any) -> RebuildResult:
+    """Run the methods ``run.STAGES[stage]`` names (each given ``repo``), then close
+    ``repo``; ``run.result``'s total is the sum of its steps' times (a resumed run's
+    pauses do not count)."""
+    names = run.STAGES.get(stage)
+    try:
+        if names is None:
+            raise LabError(f"no step {stage!r} in a system recovery")
+        for name in names:
+            getattr(run, name)(repo)
+    finally:
+        repo.close()
+        run.result.total_seconds = sum(s.seconds for s in run.result.steps)
+    result: RebuildResult = run.result
+    return result
 
 
 # --------------------------------------------------------------------------- helpers

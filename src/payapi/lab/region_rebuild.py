@@ -34,10 +34,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import redis as redis_client
 
@@ -49,14 +50,16 @@ from payapi.lab.rebuild import (
     RebuildResult,
     StepTime,
     _check,
+    drive_stage,
     functional_checks,
     restore_redis_or_rebuild,
     timed_step,
 )
 from payapi.lab.region import REGIONS, LabRegion, allocate_ports
 from payapi.lab.regions import TwoRegionLab
+from payapi.servers.procs import wait_for
 
-__all__ = ["RegionRebuildRequest", "check_region", "rebuild_region"]
+__all__ = ["RegionRebuildRequest", "check_region", "fresh_region_result", "run_region_stage"]
 
 
 @dataclass
@@ -135,6 +138,10 @@ class _RegionRun:
             create=False,
         )
 
+    STAGES: ClassVar[dict[str, tuple[str, ...]]] = {
+        n: (n,) for n in ("configuration", "database", "vault", "redis", "services", "verify")
+    }
+
     # -- steps ---------------------------------------------------------------------
 
     def configuration(self, repo: Any) -> None:
@@ -149,10 +156,7 @@ class _RegionRun:
                 self.result.configuration = {"backup_id": None}
                 s.detail = "no configuration backup: the lab's configuration"
             else:
-                if out.exists():
-                    import shutil
-
-                    shutil.rmtree(out)  # a retry: checked out again
+                shutil.rmtree(out, ignore_errors=True)  # a killed attempt's
                 with restore_lock(repo, COMPONENT, f"region rebuild (pid {os.getpid()})"):
                     restored = restore_config(repo, None, out)
                 self.result.configuration = restored.to_json()
@@ -170,6 +174,12 @@ class _RegionRun:
         r = self.r
         first = r.members[0]
         with self.step("database") as s:
+            if any(_full(p) for p in (r.etcd.workdir / "data", *(m.datadir for m in r.members))):
+                r.kill()  # what a killed attempt of this run left: restored again
+                wait_for(r.stopped, timeout=30, what=f"region {self.name}'s processes to die")
+                shutil.rmtree(r.etcd.workdir / "data", ignore_errors=True)
+                for m in r.members:
+                    shutil.rmtree(m.datadir, ignore_errors=True)
             with component_lock(repo, COMPONENT, "region rebuild"):
                 backups = repo.list_backups(COMPONENT)
                 base = choose_base(backups, Target())
@@ -199,7 +209,7 @@ class _RegionRun:
                 f"{self.result.payments} payments"
             )
 
-    def vault(self) -> None:
+    def vault(self, repo: Any = None) -> None:
         with self.step("vault") as s:
             for v in self.r.vaults():
                 v.start(timeout=90)
@@ -217,7 +227,7 @@ class _RegionRun:
                 repo, r.config_path, rebuild=self.req.redis_rebuild, journal=self.journal
             )
 
-    def services(self) -> None:
+    def services(self, repo: Any = None) -> None:
         from payapi.lab.region import url
 
         r = self.r
@@ -229,7 +239,7 @@ class _RegionRun:
             "eapi": url(r.ports["eapi"]),
         }
 
-    def verify(self) -> None:
+    def verify(self, repo: Any = None) -> None:
         with self.step("verify") as s:
             checks = self._health() + functional_checks(self.lab.config_path, self.lab.endpoint_url)
             checks.append(self._replicated())
@@ -333,27 +343,17 @@ def seed_standby_dcs(r: LabRegion) -> None:
     etcd_put(r.etcd, key, json.dumps(dcs, separators=(",", ":")))
 
 
-def rebuild_region(req: RegionRebuildRequest) -> RebuildResult:
-    """Rebuild and verify region ``req.region``; see the module docstring."""
-    check_region(req.lab, req.region)
+def fresh_region_result(req: RegionRebuildRequest) -> RebuildResult:
+    """What a rebuild of ``req.region`` has found before its first step: nothing."""
+    return _RegionRun(req).result
+
+
+def run_region_stage(req: RegionRebuildRequest, stage: str, result: RebuildResult) -> RebuildResult:
+    """One step of the runbook for region ``req.region``, continuing ``result``
+    (:func:`fresh_region_result` for the first, after :func:`check_region`). The active
+    region is refused at every step: never two writable regions."""
+    if req.region == req.lab.active_region:
+        check_region(req.lab, req.region)
     run = _RegionRun(req)
-    started = time.monotonic()
-    built = False
-    repo = run.open_repository()
-    try:
-        run.configuration(repo)
-        run.database(repo)
-        run.vault()
-        run.redis(repo)
-        run.services()
-        built = True
-    finally:
-        repo.close()
-        if not built:  # nothing half-built keeps running; the folder is kept
-            with contextlib.suppress(Exception):
-                run.r.kill()
-        run.result.total_seconds = time.monotonic() - started
-    if req.verify:
-        run.verify()
-    run.result.total_seconds = time.monotonic() - started
-    return run.result
+    run.result = result
+    return drive_stage(run, stage, run.open_repository())
