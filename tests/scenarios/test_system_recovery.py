@@ -6,7 +6,10 @@ seed's curls and holds every payment acknowledged before the last archived WAL s
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -56,6 +59,32 @@ def _pay(http: httpx.Client, client: Client, refs: list[str]) -> list[str]:
         assert res.status_code == 201, res.text
         ids.append(res.json()["id"])
     return ids
+
+
+def _kill_in_database_step(lab: LabHandle, into: Path, head: Path) -> str:
+    """Start ``recover system --into``, SIGKILL it once its database step has started;
+    the run's id."""
+    journals = lab.config.parent / "runbooks"
+    before = set(journals.glob("*.jsonl"))
+    argv = [sys.executable, "-m", "payapi", "--config", str(lab.config), "recover", "system"]
+    argv += ["--from-backups", "--into", str(into), "--audit-head-file", str(head), "--yes"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            for path in set(journals.glob("*.jsonl")) - before:
+                records = [json.loads(line) for line in path.read_text().splitlines() if line]
+                if any(r["type"] == "start" and r.get("step") == "database" for r in records):
+                    os.kill(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=10)
+                    return path.stem
+            assert proc.poll() is None, "recover system ended before its database step"
+            time.sleep(0.05)
+        raise AssertionError("the database step did not start in 60 s")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 def _recover(lab: LabHandle, *args: str) -> subprocess.CompletedProcess[str]:
@@ -129,10 +158,17 @@ def test_rebuilt_from_backups_serves_the_seeds_curls(lab: LabHandle, outside_tmp
 
     head = outside_tmp / "worm-head.json"  # the old site's audit head, as its WORM copy
     head.write_bytes((lab.lab.dir / "audit" / "head.json").read_bytes())
-    res = _recover(lab, "--into", str(into), "--audit-head-file", str(head), "--yes", "--json")
     try:
+        # Killed (SIGKILL) in the database step, then resumed: the runbook re-runs that
+        # step from its start (the half-restored folder goes) and no completed one.
+        run_id = _kill_in_database_step(lab, into, head)
+        res = run_cli("runbook", "resume", run_id, "--json", config=cfg, check=False)
         assert res.returncode == 0, res.stderr
-        out = json.loads(res.stdout)
+        resumed = json.loads(res.stdout)
+        assert resumed["status"] == "succeeded" and resumed["resumes"] == 1, resumed
+        attempts = {s["step"]: s["attempts"] for s in resumed["steps"]}
+        assert attempts["configuration"] == 1 and attempts["database"] == 2, attempts
+        out = {**json.loads((into / "system-recovery.json").read_text()), "run_id": run_id}
         print(
             "recover system:", {s["name"]: s["seconds"] for s in out["steps"]}, out["total_seconds"]
         )
