@@ -38,6 +38,7 @@ def test_refusals_are_one_line(two_region_lab: TwoRegionLab) -> None:
         (("--region", "primary", "--yes"), "active, writable region"),
         (("--region", "mars", "--yes"), "no such region"),
         (("--region", "dr", "--into", "/tmp/x", "--yes"), "one of them"),
+        (("--region", "dr", "--vault", "backup", "--yes"), "for --into only"),
     ):
         code, _, err = _recover(lab, *args)
         assert code == 2, (args, err)

@@ -369,9 +369,11 @@ def system(
     yes: bool = typer.Option(False, "--yes", "-y", help="Build without asking."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (for automation)."),
 ) -> None:
-    """Build a working platform in an empty folder from the backups alone (configuration,
-    database with its WAL, vault, Redis, services), verify it with the seed's curls, and
-    print how long each step took. `payapi lab down --dir DIR` stops it."""
+    """Build a working platform in an empty folder (or a lost region of the two-region
+    lab, as a standby of the serving one) from the backups alone (configuration, database
+    with its WAL, vault, Redis, services), verify it with the seed's curls, and print how
+    long each step took. The runbook system-recovery: `payapi runbook resume RUN_ID`
+    continues a run that failed or was killed. `payapi lab down --dir DIR` stops it."""
     if not from_backups:
         fail("say where the platform comes from: --from-backups", EXIT_USAGE)
     if vault not in ("auto", "backup", "database"):
@@ -380,6 +382,17 @@ def system(
         fail("say where to build: --into DIR or --region NAME (one of them)", EXIT_USAGE)
     given: dict[str, str] = {"vault": vault, "redis_rebuild": str(redis_rebuild).lower()}
     if region is not None:
+        given_for_into = {
+            "--repository": repository,
+            "--key-file": key_file,
+            "--vault-key-file": vault_key_file,
+            "--audit-head-file": audit_head_file,
+            "--vault": None if vault == "auto" else vault,
+        }
+        extra = [option for option, value in given_for_into.items() if value is not None]
+        if extra:
+            fail(f"{', '.join(extra)}: for --into only (a region is rebuilt from the lab's "
+                 "repository, with the lab's keys)", EXIT_USAGE)  # fmt: skip
         settings, what = _system_region_target(ctx, region)
         given["region"] = region
     else:
