@@ -6,7 +6,10 @@ seed's curls and holds every payment acknowledged before the last archived WAL s
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -58,6 +61,32 @@ def _pay(http: httpx.Client, client: Client, refs: list[str]) -> list[str]:
     return ids
 
 
+def _kill_in_database_step(lab: LabHandle, into: Path, head: Path) -> str:
+    """Start ``recover system --into``, SIGKILL it once its database step has started;
+    the run's id."""
+    journals = lab.config.parent / "runbooks"
+    before = set(journals.glob("*.jsonl"))
+    argv = [sys.executable, "-m", "payapi", "--config", str(lab.config), "recover", "system"]
+    argv += ["--from-backups", "--into", str(into), "--audit-head-file", str(head), "--yes"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            for path in set(journals.glob("*.jsonl")) - before:
+                records = [json.loads(line) for line in path.read_text().splitlines() if line]
+                if any(r["type"] == "start" and r.get("step") == "database" for r in records):
+                    os.kill(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=10)
+                    return path.stem
+            assert proc.poll() is None, "recover system ended before its database step"
+            time.sleep(0.05)
+        raise AssertionError("the database step did not start in 60 s")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 def _recover(lab: LabHandle, *args: str) -> subprocess.CompletedProcess[str]:
     return run_cli("recover", "system", "--from-backups", *args, config=lab.config, check=False)
 
@@ -79,6 +108,31 @@ def test_refusals_change_nothing(lab: LabHandle, outside_tmp: Path) -> None:
     res = _recover(lab, "--into", str(new), "--key-file", str(other), "--yes")
     assert res.returncode == 2 and "not the key of" in res.stderr, res.stderr
     assert not new.exists()
+
+
+def test_dry_run_and_access_control_change_nothing(lab: LabHandle, outside_tmp: Path) -> None:
+    into = outside_tmp / "planned"
+    journals = set((lab.config.parent / "runbooks").glob("*.jsonl"))
+    res = _recover(lab, "--into", str(into), "--dry-run", "--json")
+    assert res.returncode == 0, res.stderr
+    plan = json.loads(res.stdout)
+    assert plan["dry_run"] is True and plan["runbook"] == "system-recovery" and plan["ok"]
+    steps = [s["step"] for s in plan["steps"]]
+    assert steps == ["configuration", "database", "vault", "redis", "services", "verify"]
+    assert "restore backup" in plan["steps"][1]["would"], plan["steps"][1]
+    assert not into.exists()  # nothing made, no run journaled
+    assert set((lab.config.parent / "runbooks").glob("*.jsonl")) == journals
+    # An operator without execute on webservice:runbooks/system-recovery: exit 3.
+    key = lab.lab.secrets_dir / "app-lead.api_key"
+    res = run_cli(
+        *("--as", "app-lead", "--api-key-file", str(key)),
+        *("recover", "system", "--from-backups", "--into", str(into), "--yes"),
+        config=lab.config,
+        check=False,
+    )
+    assert res.returncode == 3, res.stderr
+    assert "system-recovery" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not into.exists()
 
 
 def test_rebuilt_from_backups_serves_the_seeds_curls(lab: LabHandle, outside_tmp: Path) -> None:
@@ -104,14 +158,23 @@ def test_rebuilt_from_backups_serves_the_seeds_curls(lab: LabHandle, outside_tmp
 
     head = outside_tmp / "worm-head.json"  # the old site's audit head, as its WORM copy
     head.write_bytes((lab.lab.dir / "audit" / "head.json").read_bytes())
-    res = _recover(lab, "--into", str(into), "--audit-head-file", str(head), "--yes", "--json")
     try:
+        # Killed (SIGKILL) in the database step, then resumed: the runbook re-runs that
+        # step from its start (the half-restored folder goes) and no completed one.
+        run_id = _kill_in_database_step(lab, into, head)
+        res = run_cli("runbook", "resume", run_id, "--json", config=cfg, check=False)
         assert res.returncode == 0, res.stderr
-        out = json.loads(res.stdout)
+        resumed = json.loads(res.stdout)
+        assert resumed["status"] == "succeeded" and resumed["resumes"] == 1, resumed
+        attempts = {s["step"]: s["attempts"] for s in resumed["steps"]}
+        assert attempts["configuration"] == 1 and attempts["database"] == 2, attempts
+        out = {**json.loads((into / "system-recovery.json").read_text()), "run_id": run_id}
         print(
             "recover system:", {s["name"]: s["seconds"] for s in out["steps"]}, out["total_seconds"]
         )
         assert out["verified"] is True, out["checks"]
+        run = json.loads(run_cli("runbook", "show", out["run_id"], "--json", config=cfg).stdout)
+        assert run["runbook"] == "system-recovery" and run["status"] == "succeeded", run
         names = [s["name"] for s in out["steps"]]
         assert names[:5] == ["configuration", "backup repository", "database", "audit", "vault"]
         assert {"redis", "sapi", "eapi", "verify"} <= set(names)

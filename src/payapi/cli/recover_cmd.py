@@ -9,11 +9,13 @@
     payapi recover system --from-backups --into DIR [--repository URL --key-file F]
                           [--vault-key-file K] [--vault auto|backup|database]
                           [--redis-rebuild] [--yes] [--json]
+    payapi recover system --from-backups --region dr [--redis-rebuild] [--yes] [--json]
 
 The work is :mod:`payapi.recovery.corruption` (and ``corruption_vault``,
 ``corruption_checks``), for a component the shipped runbook ``component-NAME`` run by
 the engine (journaled: ``payapi runbook resume RUN_ID`` continues it), and for the whole
-system :mod:`payapi.lab.rebuild`; this command parses, confirms and prints. Exit 0 done,
+system :mod:`payapi.lab.rebuild` (a lost region of the two-region lab:
+:mod:`payapi.lab.region_rebuild`); this command parses, confirms and prints. Exit 0 done,
 1 failed
 (the correction, or a ``--verify`` check), 2 bad usage (nothing was changed).
 """
@@ -258,6 +260,18 @@ def _print_result(d: dict[str, Any]) -> None:
         )
 
 
+def _dry_run(settings: Any, runbook: str, given: dict[str, str], as_json: bool) -> None:
+    """``--dry-run`` of a recovery on the engine: each step resolved against the live
+    state, printed; exit 1 when one does not resolve. Nothing changes, no run is written."""
+    from payapi.cli.runbook_cmd import _show_dry_run
+    from payapi.recovery import service
+
+    plan = service.plan_dry_run(settings, name=runbook, given=given)
+    emit(plan.to_json(), as_json=as_json, human=_show_dry_run)
+    if not plan.ok:
+        raise typer.Exit(1)
+
+
 @app.command("component")
 def component(
     ctx: typer.Context,
@@ -273,7 +287,7 @@ def component(
     to do), fail over to a standby (vault, redis, db; where one exists), restart, scale
     down and up, reapply the configuration from its backup, restore from backup (vault,
     redis, db), verify. Each rung runs only while the component is still unhealthy."""
-    from payapi.cli.runbook_cmd import _show_dry_run, _show_run
+    from payapi.cli.runbook_cmd import _show_run
     from payapi.recovery import service
 
     if name not in COMPONENTS:
@@ -287,10 +301,7 @@ def component(
 
             region_of(settings, region)  # an unknown region: exit 2 before anything runs
         if dry_run:
-            plan = service.plan_dry_run(settings, name=runbook, given=given)
-            emit(plan.to_json(), as_json=as_json, human=_show_dry_run)
-            if not plan.ok:
-                raise typer.Exit(1)
+            _dry_run(settings, runbook, given, as_json)
             return
         service.resolve(settings, name=runbook, given=given)
         _confirm(f"recover {name}" + (f" in region {region}" if region else ""), yes)
@@ -317,7 +328,15 @@ def system(
     from_backups: bool = typer.Option(
         False, "--from-backups", help="Rebuild from the backup repository (the only source)."
     ),
-    into: Path = typer.Option(..., "--into", help="An empty folder for the rebuilt platform."),
+    into: Path | None = typer.Option(
+        None, "--into", help="An empty folder for the rebuilt platform."
+    ),
+    region: str | None = typer.Option(
+        None,
+        "--region",
+        help="Instead of --into: an empty region of the two-region lab (e.g. dr) that "
+        "does not serve; it comes back a standby of the serving region.",
+    ),
     repository: str | None = typer.Option(
         None,
         "--repository",
@@ -344,18 +363,60 @@ def system(
     redis_rebuild: bool = typer.Option(
         False, "--redis-rebuild", help="Start Redis empty instead of from its snapshot."
     ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Say what each step would do, read live; change nothing."
+    ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Build without asking."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (for automation)."),
 ) -> None:
-    """Build a working platform in an empty folder from the backups alone (configuration,
-    database with its WAL, vault, Redis, services), verify it with the seed's curls, and
-    print how long each step took. `payapi lab down --dir DIR` stops it."""
-    from payapi.lab.rebuild import RebuildRequest, check_request, rebuild
-
+    """Build a working platform in an empty folder (or a lost region of the two-region
+    lab, as a standby of the serving one) from the backups alone (configuration, database
+    with its WAL, vault, Redis, services), verify it with the seed's curls, and print how
+    long each step took. The runbook system-recovery: `payapi runbook resume RUN_ID`
+    continues a run that failed or was killed. `payapi lab down --dir DIR` stops it."""
     if not from_backups:
         fail("say where the platform comes from: --from-backups", EXIT_USAGE)
     if vault not in ("auto", "backup", "database"):
         fail(f"--vault {vault}: one of auto, backup, database", EXIT_USAGE)
+    if (into is None) == (region is None):
+        fail("say where to build: --into DIR or --region NAME (one of them)", EXIT_USAGE)
+    given: dict[str, str] = {"vault": vault, "redis_rebuild": str(redis_rebuild).lower()}
+    if region is not None:
+        given_for_into = {
+            "--repository": repository,
+            "--key-file": key_file,
+            "--vault-key-file": vault_key_file,
+            "--audit-head-file": audit_head_file,
+            "--vault": None if vault == "auto" else vault,
+        }
+        extra = [option for option, value in given_for_into.items() if value is not None]
+        if extra:
+            fail(f"{', '.join(extra)}: for --into only (a region is rebuilt from the lab's "
+                 "repository, with the lab's keys)", EXIT_USAGE)  # fmt: skip
+        settings, what = _system_region_target(ctx, region)
+        given["region"] = region
+    else:
+        assert into is not None
+        settings, what = _system_into_target(
+            ctx, into, repository, key_file, vault_key_file, audit_head_file, given
+        )
+    _system_run(ctx, settings, given, what, dry_run=dry_run, yes=yes, as_json=as_json)
+
+
+def _system_into_target(
+    ctx: typer.Context,
+    into: Path,
+    repository: str | None,
+    key_file: Path | None,
+    vault_key_file: Path | None,
+    audit_head_file: Path | None,
+    given: dict[str, str],
+) -> tuple[Any, str]:
+    """The settings the run is journaled under, and what it builds; ``given`` gets the
+    target's parameters. Refused (exit 2) before anything is made: :func:`preflight`."""
+    from payapi.core.settings import Settings
+    from payapi.lab.rebuild import RebuildRequest, preflight
+
     settings = None
     if repository is None or key_file is None or vault_key_file is None:
         try:
@@ -373,30 +434,117 @@ def system(
     req = RebuildRequest(
         into=into.expanduser().absolute(),
         repository=repo_url,
-        key_file=key.expanduser(),
-        vault_key_file=vault_key.expanduser(),
-        audit_head_file=audit_head_file,
-        vault=vault,  # type: ignore[arg-type]  # checked above
-        redis_rebuild=redis_rebuild,
+        key_file=key.expanduser().absolute(),
+        vault_key_file=vault_key.expanduser().absolute(),
+        audit_head_file=audit_head_file.expanduser().absolute() if audit_head_file else None,
     )
     try:
-        check_request(req)
-        _confirm(f"build and start a platform in {req.into} from {repo_url}", yes)
-        with journal(quiet=as_json) as j:
-            req.journal = j
-            result = rebuild(req)
+        preflight(req)
     except PayapiError as exc:
-        kept = req.into.exists() and any(req.into.iterdir())
-        hint = f" (what was started is stopped; {req.into} is kept: remove it to retry)"
-        fail(str(exc) + (hint if kept else ""), exc.exit_code)
-    emit(result.to_json(), as_json=as_json, human=_print_system)
-    if not result.verified:
+        fail(str(exc), exc.exit_code)
+    given.update(
+        into=str(req.into),
+        repository=repo_url,
+        key_file=str(req.key_file),
+        vault_key_file=str(req.vault_key_file),
+        audit_head_file=str(req.audit_head_file or ""),
+    )
+    if settings is None:
+        try:
+            settings = get_ctx(ctx).settings
+        except PayapiError:
+            settings = Settings()  # no config at all: the journal goes to ./runbooks
+    return settings, f"build and start a platform in {req.into} from {repo_url}"
+
+
+def _system_region_target(ctx: typer.Context, name: str) -> tuple[Any, str]:
+    """``--region NAME``: the two-region lab of the config; refused (exit 2) unless the
+    region is empty and does not serve (:func:`check_region`)."""
+    from payapi.lab.region_rebuild import check_region
+    from payapi.lab.regions import TwoRegionLab, lab_dir_of
+
+    try:
+        settings = get_ctx(ctx).settings
+    except PayapiError as exc:
+        fail(str(exc), EXIT_USAGE)
+    lab_dir = lab_dir_of(settings.config_path)
+    if lab_dir is None:
+        fail(
+            f"--region {name}: not a two-region lab's config (payapi --config "
+            "DIR/payapi.toml of payapi lab up --regions primary,dr)",
+            EXIT_USAGE,
+        )
+    lab = TwoRegionLab(lab_dir)
+    try:
+        check_region(lab, name)
+    except PayapiError as exc:
+        fail(str(exc), exc.exit_code)
+    return settings, f"rebuild region {name} from {lab.repository_url}"
+
+
+def _system_run(
+    ctx: typer.Context,
+    settings: Any,
+    given: dict[str, str],
+    what: str,
+    *,
+    dry_run: bool,
+    yes: bool,
+    as_json: bool,
+) -> None:
+    """The ``system-recovery`` runbook on the engine (journaled, resumable, ``execute``
+    on ``webservice:runbooks/system-recovery``), then the rebuild's result + ``run_id``."""
+    from payapi.cli.recovery_providers import install_system_recovery
+    from payapi.lab.system_recovery import state_of, target_dir
+    from payapi.recovery import service
+    from payapi.recovery.actions_system import RUNBOOK, SystemParams
+
+    install_system_recovery()
+    try:
+        if dry_run:
+            _dry_run(settings, RUNBOOK, given, as_json)
+            return
+        service.resolve(settings, name=RUNBOOK, given=given)
+        _confirm(what, yes)
+        with journal(quiet=as_json) as j:
+            run = service.start_run(
+                settings,
+                name=RUNBOOK,
+                given=given,
+                journal=j,
+                operator=get_ctx(ctx).operator(),
+                yes=yes,
+            )
+    except PayapiError as exc:
+        fail(str(exc), exc.exit_code)
+    params = SystemParams(step="verify", into=given.get("into", ""), region=given.get("region", ""))
+    folder = target_dir(params, settings)
+    result = state_of(folder)
+    data = {**(result.to_json() if result else {"into": str(folder), "steps": []})}
+    data["run_id"] = run.run_id
+    emit(data, as_json=as_json, human=_print_system)
+    if run.ok:
+        return
+    stop = f"payapi lab down --dir {folder}" if not params.region else None
+    if result is not None and result.checks and not result.verified:
         bad = next(c for c in result.checks if not c["ok"])
-        fail(f"the rebuilt platform is running but {bad['name']} failed: {bad['detail']} "
-             f"(stop it with: payapi lab down --dir {result.into})")  # fmt: skip
+        where = f"region {params.region}" if params.region else "the rebuilt platform"
+        fail(f"{where} is running but {bad['name']} failed: {bad['detail']}"
+             + (f" (stop it with: {stop})" if stop else ""))  # fmt: skip
+    fail(f"system recovery {run.run_id} failed: {run.reason} (continue it: payapi runbook "
+         f"resume {run.run_id}" + (f"; or stop it: {stop})" if stop else ")"))  # fmt: skip
 
 
 def _print_system(d: dict[str, Any]) -> None:
+    if d.get("run_id"):
+        console.print(
+            f"run {d['run_id']} of runbook system-recovery (payapi runbook show {d['run_id']})",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+    if "total_seconds" not in d:
+        return  # refused before its first step: nothing was built
     for s in d["steps"]:
         console.print(
             f"  {s['status']:<7} {s['name']:<18} {s['seconds']:7.1f} s  {s['detail']}",
@@ -404,13 +552,23 @@ def _print_system(d: dict[str, Any]) -> None:
             markup=False,
             soft_wrap=True,
         )
+    where = f"region {d['region']}" if d.get("region") else d["into"]
     console.print(
-        f"rebuilt in {d['into']} in {d['total_seconds']:.1f} s: {d['payments']} payments, "
+        f"rebuilt {where} in {d['total_seconds']:.1f} s: {d['payments']} payments, "
         f"verified: {'yes' if d['verified'] else 'NO'}",
         highlight=False,
         markup=False,
         soft_wrap=True,
     )
+    if d.get("region"):
+        console.print(
+            f"config: {d['config']}; a standby of {d['database'].get('standby_of')} again "
+            f"(to serve from it: payapi region failover --to {d['region']})",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+        return
     console.print(
         f"config: {d['config']}; stop with: payapi lab down --dir {d['into']}; take a first "
         f"full backup: payapi --config {d['config']} backup run --component db --full",

@@ -24,6 +24,16 @@ app = typer.Typer(
 )
 
 JsonOpt = typer.Option(False, "--json", help="Machine-readable output.")
+
+
+@app.callback()
+def _install_providers() -> None:
+    # The lab's code some runbooks run (a run, a resume or an approval of any of them).
+    from payapi.cli.recovery_providers import install_system_recovery
+
+    install_system_recovery()
+
+
 _COLOURS = {
     "ok": "green",
     "succeeded": "green",

@@ -52,7 +52,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import httpx
 
@@ -65,7 +65,10 @@ __all__ = [
     "RebuildResult",
     "check_request",
     "decide_vault",
-    "rebuild",
+    "drive_stage",
+    "fresh_result",
+    "preflight",
+    "run_stage",
 ]
 
 VaultMode = Literal["auto", "backup", "database"]
@@ -123,6 +126,7 @@ class RebuildResult:
     checks: list[dict[str, Any]] = field(default_factory=list)
     reissued: list[str] = field(default_factory=list)
     services: dict[str, str] = field(default_factory=dict)
+    region: str | None = None  # a region of the two-region lab rebuilt (else a folder)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -140,8 +144,30 @@ class RebuildResult:
             "checks": self.checks,
             "reissued": self.reissued,
             "services": self.services,
-            "region": None,
+            "region": self.region,
         }
+
+
+def result_from_json(d: dict[str, Any]) -> RebuildResult:
+    """A :class:`RebuildResult` back from its ``to_json()`` (the run's state file)."""
+    steps = [StepTime(s["name"], s["status"], s["seconds"], s["detail"]) for s in d["steps"]]
+    return RebuildResult(
+        into=Path(d["into"]),
+        config=Path(d["config"]),
+        steps=steps,
+        total_seconds=d["total_seconds"],
+        payments=d["payments"],
+        verified=d["verified"],
+        database=d["database"],
+        vault=d["vault"],
+        redis=d["redis"],
+        configuration=d["configuration"],
+        audit=d["audit"],
+        checks=d["checks"],
+        reissued=d["reissued"],
+        services=d["services"],
+        region=d["region"],
+    )
 
 
 def check_request(req: RebuildRequest) -> None:
@@ -208,6 +234,26 @@ def decide_vault(
 # --------------------------------------------------------------------------- doing
 
 
+@contextlib.contextmanager
+def timed_step(journal: Journal, result: RebuildResult, name: str) -> Iterator[StepTime]:
+    """One timed step of a rebuild, journaled and appended to ``result.steps`` (a
+    failure marks it failed with one line and re-raises)."""
+    timing = StepTime(name, "running", 0.0)
+    start = time.monotonic()
+    try:
+        with journal.step(name):
+            yield timing
+    except BaseException as exc:
+        timing.status = "failed"
+        timing.detail = timing.detail or " ".join(str(exc).split())[:200]
+        raise
+    else:
+        timing.status = "ok" if timing.status == "running" else timing.status
+    finally:
+        timing.seconds = time.monotonic() - start
+        result.steps.append(timing)
+
+
 class _Run:
     """One rebuild: the lab being built, the source repository, the timed steps."""
 
@@ -218,22 +264,8 @@ class _Run:
         self.result = RebuildResult(into=self.lab.dir, config=self.lab.config_path)
         self.source_key = self.lab.key_file("source-repository.key")
 
-    @contextlib.contextmanager
-    def step(self, name: str) -> Iterator[StepTime]:
-        timing = StepTime(name, "running", 0.0)
-        start = time.monotonic()
-        try:
-            with self.journal.step(name):
-                yield timing
-        except BaseException as exc:
-            timing.status = "failed"
-            timing.detail = timing.detail or " ".join(str(exc).split())[:200]
-            raise
-        else:
-            timing.status = "ok" if timing.status == "running" else timing.status
-        finally:
-            timing.seconds = time.monotonic() - start
-            self.result.steps.append(timing)
+    def step(self, name: str) -> contextlib.AbstractContextManager[StepTime]:
+        return timed_step(self.journal, self.result, name)
 
     def open_source(self) -> Any:
         from payapi.backup.errors import WrongKey
@@ -271,12 +303,25 @@ class _Run:
 
     # -- steps ---------------------------------------------------------------------
 
-    def prepare(self) -> None:
+    # The steps of the ``system-recovery`` runbook: each a group of the timed steps
+    # below, every one of which can run again from its start (a resume re-runs a killed
+    # step).
+    STAGES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "configuration": ("check_vault_key", "prepare", "configuration", "repository"),
+        "database": ("database", "audit"),
+        "vault": ("vault",),
+        "redis": ("redis",),
+        "services": ("services",),
+        "verify": ("verify",),
+    }
+
+    def prepare(self, repo: Any = None) -> None:
         lab = self.lab
         lab.dir.mkdir(parents=True, exist_ok=True)
         lab.secrets_dir.mkdir(mode=0o700, exist_ok=True)
         os.chmod(lab.secrets_dir, 0o700)
         (lab.dir / "audit").mkdir(exist_ok=True)
+        lab.key_file("vault-data.key").unlink(missing_ok=True)  # a killed attempt's
         _copy_private(self.req.vault_key_file, lab.key_file("vault-data.key"))
 
     def configuration(self, repo: Any) -> None:
@@ -290,6 +335,7 @@ class _Run:
                 self.result.configuration = {"backup_id": None}
             else:
                 out = self.lab.dir / CONFIG_DIR
+                shutil.rmtree(out, ignore_errors=True)  # a killed attempt's
                 with restore_lock(repo, COMPONENT, f"system recovery (pid {os.getpid()})"):
                     restored = restore_config(repo, None, out)
                 self.result.configuration = restored.to_json()
@@ -297,7 +343,7 @@ class _Run:
                 s.detail = f"export {restored.backup_id} into {out}"
             self.lab.write_config()
 
-    def repository(self) -> None:
+    def repository(self, repo: Any = None) -> None:
         with self.step("backup repository") as s:
             self.lab.ensure_backup_repository()
             s.detail = f"a new repository for the rebuilt site: {self.lab.repository_url}"
@@ -311,6 +357,11 @@ class _Run:
 
         pg = self.lab.pg
         with self.step("database") as s:
+            if pg.datadir.exists():  # what a killed attempt left: restored again
+                with contextlib.suppress(Exception):
+                    stop_server(pg.datadir, mode="immediate")
+                shutil.rmtree(pg.datadir)
+            self.source_key.unlink(missing_ok=True)
             _copy_private(self.req.key_file, self.source_key, lab_user=True)
             try:
                 req = RestoreRequest(
@@ -344,7 +395,7 @@ class _Run:
             }
             s.detail = f"backup {restored.backup_id} + WAL; {self.result.payments} payments"
 
-    def audit(self) -> None:
+    def audit(self, repo: Any = None) -> None:
         with self.step("audit") as s:
             self.result.audit = asyncio.run(
                 _reanchor_audit(self.lab, self.req.audit_head_file, self.result.database)
@@ -385,42 +436,26 @@ class _Run:
             s.detail = f"{source}: {why}"
 
     def redis(self, repo: Any) -> None:
-        from payapi.backup.redis_backup import COMPONENT
-        from payapi.backup.redis_restore import restore_redis
-        from payapi.backup.service import component_lock
-        from payapi.core.settings import load_settings
-        from payapi.systems.redis import redis_control
-
         with self.step("redis") as s:
             self.lab.redis.start()
-            if self.req.redis_rebuild or not repo.list_backups(COMPONENT):
-                why = "asked for" if self.req.redis_rebuild else "no Redis snapshot"
-                self.result.redis = {"mode": "rebuild", "backup_id": None}
-                s.detail = f"empty ({why}): clients re-authenticate"
-                return
-            settings = load_settings(self.lab.config_path)
-            with component_lock(repo, COMPONENT, "system recovery"):
-                out = restore_redis(
-                    repo, settings.redis, redis_control(settings.redis), journal=self.journal
-                )
-            self.result.redis = {
-                "mode": out.mode,
-                "backup_id": out.backup_id,
-                "keys": sum(out.final_keys.values()),
-                "tokens": out.tokens,
-            }
-            s.detail = f"snapshot {out.backup_id}: {self.result.redis['keys']} keys"
+            self.result.redis, s.detail = restore_redis_or_rebuild(
+                repo, self.lab.config_path, rebuild=self.req.redis_rebuild, journal=self.journal
+            )
 
-    def services(self) -> None:
+    def services(self, repo: Any = None) -> None:
+        for name in ("postgres", "redis", "vault"):  # running unless someone stopped them
+            self.lab.start(name, timeout=self.req.service_timeout)
         for name in ("sapi", "eapi"):
             with self.step(name) as s:
                 self.lab.start(name, timeout=self.req.service_timeout)
                 s.detail = self.lab.url(name)
         self.result.services = {n: self.lab.url(n) for n in ("vault", "sapi", "eapi")}
 
-    def verify(self) -> None:
+    def verify(self, repo: Any = None) -> None:
         with self.step("verify") as s:
-            checks = _health(self.lab) + _functional(self.lab)
+            checks = _health(self.lab) + functional_checks(
+                self.lab.config_path, self.lab.url("eapi")
+            )
             if self.result.audit.get("head_matches") is False:
                 checks.append(_check("audit.head", False, self.result.audit["head_detail"]))
             self.result.checks = checks
@@ -430,34 +465,69 @@ class _Run:
             s.detail = "all checks pass" if not bad else "failed: " + ", ".join(bad)
 
 
-def rebuild(req: RebuildRequest) -> RebuildResult:
-    """Build and verify a platform in ``req.into``; see the module docstring."""
+def restore_redis_or_rebuild(
+    repo: Any, config: Path, *, rebuild: bool, journal: Journal
+) -> tuple[dict[str, Any], str]:
+    """The running Redis of ``config`` restored from the newest snapshot (tokens
+    dropped), or left empty (``rebuild``, or no snapshot): what was done, and one line."""
+    from payapi.backup.redis_backup import COMPONENT
+    from payapi.backup.redis_restore import restore_redis
+    from payapi.backup.service import component_lock
+    from payapi.core.settings import load_settings
+    from payapi.systems.redis import redis_control
+
+    if rebuild or not repo.list_backups(COMPONENT):
+        why = "asked for" if rebuild else "no Redis snapshot"
+        return {"mode": "rebuild", "backup_id": None}, f"empty ({why}): clients re-authenticate"
+    settings = load_settings(config)
+    with component_lock(repo, COMPONENT, "system recovery"):
+        out = restore_redis(repo, settings.redis, redis_control(settings.redis), journal=journal)
+    keys = sum(out.final_keys.values())
+    done = {"mode": out.mode, "backup_id": out.backup_id, "keys": keys, "tokens": out.tokens}
+    return done, f"snapshot {out.backup_id}: {keys} keys"
+
+
+def preflight(req: RebuildRequest) -> None:
+    """Everything that refuses a rebuild before anything is made (exit 2): the folder,
+    the keys' files, the repository's key, the vault's data key."""
     check_request(req)
     run = _Run(req)
-    started = time.monotonic()
-    built = False
-    repo = run.open_source()  # a wrong repository key: refused before anything is made
+    repo = run.open_source()
     try:
         run.check_vault_key(repo)
-        run.prepare()
-        run.configuration(repo)
-        run.repository()
-        run.database(repo)
-        run.audit()
-        run.vault(repo)
-        run.redis(repo)
-        run.services()
-        built = True
     finally:
         repo.close()
-        if not built and run.lab.state_path.exists():
-            with contextlib.suppress(Exception):
-                run.lab.down()
-        run.result.total_seconds = time.monotonic() - started
-    if req.verify:
-        run.verify()
-    run.result.total_seconds = time.monotonic() - started
-    return run.result
+
+
+def fresh_result(req: RebuildRequest) -> RebuildResult:
+    """What a rebuild into ``req.into`` has found before its first step: nothing."""
+    return _Run(req).result
+
+
+def run_stage(req: RebuildRequest, stage: str, result: RebuildResult) -> RebuildResult:
+    """One step of the runbook: ``stage`` of the rebuild into ``req.into``, continuing
+    ``result`` (what the earlier steps found; :func:`fresh_result` for the first, after
+    :func:`preflight`)."""
+    run = _Run(req)
+    run.result = result
+    return drive_stage(run, stage, run.open_source())
+
+
+def drive_stage(run: Any, stage: str, repo: Any) -> RebuildResult:
+    """Run the methods ``run.STAGES[stage]`` names (each given ``repo``), then close
+    ``repo``; ``run.result``'s total is the sum of its steps' times (a resumed run's
+    pauses do not count)."""
+    names = run.STAGES.get(stage)
+    try:
+        if names is None:
+            raise LabError(f"no step {stage!r} in a system recovery")
+        for name in names:
+            getattr(run, name)(repo)
+    finally:
+        repo.close()
+        run.result.total_seconds = sum(s.seconds for s in run.result.steps)
+    result: RebuildResult = run.result
+    return result
 
 
 # --------------------------------------------------------------------------- helpers
@@ -639,13 +709,14 @@ def _health(lab: Lab) -> list[dict[str, Any]]:
     return out
 
 
-def _functional(lab: Lab) -> list[dict[str, Any]]:
-    """The seed's curls: authenticate with a new client's headers, then a payment."""
+def functional_checks(config: Path, eapi_url: str) -> list[dict[str, Any]]:
+    """The seed's curls against ``eapi_url``: authenticate with a new client's headers
+    (made with the platform of ``config``), then a payment."""
     from payapi.core.settings import load_settings
     from payapi.credentials.service import Platform, create_client
 
     async def new_client() -> tuple[str, str]:
-        p = Platform.from_settings(load_settings(lab.config_path))
+        p = Platform.from_settings(load_settings(config))
         try:
             stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
             made = await create_client(p, name=f"{VERIFY_CLIENT}-{stamp}")
@@ -659,7 +730,7 @@ def _functional(lab: Lab) -> list[dict[str, Any]]:
         return [_check("functional.client", False, f"{type(exc).__name__}: {exc}"[:200])]
     headers = {"X-Client-ID": client_id, "X-Client-Secret": secret}
     out = [_check("functional.client", True, "a verification client created")]
-    with httpx.Client(base_url=lab.url("eapi"), timeout=15, trust_env=False) as http:
+    with httpx.Client(base_url=eapi_url, timeout=15, trust_env=False) as http:
         try:
             r = http.post("/api/v1/authenticate", headers=headers)
             ok = r.status_code == 200 and bool(r.json().get("access_token"))

@@ -52,6 +52,7 @@ EXECUTE: Mapping[str, tuple[str, ...]] = {
     "component-vault": ("infrastructure-lead",),
     "component-redis": ("infrastructure-lead",),
     "component-db": ("infrastructure-lead",),
+    "system-recovery": ("infrastructure-lead",),
 }
 
 

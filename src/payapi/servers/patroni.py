@@ -217,8 +217,9 @@ class PatroniMember:
     def is_running(self) -> bool:
         return self.patroni_pid is not None
 
-    def write_config(self) -> None:
-        config = member_config(
+    def config(self) -> dict[str, Any]:
+        """This member's Patroni YAML, as a dict (:func:`member_config`)."""
+        return member_config(
             scope=self.scope,
             name=self.name,
             workdir=self.workdir,
@@ -229,6 +230,9 @@ class PatroniMember:
             timings=self.timings,
             standby_of=self.standby_of,
         )
+
+    def write_config(self) -> None:
+        config = self.config()
         tmp = self.config_file.with_suffix(".tmp")
         tmp.write_text(yaml.safe_dump(config, sort_keys=False))
         tmp.replace(self.config_file)
