@@ -165,12 +165,16 @@ def measure(
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        try:
-            m.returncode = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        # A blocking wait on a thread, not Popen.wait(timeout): that one polls with sleeps
+        # growing to 50 ms, which rounded every wal push (0.07-0.2 s) up to the next poll.
+        waiter = threading.Thread(target=proc.wait, daemon=True)
+        waiter.start()
+        waiter.join(timeout)
+        if waiter.is_alive():
             proc.kill()
-            m.returncode = proc.wait()
+            waiter.join()
             m.stderr_tail = f"timed out after {timeout:.0f}s"
+        m.returncode = proc.returncode
         m.seconds = time.perf_counter() - t0
         r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         # Every descendant that was waited for (pg_basebackup, pgBackRest's workers...):
