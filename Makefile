@@ -64,7 +64,7 @@ bench: $(STAMP)
 			echo "bench: wrk is missing (apt-get install wrk, as root)" >&2; exit 2; \
 		fi; \
 	fi
-	$(BIN)/python benchmarks/api.py $(BENCH_ARGS)
+	@$(BIN)/python benchmarks/api.py $(BENCH_ARGS)
 
 # payapi's PostgreSQL backup/restore against pgBackRest (Debian's `pgbackrest`, installed
 # only when missing and we are root) and pg_dump, on a private PostgreSQL 15 cluster.
@@ -81,7 +81,7 @@ bench-backup: $(STAMP)
 			exit 2; \
 		fi; \
 	fi
-	$(BIN)/python benchmarks/backup.py $(BENCH_BACKUP_ARGS)
+	@$(BIN)/python benchmarks/backup.py $(BENCH_BACKUP_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

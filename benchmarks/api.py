@@ -1,25 +1,32 @@
-"""`make bench`: payments through EAPI → SAPI → PostgreSQL, against PostgreSQL alone.
+"""`make bench`: payments through EAPI → SAPI → PostgreSQL, against the naive one-hop
+service and PostgreSQL alone, measured in the same run.
 
-A benchmark, not a test: it prints figures and a ratio against a peer measured in the same
-run, on the same machine, against the same database; it asserts nothing about speed.
+A benchmark, not a test: it prints figures and ratios against peers measured in the same
+run, on the same machine, against the same database; it asserts nothing about speed and
+fails only on errors (non-2xx answers, socket errors).
 
 One run:
 
-1. start a lab (``payapi.lab.platform.Lab``) with rate limits out of the way
-   (``payapi.local.toml``: ``[eapi.rate_limit] enabled = false``, written before ``up``);
+1. start a lab (``payapi.lab.platform.Lab``) in the production configuration: rate limits
+   **on**, set high enough not to throttle the benchmark client (``payapi.local.toml``,
+   written before ``up``; ``--no-rate-limits`` turns them off);
 2. create a client (through the credentials service, as ``payapi clients create`` does);
-3. **wrk** with ``benchmarks/payments.lua``: ``POST /api/v1/payments`` with the seed's
-   ``X-Client-ID`` / ``X-Client-Secret`` headers, a unique reference per request,
-   ``--connections`` concurrent clients for ``--duration`` seconds (after a short warm-up
-   that fills the verification cache and the connection pools);
-4. the same with a bearer token (authenticate once): ``POST`` and ``GET`` of one payment;
-5. **pgbench** inserting the same row with the same statement SAPI uses into the same
-   ``payments`` table of the same PostgreSQL (the ceiling);
-6. print req/s, p50, p99, the ratio API ÷ pgbench, and the CPU each process used.
+3. start the peer, ``benchmarks/naive_service.py`` (one FastAPI app, one POST route, an
+   asyncpg pool, SAPI's INSERT of the same row into the same table; no auth, no
+   idempotency, no audit), under uvicorn with as many workers as cores;
+4. ``--rounds`` rounds (the order of payapi and the naive service alternates): **wrk** with
+   ``benchmarks/payments.lua`` — ``POST /api/v1/payments`` with the seed's
+   ``X-Client-ID`` / ``X-Client-Secret`` headers (the headline), the same POST with a
+   bearer token, and a ``GET`` of one payment (payapi only: the naive service has no GET)
+   — each after a short warm-up, ``--connections`` clients for ``--duration`` seconds;
+   then **pgbench** inserting the same row with the same statement (the ceiling);
+5. print per workload req/s, p50, p99, CPU ms per request per process, and the ratios
+   payapi ÷ naive and payapi ÷ pgbench, as medians over rounds with min..max.
 
 Everything listens on 127.0.0.1; every wait is bounded. The lab goes down at the end
 unless ``--keep``. ``--profile DIR`` additionally records py-spy profiles of EAPI and SAPI
 during an extra header-auth run (py-spy steals CPU, so that run's figures are not used).
+Smoke run: ``--duration 3 --rounds 1 --warmup 1``.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import os
 import re
 import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,12 +60,18 @@ from payapi.core.settings import load_settings
 from payapi.credentials.service import Platform, create_client
 from payapi.lab.platform import Lab
 from payapi.servers.postgres import pg_bin
+from payapi.servers.procs import free_port
 
 HERE = Path(__file__).resolve().parent
 LUA = HERE / "payments.lua"
+# The production configuration: limits on, set high enough never to throttle the benchmark
+# client (every request still pays for the counters); --no-rate-limits turns them off.
+RATE_LIMIT_HIGH = (
+    "[eapi.rate_limit]\nenabled = true\nper_client_per_minute = 100000000\n"
+    "per_ip_per_minute = 100000000\nauthenticate_per_ip_per_minute = 100000000\n"
+)
 RATE_LIMIT_OFF = "[eapi.rate_limit]\nenabled = false\n"
-TARGET_RATIO = 0.5
-TARGET_P99_MS = 25.0
+NAIVE_APP = "naive_service:app"
 PGBENCH_CLIENT = "bench-pgbench"
 BUSY_OTHER_CORES = 0.25
 
@@ -393,15 +407,17 @@ def _pct(sorted_values: list[float], p: float) -> float:
 # -- the lab -------------------------------------------------------------------------------
 
 
-def _prepare_local_config(lab: Lab) -> bool:
-    """Rate limits out of the way, in ``payapi.local.toml``, before ``up``. True if changed."""
+def _prepare_local_config(lab: Lab, rate_limits: bool = True) -> bool:
+    """Rate limits on but high (or off), in ``payapi.local.toml``, before ``up``. True if
+    changed."""
     lab.dir.mkdir(parents=True, exist_ok=True)
     local = lab.dir / "payapi.local.toml"
     text = local.read_text() if local.exists() else ""
     if "[eapi.rate_limit]" in text:
-        return False  # checked after up: it must say enabled = false
+        return False  # checked after up
     with local.open("a") as fh:
-        fh.write(("\n" if text and not text.endswith("\n") else "") + RATE_LIMIT_OFF)
+        section = RATE_LIMIT_HIGH if rate_limits else RATE_LIMIT_OFF
+        fh.write(("\n" if text and not text.endswith("\n") else "") + section)
     return True
 
 
@@ -510,39 +526,282 @@ def summarize_profile(path: Path, top: int = 40) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _tables(rows: list[LoadResult]) -> tuple[Table, Table]:
-    t = Table(title="payapi: payments through EAPI → SAPI → PostgreSQL", title_justify="left")
-    for col in ("run", "req/s", "p50 ms", "p99 ms", "requests", "errors"):
-        t.add_column(col, justify="left" if col == "run" else "right")
-    for r in rows:
-        errs = r.non_2xx + r.socket_errors
-        t.add_row(
-            r.name,
-            f"{r.rps:,.0f}",
-            f"{r.p50_ms:.2f}",
-            f"{r.p99_ms:.2f}" if r.p99_ms is not None else "—",
-            f"{r.requests:,}",
-            f"[bold red]{errs}[/bold red]" if errs else "0",
-        )
-    groups = ("eapi", "sapi", "postgres", "redis", "vault", "load gen", "other", "machine")
-    c = Table(
-        title="CPU in cores, averaged over the run (CPU ms per request)", title_justify="left"
+# -- the peer: the naive one-hop service ---------------------------------------------------
+
+
+class NaiveService:
+    """``benchmarks/naive_service.py`` under uvicorn (``workers`` processes) on loopback."""
+
+    def __init__(self, dsn: str, *, workers: int) -> None:
+        self.dsn = dsn
+        self.workers = workers
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = Path(tempfile.mkstemp(prefix="payapi-bench-naive-", suffix=".log")[1])
+
+    def start(self, timeout: float = 60.0) -> None:
+        argv = [
+            sys.executable, "-m", "uvicorn", NAIVE_APP, "--app-dir", str(HERE),
+            "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers),
+            "--no-access-log", "--log-level", "warning",
+        ]  # fmt: skip
+        env = {**os.environ, "NAIVE_DSN": self.dsn}
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout
+        body = {"amount": "1.00", "currency": "USD", "reference": "NAIVE-READY"}
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"naive service exited: {self.log.read_text()[-1000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                r = httpx.post(self.url + "/api/v1/payments", json=body, timeout=2)
+                if r.status_code == 201:
+                    return
+            time.sleep(0.3)
+        raise RuntimeError(f"naive service not ready in {timeout:.0f}s: {self.log}")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.unlink(missing_ok=True)
+
+
+# -- rounds ----------------------------------------------------------------------------------
+
+WORKLOADS = {
+    # key: (label, wrk mode, path on payapi, path on the naive service or None)
+    "post_headers": ("POST /payments, client headers", "post-headers", "/api/v1/payments", True),
+    "post_bearer": ("POST /payments, bearer token", "post-bearer", "/api/v1/payments", True),
+    "get_bearer": ("GET /payments/{id}, bearer token", "get-bearer", None, False),
+}
+
+
+def _median_range(values: list[float]) -> tuple[float, list[float]]:
+    return statistics.median(values), [min(values), max(values)]
+
+
+def _aggregate(results: list[LoadResult]) -> dict[str, Any]:
+    """Medians over rounds (with min..max) of one target's runs of one workload."""
+    rps, rps_r = _median_range([r.rps for r in results])
+    p50, p50_r = _median_range([r.p50_ms for r in results])
+    p99s = [r.p99_ms for r in results if r.p99_ms is not None]
+    out: dict[str, Any] = {
+        "rps": round(rps, 1),
+        "rps_range": [round(x, 1) for x in rps_r],
+        "p50_ms": round(p50, 2),
+        "p50_ms_range": [round(x, 2) for x in p50_r],
+    }
+    if p99s:
+        p99, p99_r = _median_range(p99s)
+        out |= {"p99_ms": round(p99, 2), "p99_ms_range": [round(x, 2) for x in p99_r]}
+    keys = sorted({k for r in results for k in r.cpu_ms_per_request})
+    out["cpu_ms_per_request"] = {
+        k: round(statistics.median([r.cpu_ms_per_request.get(k, 0.0) for r in results]), 3)
+        for k in keys
+    }
+    out["other_cores"] = round(statistics.median([r.cpu.get("other", 0.0) for r in results]), 2)
+    return out
+
+
+def _run_rounds(
+    args: argparse.Namespace,
+    lab: Lab,
+    status: dict[str, Any],
+    creds: dict[str, str],
+    naive: NaiveService,
+) -> tuple[dict[str, Any], list[tuple[int, str, str, LoadResult]]]:
+    """``--rounds`` rounds; in each, every workload on payapi and on the naive service (the
+    order alternates from round to round), then pgbench. Medians over rounds."""
+    bench = Bench(args, lab, status, {**_roots(lab), "naive": naive.pid})
+    run_id = secrets.token_hex(3)
+    keys = ["post_headers"] if args.skip_token else list(WORKLOADS)
+    rows: list[tuple[int, str, str, LoadResult]] = []  # (round, workload, target, result)
+    for rnd in range(1, args.rounds + 1):
+        targets = ("payapi", "naive") if rnd % 2 else ("naive", "payapi")
+        for key in keys:
+            label, mode, path, on_naive = WORKLOADS[key]
+            path = path or f"/api/v1/payments/{creds['payment_id']}"
+            for target in targets:
+                if target == "naive" and not on_naive:
+                    continue
+                base = status["eapi"] if target == "payapi" else naive.url
+                env = {
+                    "BENCH_MODE": mode,
+                    "BENCH_CLIENT_ID": creds["client_id"],
+                    "BENCH_CLIENT_SECRET": creds["client_secret"],
+                    "BENCH_TOKEN": creds["token"],
+                    "BENCH_REF_PREFIX": f"W{run_id}{rnd}{target[0]}{mode[:6]}",
+                }
+                with console.status(f"round {rnd}: warm-up {target}: {label}"):
+                    bench.wrk("warm-up", base + path, env, duration=args.warmup, record=False)
+                env["BENCH_REF_PREFIX"] = f"B{run_id}{rnd}{target[0]}{mode[:6]}"
+                with console.status(
+                    f"round {rnd}: {target}: {label}: {args.connections} clients, "
+                    f"{args.duration:.0f} s"
+                ):
+                    r = bench.wrk(f"{target}: {label}", base + path, env, duration=args.duration)
+                rows.append((rnd, key, target, r))
+                console.print(
+                    f"[dim]round {rnd} {target:7s} {key:12s} {r.rps:8,.0f} req/s  "
+                    f"p50 {r.p50_ms:6.1f} ms  p99 {r.p99_ms or float('nan'):6.1f} ms[/dim]"
+                )
+                if not r.clean:
+                    console.print(
+                        f"[bold red]ERRORS in round {rnd} {target} '{label}': {r.non_2xx} "
+                        f"non-2xx responses, {r.socket_errors} socket errors[/bold red]"
+                    )
+        with console.status(f"round {rnd}: pgbench: {args.connections} clients"):
+            pg = bench.pgbench(args.duration)
+        rows.append((rnd, "pgbench", "pgbench", pg))
+        console.print(f"[dim]round {rnd} pgbench {pg.rps:8,.0f} tps[/dim]")
+    profiles: list[str] = []
+    if args.profile is not None:
+        env = {
+            "BENCH_MODE": "post-headers",
+            "BENCH_CLIENT_ID": creds["client_id"],
+            "BENCH_CLIENT_SECRET": creds["client_secret"],
+            "BENCH_REF_PREFIX": f"P{run_id}",
+        }
+        with console.status("profiling EAPI and SAPI with py-spy"):
+            profiles = _profile(bench, env, args.profile, args.duration)
+
+    def of(key: str, target: str) -> list[LoadResult]:
+        return [r for _rnd, k, t, r in rows if k == key and t == target]
+
+    def per_round(key: str, target: str) -> dict[int, LoadResult]:
+        return {rnd: r for rnd, k, t, r in rows if k == key and t == target}
+
+    pg_by_round = per_round("pgbench", "pgbench")
+    workloads: dict[str, Any] = {}
+    for key in keys:
+        pay = per_round(key, "payapi")
+        nav = per_round(key, "naive")
+        entry: dict[str, Any] = {
+            "label": WORKLOADS[key][0],
+            "payapi": _aggregate(of(key, "payapi")),
+        }
+        tps, tps_r = _median_range([r.rps for r in pg_by_round.values()])
+        entry["pgbench"] = {"tps": round(tps, 1), "tps_range": [round(x, 1) for x in tps_r]}
+        ratios_pg = [pay[n].rps / pg_by_round[n].rps for n in pay if pg_by_round[n].rps]
+        if nav:
+            entry["naive"] = _aggregate(of(key, "naive"))
+            ratios = [pay[n].rps / nav[n].rps for n in pay if nav[n].rps]
+            med, rng = _median_range(ratios)
+            entry["ratio_naive"] = round(med, 3)
+            entry["ratio_naive_range"] = [round(x, 3) for x in rng]
+        else:
+            entry["naive"] = None
+            entry["ratio_naive"] = None
+        med, rng = _median_range(ratios_pg)
+        entry["ratio_pgbench"] = round(med, 3)
+        entry["ratio_pgbench_range"] = [round(x, 3) for x in rng]
+        workloads[key] = entry
+    summary: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "cpu_model": _cpu_model()},
+        "rounds": args.rounds,
+        "rate_limits": bool(args.rate_limits),
+        "connections": args.connections,
+        "duration_seconds": args.duration,
+        "naive_workers": naive.workers,
+        "workloads": workloads,
+        "per_round": [
+            {"round": rnd, "workload": key, "target": target, **asdict(r)}
+            for rnd, key, target, r in rows
+        ],
+        "errors": any(not r.clean for _rnd, _k, t, r in rows if t != "pgbench")
+        or any(r.non_2xx > 0 for _rnd, _k, t, r in rows if t == "pgbench"),
+        "profiles": profiles,
+    }
+    return summary, rows
+
+
+def _print_summary(
+    out: Console, summary: dict[str, Any], rows: list[tuple[int, str, str, LoadResult]]
+) -> None:
+    def rng(values: list[float], fmt: str = "{:,.0f}") -> str:
+        return f"{fmt.format(values[0])}..{fmt.format(values[1])}"
+
+    t = Table(
+        title=f"medians over {summary['rounds']} round(s) (min..max); rate limits "
+        f"{'on' if summary['rate_limits'] else 'off'}; {summary['connections']} connections",
+        title_justify="left",
     )
-    c.add_column("run")
-    for g in groups:
-        c.add_column(g, justify="right")
-    for r in rows:
-        cells = []
-        for g in groups:
-            keys = ("wrk", "pgbench") if g == "load gen" else (g,)
-            key = next((k for k in keys if k in r.cpu), None)
-            if key is None:
-                cells.append("—")
+    for col in ("workload", "target", "req/s", "p50 ms", "p99 ms", "CPU ms/req", "÷ naive",
+                "÷ pgbench"):  # fmt: skip
+        t.add_column(
+            col, justify="left" if col in ("workload", "target", "CPU ms/req") else "right"
+        )
+    for key, w in summary["workloads"].items():
+        for target in ("payapi", "naive"):
+            a = w.get(target)
+            if not a:
                 continue
-            per = r.cpu_ms_per_request.get(key)
-            cells.append(f"{r.cpu[key]:.2f}" + (f" ({per:.2f})" if per is not None else ""))
-        c.add_row(r.name, *cells)
-    return t, c
+            cpu = ", ".join(
+                f"{k} {v:.2f}" for k, v in a["cpu_ms_per_request"].items() if v >= 0.005
+            )
+            t.add_row(
+                key if target == "payapi" else "",
+                target,
+                f"{a['rps']:,.0f} ({rng(a['rps_range'])})",
+                f"{a['p50_ms']:.1f} ({rng(a['p50_ms_range'], '{:.1f}')})",
+                f"{a['p99_ms']:.1f} ({rng(a['p99_ms_range'], '{:.1f}')})" if "p99_ms" in a else "—",
+                cpu,
+                (f"{w['ratio_naive']:.2f} ({rng(w['ratio_naive_range'], '{:.2f}')})"
+                 if target == "payapi" and w["ratio_naive"] is not None else ""),
+                (f"{w['ratio_pgbench']:.3f} ({rng(w['ratio_pgbench_range'], '{:.3f}')})"
+                 if target == "payapi" else ""),
+            )  # fmt: skip
+        t.add_row("", "pgbench", f"{w['pgbench']['tps']:,.0f} tps", "", "", "", "", "",
+                  end_section=True)  # fmt: skip
+    out.print(t)
+    r = Table(title="every run", title_justify="left")
+    for col in ("round", "workload", "target", "req/s", "p50 ms", "p99 ms", "errors", "other"):
+        r.add_column(col, justify="right" if col not in ("workload", "target") else "left")
+    for rnd, key, target, res in rows:
+        errs = res.non_2xx + res.socket_errors
+        r.add_row(
+            str(rnd), key, target, f"{res.rps:,.0f}", f"{res.p50_ms:.1f}",
+            f"{res.p99_ms:.1f}" if res.p99_ms is not None else "—",
+            f"[bold red]{errs}[/bold red]" if errs else "0", f"{res.cpu.get('other', 0):.2f}",
+        )  # fmt: skip
+    out.print(r)
+    head = summary["workloads"]["post_headers"]
+    if head.get("ratio_naive") is not None:
+        out.print(
+            f"payapi ÷ naive (POST, client headers, rate limits "
+            f"{'on' if summary['rate_limits'] else 'off'}): [bold]{head['ratio_naive']:.2f}[/bold]"
+            f"; p99 {head['payapi'].get('p99_ms', float('nan')):.1f} ms against "
+            f"{head['naive'].get('p99_ms', float('nan')):.1f} ms; payapi ÷ pgbench "
+            f"{head['ratio_pgbench']:.3f}"
+        )
+    out.print(
+        f"[dim]{os.cpu_count()} CPUs ({_cpu_model()}); naive service: uvicorn, "
+        f"{summary['naive_workers']} workers; 'other' = cores used outside the lab, the naive "
+        "service and the load generator.[/dim]"
+    )
+    busy = max((res.cpu.get("other", 0.0) for _r, _k, _t, res in rows), default=0.0)
+    if busy > BUSY_OTHER_CORES:
+        out.print(
+            f"[yellow]other processes used up to {busy:.2f} cores during the runs: "
+            "figures are understated (CPU ms per request less so)[/yellow]"
+        )
+    if summary["errors"]:
+        out.print("[bold red]THIS RUN HAD ERRORS: see the errors column[/bold red]")
+    for p in summary["profiles"]:
+        out.print(f"profile: {p}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -559,7 +818,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-token", action="store_true", help="header-auth run only")
     ap.add_argument("--wrk", default=shutil.which("wrk") or "/usr/bin/wrk")
     ap.add_argument("--verbose", action="store_true", help="show wrk and pgbench output")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (payapi, naive)")
+    ap.add_argument(
+        "--no-rate-limits",
+        dest="rate_limits",
+        action="store_false",
+        help="EAPI's rate limits off (default: on, set high enough not to throttle)",
+    )
     args = ap.parse_args(argv)
+    if not 1 <= args.rounds <= 20:
+        ap.error("--rounds must be between 1 and 20")
     if not Path(args.wrk).exists():
         console.print("[red]wrk not found[/red]: `apt-get install -y wrk` (make bench does it)")
         return 2
@@ -569,7 +837,7 @@ def main(argv: list[str] | None = None) -> int:
     own_dir = args.dir is None
     lab_dir = Path(tempfile.mkdtemp(prefix="payapi-bench-")) if own_dir else args.dir
     lab = Lab(lab_dir)
-    changed = _prepare_local_config(lab)
+    changed = _prepare_local_config(lab, args.rate_limits)
     eapi_was_running = lab.running("eapi")
     try:
         with console.status("starting the lab") as spinner:
@@ -584,117 +852,31 @@ def main(argv: list[str] | None = None) -> int:
             lab.stop("eapi")
             lab.start("eapi")
         settings = load_settings(lab.config_path)
-        if settings.eapi.rate_limit.enabled:
+        rl = settings.eapi.rate_limit
+        if rl.enabled != args.rate_limits or (
+            rl.enabled and min(rl.per_client_per_minute, rl.per_ip_per_minute) < 10_000_000
+        ):
+            want = RATE_LIMIT_HIGH if args.rate_limits else RATE_LIMIT_OFF
             console.print(
-                f"[red]rate limits are enabled in {lab.dir / 'payapi.local.toml'}[/red]; "
-                "the benchmark needs `[eapi.rate_limit] enabled = false`"
+                f"[red]{lab.dir / 'payapi.local.toml'} has other rate limits[/red]; "
+                f"this benchmark needs:\n{want}"
             )
             return 2
         creds = asyncio.run(_provision(lab.config_path, status["eapi"]))
-        bench = Bench(args, lab, status, _roots(lab))
-        run_id = secrets.token_hex(3)
-        eapi = status["eapi"]
-        modes = [
-            ("POST /payments, client headers", "post-headers", "/api/v1/payments"),
-        ]
-        if not args.skip_token:
-            modes += [
-                ("POST /payments, bearer token", "post-bearer", "/api/v1/payments"),
-                (
-                    "GET /payments/{id}, bearer token",
-                    "get-bearer",
-                    f"/api/v1/payments/{creds['payment_id']}",
-                ),
-            ]
-        results: list[LoadResult] = []
-        for label, mode, path in modes:
-            env = {
-                "BENCH_MODE": mode,
-                "BENCH_CLIENT_ID": creds["client_id"],
-                "BENCH_CLIENT_SECRET": creds["client_secret"],
-                "BENCH_TOKEN": creds["token"],
-                "BENCH_REF_PREFIX": f"W{run_id}{mode[:6]}",
-            }
-            with console.status(f"warm-up: {label}"):
-                bench.wrk("warm-up", eapi + path, env, duration=args.warmup, record=False)
-            env["BENCH_REF_PREFIX"] = f"B{run_id}{mode[:6]}"
-            with console.status(f"{label}: {args.connections} clients, {args.duration:.0f} s"):
-                r = bench.wrk(label, eapi + path, env, duration=args.duration)
-            results.append(r)
-            if not r.clean:
-                console.print(
-                    f"[bold red]ERRORS in '{label}': {r.non_2xx} non-2xx responses, "
-                    f"{r.socket_errors} socket errors — the figures are not valid[/bold red]"
-                )
-        with console.status(f"pgbench: {args.connections} clients, {args.duration:.0f} s"):
-            pg = bench.pgbench(args.duration)
-        profiles: list[str] = []
-        if args.profile is not None:
-            env = {
-                "BENCH_MODE": "post-headers",
-                "BENCH_CLIENT_ID": creds["client_id"],
-                "BENCH_CLIENT_SECRET": creds["client_secret"],
-                "BENCH_REF_PREFIX": f"P{run_id}",
-            }
-            with console.status("profiling EAPI and SAPI with py-spy"):
-                profiles = _profile(bench, env, args.profile, args.duration)
-
-        head = results[0]
-        ratio = head.rps / pg.rps if pg.rps else 0.0
-        summary: dict[str, Any] = {
-            "machine": {"cpus": os.cpu_count(), "cpu_model": _cpu_model()},
-            "connections": args.connections,
-            "duration_seconds": args.duration,
-            "runs": [asdict(r) for r in results],
-            "pgbench": asdict(pg),
-            "ratio": round(ratio, 3),
-            "token_post_ratio": round(results[1].rps / pg.rps, 3) if len(results) > 1 else None,
-            "target": {"ratio": TARGET_RATIO, "p99_ms": TARGET_P99_MS},
-            "target_met": bool(
-                ratio >= TARGET_RATIO
-                and head.p99_ms is not None
-                and head.p99_ms < TARGET_P99_MS
-                and head.clean
-            ),
-            "errors": any(not r.clean for r in results) or pg.non_2xx > 0,
-            "profiles": profiles,
-            "lab": str(lab.dir) if args.keep else None,
-        }
-        out = Console()
+        naive = NaiveService(status["postgres"]["payment_dsn"], workers=os.cpu_count() or 1)
+        naive.start()
+        try:
+            summary, rows = _run_rounds(args, lab, status, creds, naive)
+        finally:
+            naive.stop()
+        summary["lab"] = str(lab.dir) if args.keep else None
+        out = Console() if sys.stdout.isatty() else Console(width=150)
         if args.save is not None:
             args.save.write_text(json.dumps(summary, indent=2) + "\n")
         if args.json:
             print(json.dumps(summary, indent=2))
         else:
-            for table in _tables([*results, pg]):
-                out.print(table)
-            out.print(
-                f"ratio API ÷ pgbench (header auth): [bold]{ratio:.3f}[/bold]"
-                + (
-                    f"   (bearer POST: {summary['token_post_ratio']:.3f})"
-                    if summary["token_post_ratio"] is not None
-                    else ""
-                )
-            )
-            verdict = "[green]MET[/green]" if summary["target_met"] else "[yellow]NOT MET[/yellow]"
-            out.print(
-                f"target: ratio ≥ {TARGET_RATIO} and p99 < {TARGET_P99_MS:.0f} ms → {verdict}"
-            )
-            out.print(
-                f"[dim]{os.cpu_count()} CPUs ({_cpu_model()}); CPU in cores averaged over each "
-                "run; 'other' = processes outside the lab and the load generator.[/dim]"
-            )
-            busy = max(r.cpu.get("other", 0.0) for r in [*results, pg])
-            if busy > BUSY_OTHER_CORES:
-                out.print(
-                    f"[yellow]other processes used up to {busy:.2f} cores during the runs: "
-                    "the lab had less than the whole machine; req/s and latency are "
-                    "understated (CPU ms per request less so)[/yellow]"
-                )
-            if summary["errors"]:
-                out.print("[bold red]THIS RUN HAD ERRORS: see the errors column[/bold red]")
-            for p in profiles:
-                out.print(f"profile: {p}")
+            _print_summary(out, summary, rows)
         return 1 if summary["errors"] else 0
     finally:
         if args.keep:

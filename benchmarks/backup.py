@@ -133,6 +133,7 @@ class Measure:
     seconds: float = 0.0
     cpu_seconds: float = 0.0
     peak_rss: int = 0
+    max_rss: int = 0  # the largest single process's peak, exact (see with_peak_rss)
     returncode: int | None = None
     stdout: str = ""
     stderr_tail: str = ""
@@ -164,12 +165,16 @@ def measure(
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        try:
-            m.returncode = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        # A blocking wait on a thread, not Popen.wait(timeout): that one polls with sleeps
+        # growing to 50 ms, which rounded every wal push (0.07-0.2 s) up to the next poll.
+        waiter = threading.Thread(target=proc.wait, daemon=True)
+        waiter.start()
+        waiter.join(timeout)
+        if waiter.is_alive():
             proc.kill()
-            m.returncode = proc.wait()
+            waiter.join()
             m.stderr_tail = f"timed out after {timeout:.0f}s"
+        m.returncode = proc.returncode
         m.seconds = time.perf_counter() - t0
         r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         # Every descendant that was waited for (pg_basebackup, pgBackRest's workers...):
@@ -181,6 +186,14 @@ def measure(
         err.seek(0)
         m.stdout = out.read().decode("utf-8", "replace")
         text = err.read().decode("utf-8", "replace")
+        if argv[: len(PEAK_RSS_PREFIX)] == PEAK_RSS_PREFIX:
+            kept = []
+            for line in text.splitlines(keepends=True):
+                if line.startswith(_PEAK_MARK):
+                    m.max_rss = int(line[len(_PEAK_MARK) :]) * 1024
+                else:
+                    kept.append(line)
+            text = "".join(kept)
         if log is not None:
             with open(log, "a") as fh:
                 fh.write(f"$ {shlex.join(argv)}\n{m.stdout}{text}\n")
@@ -188,6 +201,17 @@ def measure(
             lines = [ln for ln in (text or m.stdout).strip().splitlines() if ln.strip()]
             m.stderr_tail = m.stderr_tail or " / ".join(lines[-3:])
     return m
+
+
+_PEAK_MARK = "bench-peak-rss-kb="
+PEAK_RSS_PREFIX = ["/usr/bin/time", "-f", _PEAK_MARK + "%M"]
+
+
+def with_peak_rss(argv: list[str]) -> list[str]:
+    """``argv`` under GNU time, whose ``%M`` is the exact peak RSS of the largest process
+    it waited for (ours cannot be read from wait4: a child forked from this big Python
+    starts with its high-water mark). The sampled tree RSS stays the fallback."""
+    return [*PEAK_RSS_PREFIX, *argv] if os.access(PEAK_RSS_PREFIX[0], os.X_OK) else argv
 
 
 def must(m: Measure) -> Measure:
@@ -482,6 +506,7 @@ class Row:
     seconds: list[float] = field(default_factory=list)
     cpu_seconds: list[float] = field(default_factory=list)
     peak_rss: list[int] = field(default_factory=list)
+    max_rss: list[int] = field(default_factory=list)
     stored_bytes: int | None = None
     note: str = ""
 
@@ -497,6 +522,7 @@ class Row:
         self.seconds.append(round(m.seconds, 3))
         self.cpu_seconds.append(round(m.cpu_seconds, 3))
         self.peak_rss.append(m.peak_rss)
+        self.max_rss.append(m.max_rss or m.peak_rss)
 
     def add_seconds(self, seconds: float) -> None:
         self.seconds.append(round(seconds, 3))
@@ -843,16 +869,24 @@ class Bench:
         wal_repo = p.walbench / "payapi-repo"
         wal_config = p.walbench / "payapi.toml"
         setup_payapi(p, self.pg, wal_repo, p.walbench / "repository.key", wal_config)
-        for tool in ("payapi", "pgbackrest"):
-            row = self.row(tool, "wal push")
-            for f in files:
+        # Alternating, segment by segment (and which tool goes first alternates too): the
+        # load of a shared machine drifts, and both tools then see the same drift.
+        for i, f in enumerate(files):
+            tools = ("payapi", "pgbackrest") if i % 2 == 0 else ("pgbackrest", "payapi")
+            for tool in tools:
                 if tool == "payapi":
                     argv = as_lab_user(payapi_argv(wal_config, "wal", "push", str(f)))
                 else:
                     argv = pgbr_argv(p, "archive-push", str(f), stanza=WAL_STANZA)
+                argv = with_peak_rss(argv)
                 m = must(measure(f"{tool} wal push {f.name}", argv, log=p.log, env=self.env))
-                row.add(m)
-            self.step(f"  {tool}: median {row.median:.3f} s")
+                self.row(tool, "wal push").add(m)
+        for tool in ("payapi", "pgbackrest"):
+            row = self.row(tool, "wal push")
+            self.step(
+                f"  {tool}: median {row.median:.3f} s ({min(row.seconds):.3f}.."
+                f"{max(row.seconds):.3f}), peak RSS {_mib(max(row.max_rss))} (one process)"
+            )
         self.row("payapi", "wal push").stored_bytes = int(
             statistics.median(du(wal_repo / "wal" / name) for name in names)
         )
@@ -914,7 +948,33 @@ class Bench:
                 "restore_cpu": cpu_ratio("restore"),
                 "wal_push_cpu": cpu_ratio("wal push"),
             },
+            "wal_push": self.wal_push_summary(),
             "facts": self.facts,
+        }
+
+    def wal_push_summary(self) -> dict[str, Any] | None:
+        """Medians (and min..max) of the alternating wal push runs; RSS in MiB (the push
+        process itself, GNU time's %M, else the sampled tree)."""
+        a, b = self.rows.get(("payapi", "wal push")), self.rows.get(("pgbackrest", "wal push"))
+        if a is None or b is None or not a.seconds or not b.seconds:
+            return None
+        mib = 1024 * 1024
+        return {
+            "runs": len(a.seconds),
+            "payapi_s": round(a.median, 3),
+            "payapi_s_range": [min(a.seconds), max(a.seconds)],
+            "pgbackrest_s": round(b.median, 3),
+            "pgbackrest_s_range": [min(b.seconds), max(b.seconds)],
+            "ratio": round(a.median / b.median, 3),
+            "ratio_range": [
+                round(min(x / y for x, y in zip(a.seconds, b.seconds, strict=True)), 3),
+                round(max(x / y for x, y in zip(a.seconds, b.seconds, strict=True)), 3),
+            ],
+            "payapi_cpu_s": a.median_cpu,
+            "pgbackrest_cpu_s": b.median_cpu,
+            "payapi_rss_mb": round(statistics.median(a.max_rss) / mib, 1),
+            "payapi_rss_mb_max": round(max(a.max_rss) / mib, 1),
+            "pgbackrest_rss_mb": round(statistics.median(b.max_rss) / mib, 1),
         }
 
     def _client_bindir(self) -> Path:
@@ -960,6 +1020,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wal-runs", type=int, default=7, help="wal pushes per tool")
     ap.add_argument("--no-check", action="store_true", help="do not boot the restored copies")
     ap.add_argument(
+        "--wal-only",
+        action="store_true",
+        help="only the wal push comparison (no backups, restores or dumps; use a small --scale)",
+    )
+    ap.add_argument(
         "--no-dump", action="store_true", help="skip pg_dump / pg_restore (the slow peer)"
     )
     ap.add_argument(
@@ -990,14 +1055,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bench = Bench(args, paths)
         bench.load()
-        for rnd in range(1, args.rounds + 1):
-            bench.backups(rnd)
-        if not args.no_dump:
-            bench.dump()
-        for rnd in range(1, args.rounds + 1):
-            bench.restores(rnd)
-        if not args.no_dump:
-            bench.pg_restore()
+        if not args.wal_only:
+            for rnd in range(1, args.rounds + 1):
+                bench.backups(rnd)
+            if not args.no_dump:
+                bench.dump()
+            for rnd in range(1, args.rounds + 1):
+                bench.restores(rnd)
+            if not args.no_dump:
+                bench.pg_restore()
         bench.wal_push()
         s = bench.summary()
         s["load_average"] = {"before": load_before, "after": _load()}
@@ -1018,6 +1084,16 @@ def main(argv: list[str] | None = None) -> int:
                         f"payapi ÷ pgBackRest, {op.replace('_', ' ')}: [bold]{r[op]:.2f}[/bold]"
                         f" ({verdict})" + (f"; CPU seconds {cpu:.2f}" if cpu else "")
                     )
+            w = s.get("wal_push")
+            if w:
+                out.print(
+                    f"wal push ({w['runs']} alternating runs each): payapi {w['payapi_s']:.3f} s "
+                    f"({w['payapi_s_range'][0]:.3f}..{w['payapi_s_range'][1]:.3f}), pgBackRest "
+                    f"{w['pgbackrest_s']:.3f} s ({w['pgbackrest_s_range'][0]:.3f}.."
+                    f"{w['pgbackrest_s_range'][1]:.3f}); ratio [bold]{w['ratio']:.2f}[/bold]; "
+                    f"payapi peak RSS {w['payapi_rss_mb']:.1f} MiB"
+                    f" (max {w['payapi_rss_mb_max']:.1f})"
+                )
             out.print(
                 f"[dim]{os.cpu_count()} CPUs ({_cpu_model()}); load average before "
                 f"{load_before}, after {s['load_average']['after']}[/dim]"

@@ -54,3 +54,56 @@ def test_every_listed_command_loads_and_has_help() -> None:
         res = runner.invoke(app, [name, "--help"])
         assert res.exit_code == 0, (name, res.output)
         assert "Usage" in res.output
+
+
+WAL_PROBE = """
+import sys
+sys.argv = ["payapi", *{args!r}]
+code = None
+try:
+    import payapi.cli.main  # a plain `wal push`/`wal fetch` is served while it imports
+except SystemExit as exc:
+    code = exc.code
+heavy = ("typer", "click", "rich", "pydantic", "pydantic_settings", "boto3", "botocore",
+         "structlog", "httpx", "dataclasses", "payapi.backup.repository",
+         "payapi.backup.manifest")
+loaded = sorted(m for m in sys.modules if m in heavy or m.startswith("payapi.cli."))
+print("EXIT", code)
+print("LOADED", ",".join(loaded))
+"""
+
+
+def test_wal_push_and_fetch_import_no_cli_framework_and_no_pydantic(tmp_path) -> None:
+    """archive_command runs once per WAL segment: the fast path imports the repository's
+    base only (no typer/click, no pydantic, no boto3 for a file repository, no command
+    module), and still does the work (exit codes as the full CLI's)."""
+    from payapi.backup.crypto import write_key_file
+    from payapi.backup.repository import Repository
+
+    key = tmp_path / "repo.key"
+    write_key_file(key)
+    repo_dir = tmp_path / "repo"
+    with Repository.open_configured(
+        f"file://{repo_dir}", key_file=key, key_env="UNUSED", create=True
+    ):
+        pass
+    config = tmp_path / "payapi.toml"
+    config.write_text(f'[backup]\nrepository = "file://{repo_dir}"\nkey_file = "{key}"\n')
+    segment = tmp_path / "000000010000000000000001"
+    segment.write_bytes(b"wal" * 1000)
+
+    def run(*args: str) -> tuple[str, list[str]]:
+        res = subprocess.run(
+            [sys.executable, "-c", WAL_PROBE.format(args=["--config", str(config), *args])],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        lines = dict(x.split(" ", 1) for x in res.stdout.splitlines() if " " in x)
+        return lines["EXIT"], [m for m in lines.get("LOADED", "").split(",") if m]
+
+    assert run("wal", "push", str(segment)) == ("0", [])
+    dest = tmp_path / "restored"
+    assert run("wal", "fetch", segment.name, str(dest)) == ("0", [])
+    assert dest.read_bytes() == segment.read_bytes()
+    assert run("wal", "fetch", "000000010000000000000002", str(dest)) == ("1", [])

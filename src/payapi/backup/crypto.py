@@ -35,9 +35,8 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import zstandard
 from cryptography.exceptions import InvalidTag
@@ -177,12 +176,17 @@ def check_key(repo_key: bytes, repository_id: str, value: str) -> bool:
 # --- data keys ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class DataKey:
-    """A random data key and its copy wrapped by the repository key (stored in each header)."""
+class DataKey(NamedTuple):
+    """A random data key and its copy wrapped by the repository key (stored in each header).
 
-    key: bytes = field(repr=False)
-    wrapped: bytes = field(repr=False)
+    A NamedTuple, not a dataclass (``wal push`` does not import dataclasses); its repr
+    shows neither field."""
+
+    key: bytes
+    wrapped: bytes
+
+    def __repr__(self) -> str:
+        return "DataKey()"
 
     @classmethod
     def new(cls, repo_key: bytes) -> DataKey:

@@ -15,6 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from payapi.backup.errors import RepositoryError
 
+# Plain dataclasses (wal push reads them without pydantic); re-exported from here.
+from payapi.backup.records import RepositoryConfig as RepositoryConfig
+from payapi.backup.records import WalEntry as WalEntry
+
 MANIFEST_FORMAT = 1
 
 
@@ -125,37 +129,12 @@ class Manifest(BaseModel):
         )
 
 
-class WalEntry(BaseModel):
-    """The per-segment index of an archived WAL segment (written after the segment)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    size: int
-    stored_size: int
-    sha256: str
-    stored_sha256: str
-    archived_at: datetime
-    tool_version: str = ""
-
-
 class VerificationRecord(BaseModel):
     """The last successful verification of one backup (``verified/<backup id>``)."""
 
     backup_id: str
     verified_at: datetime
     details: dict[str, Any] = Field(default_factory=dict)
-
-
-class RepositoryConfig(BaseModel):
-    """``config``: plaintext, small, written once by ``init``. Holds no key material."""
-
-    format_version: int
-    repository_id: str
-    created_at: datetime
-    tool_version: str
-    chunk_size: int
-    key_check: str
 
 
 class VerifyProblem(BaseModel):

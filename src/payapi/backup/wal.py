@@ -3,7 +3,8 @@
 
 PostgreSQL runs ``archive_command`` once per WAL segment, so start-up cost is paid per
 16 MB of WAL. This module therefore imports only the standard library at import time,
-and the repository (cryptography, zstandard, its pydantic models) when it acts — never
+and the repository's base (:mod:`payapi.backup.repository_base`: cryptography,
+zstandard, no pydantic) when it acts — never
 typer, rich, pydantic-settings, FastAPI or an SDK for a store that is not used.
 ``python -m payapi`` and the ``payapi`` script hand a plain ``wal push``/``wal fetch``
 command line to :func:`fast_path` before the CLI framework is imported; anything else
@@ -32,12 +33,11 @@ import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
-    from payapi.backup.repository import Repository
+    from payapi.backup.repository_base import RepositoryBase
 
 from payapi.core.errors import PayapiError
 
@@ -64,8 +64,9 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 _SECONDARY_FIELDS = ("url", "key_file", "key_env", "s3_endpoint_url", "s3_sse", "s3_region", "wal")
 
 
-@dataclass(frozen=True)
-class RepositoryRef:
+# Value objects are NamedTuples, not dataclasses, on this path: importing dataclasses
+# (it imports inspect, ast, dis...) costs about 15 ms, paid once per WAL segment.
+class RepositoryRef(NamedTuple):
     """Where the repository is and where its key comes from (never the key itself)."""
 
     url: str
@@ -203,7 +204,7 @@ def repository_ref(
             primary = repository_ref(config, environ=env)
             ref = _secondary_ref(repository, tables[repository], primary, base)
             if key_file is not None:
-                ref = replace(ref, key_file=_resolve_key_path(key_file, base))
+                ref = ref._replace(key_file=_resolve_key_path(key_file, base))
             return ref
     url = repository or pick("repository") or ""
     if not url:
@@ -222,10 +223,11 @@ def repository_ref(
     )
 
 
-def open_repository(ref: RepositoryRef, **store_options: Any) -> Repository:
-    from payapi.backup.repository import Repository
+def open_repository(ref: RepositoryRef, **store_options: Any) -> RepositoryBase:
+    """The repository's base (config and WAL): no pydantic, no backup code imported."""
+    from payapi.backup.repository_base import RepositoryBase
 
-    return Repository.open_configured(
+    return RepositoryBase.open_configured(
         ref.url,
         key_file=ref.key_file,
         key_env=ref.key_env,
@@ -236,7 +238,7 @@ def open_repository(ref: RepositoryRef, **store_options: Any) -> Repository:
     )
 
 
-def push(repo: Repository, path: Path | str) -> bool:
+def push(repo: RepositoryBase, path: Path | str) -> bool:
     """Archive the file at ``path`` under its own name. True if stored, False if the same
     content was already there; :class:`WalConflict` if different content was."""
     p = Path(path)
@@ -245,7 +247,7 @@ def push(repo: Repository, path: Path | str) -> bool:
     return repo.put_wal(p.name, p)
 
 
-def fetch(repo: Repository, name: str, dest: Path | str) -> None:
+def fetch(repo: RepositoryBase, name: str, dest: Path | str) -> None:
     """Write archived file ``name`` to ``dest`` (checked before it is renamed into place)."""
     repo.get_wal(name, dest)
 
@@ -306,8 +308,7 @@ def guc_string(value: str) -> str:
 # --------------------------------------------------------------------------- the fast path
 
 
-@dataclass(frozen=True)
-class Invocation:
+class Invocation(NamedTuple):
     action: str  # push | fetch
     args: tuple[str, ...]
     config: str | None = None
@@ -345,11 +346,11 @@ def parse_argv(argv: Sequence[str]) -> Invocation | None:
         if name in ("--repository", "--key-file") and (eq or rest):
             value = value if eq else rest.pop(0)
             if name == "--repository":
-                inv = replace(inv, repository=value)
+                inv = inv._replace(repository=value)
             else:
-                inv = replace(inv, key_file=value)
+                inv = inv._replace(key_file=value)
         elif word == "--abort-on-damage" and inv.action == "fetch":
-            inv = replace(inv, abort_on_damage=True)
+            inv = inv._replace(abort_on_damage=True)
         elif word.startswith("-") and word != "-":
             return None
         else:
@@ -357,7 +358,7 @@ def parse_argv(argv: Sequence[str]) -> Invocation | None:
     want = 1 if inv.action == "push" else 2
     if len(positional) != want:
         return None
-    return replace(inv, args=tuple(positional))
+    return inv._replace(args=tuple(positional))
 
 
 def _say(message: str, what: str = "error") -> None:

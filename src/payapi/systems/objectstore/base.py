@@ -18,17 +18,15 @@ from __future__ import annotations
 import abc
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from payapi.systems.objectstore.errors import StoreError
 
 _KEY_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+@=-]*$")
 
 
-@dataclass(frozen=True)
-class StoreEntry:
+class StoreEntry(NamedTuple):  # not a dataclass: `wal push` does not import dataclasses
     key: str
     size: int
     modified: datetime
