@@ -51,6 +51,13 @@ def _params(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+def _providers() -> None:
+    """What the recovery actions need from ``ops`` (security check, clean deployment)."""
+    from payapi.cli.recovery_providers import install
+
+    install()
+
+
 def _confirm(what: str, yes: bool) -> None:
     if yes:
         return
@@ -164,6 +171,7 @@ def run(
 
     settings = get_ctx(ctx).settings
     given = _params(param)
+    _providers()
     if dry_run:
         plan = service.plan_dry_run(settings, name=name, given=given)
         emit(plan.to_json(), as_json=as_json, human=_show_dry_run)
@@ -191,6 +199,7 @@ def resume(
     from payapi.recovery import service
 
     c = get_ctx(ctx)
+    _providers()
     with journal(quiet=as_json) as j:
         result = service.resume_run(c.settings, run_id=run_id, journal=j, operator=c.operator())
     _finish(result, as_json)
@@ -222,6 +231,7 @@ def approve(
     if refuse and yes:
         raise UsageError("--yes is for approving your own run; a refusal needs no --yes")
     c = get_ctx(ctx)
+    _providers()
     with journal(quiet=as_json) as j:
         if refuse:
             result = service.refuse_run(

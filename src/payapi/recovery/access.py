@@ -52,6 +52,9 @@ EXECUTE: Mapping[str, tuple[str, ...]] = {
     "component-vault": ("infrastructure-lead",),
     "component-redis": ("infrastructure-lead",),
     "component-db": ("infrastructure-lead",),
+    "security-breach": ("security-lead",),
+    "corruption-db": ("infrastructure-lead", "application-lead"),
+    "corruption-vault": ("infrastructure-lead", "security-lead"),
 }
 
 

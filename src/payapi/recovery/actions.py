@@ -30,7 +30,11 @@ from payapi.core.settings import Settings
 
 P = TypeVar("P", bound=BaseModel)
 
-_BUILTIN_MODULES = ("payapi.recovery.actions_generic", "payapi.recovery.actions_component")
+_BUILTIN_MODULES = (
+    "payapi.recovery.actions_generic",
+    "payapi.recovery.actions_component",
+    "payapi.recovery.actions_breach",
+)
 _REGISTRY: dict[str, type[Action[Any]]] = {}
 _loaded = False
 
