@@ -11,6 +11,13 @@ from tests.scenarios.conftest import LabHandle, run_cli
 # The parameters a shipped runbook requires (the others have defaults).
 REQUIRED = {
     "security-breach": ["reason=dry run", "all_clients=true", "rules_dir={tmp}/rules"],
+    "corruption-db": [
+        "since=2026-01-01T00:00:00+00:00",
+        "apply=true",
+        "verify=true",
+        "plan_file={tmp}/plan.json",
+        "work_dir={tmp}/work",
+    ],
 }
 
 
@@ -33,6 +40,7 @@ def test_every_shipped_runbook_dry_run_changes_nothing(lab: LabHandle, tmp_path:
         assert json.loads(res.stdout)["dry_run"] is True, name
     assert set((lab.config.parent / "runbooks").glob("*.jsonl")) == journals  # no run written
     assert not (tmp_path / "rules").exists()  # nor a file
+    assert not (tmp_path / "plan.json").exists() and not (tmp_path / "work").exists()
     run_cli("state", "document", "--output", str(after), config=lab.config)
     res = run_cli("state", "compare", str(before), str(after), "--json", config=lab.config)
     assert json.loads(res.stdout)["same"] is True, res.stdout

@@ -97,6 +97,9 @@ def corruption(
         None, "--work-dir", help="Where the scratch copy goes (default: [backup] work_dir)."
     ),
     apply: bool = typer.Option(False, "--apply", help="Execute the plan (one transaction)."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="db: say what each step would do; change nothing."
+    ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Apply without asking."),
     verify: bool = typer.Option(False, "--verify", help="Run the integrity checks at the end."),
     archive_timeout: float = typer.Option(
@@ -138,6 +141,12 @@ def corruption(
         recovery_timeout=recovery_timeout,
     )
     settings = get_ctx(ctx).settings
+    if canonical == "database":
+        _corruption_db(ctx, req, drop_ids, apply=apply, yes=yes, verify=verify,
+                       dry_run=dry_run, as_json=as_json)  # fmt: skip
+        return
+    if dry_run:
+        fail("--dry-run is for --component db", EXIT_USAGE)
     try:
         with open_repository(settings) as repo, journal(quiet=as_json) as j:
             req.journal = j
@@ -158,6 +167,114 @@ def corruption(
     if outcome.integrity is not None and not outcome.integrity.ok:
         bad = outcome.integrity.failed()[0]
         fail(f"integrity check {bad.name} failed: {bad.detail}")
+
+
+def _corruption_db(
+    ctx: typer.Context,
+    req: Any,
+    drop_ids: Path | None,
+    *,
+    apply: bool,
+    yes: bool,
+    verify: bool,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """``--component db`` on the engine: the shipped runbook ``corruption-db``."""
+    from payapi.cli.recovery_providers import install
+    from payapi.cli.runbook_cmd import _show_dry_run
+    from payapi.recovery import corruption_run as cr
+    from payapi.recovery import service
+    from payapi.recovery.corruption import default_plan_file
+
+    settings = get_ctx(ctx).settings
+    plan_file = (req.plan_file or default_plan_file("db")).expanduser().absolute()
+    given = {
+        "since": req.since.isoformat(),
+        "tables": ",".join(req.tables),
+        "drop_ids_file": str(drop_ids.expanduser().absolute()) if drop_ids else "",
+        "plan_file": str(plan_file),
+        "work_dir": str(req.work_dir.expanduser().absolute()) if req.work_dir else "",
+        "apply": "true" if apply else "false",
+        "verify": "true" if verify else "false",
+        "archive_timeout": str(req.archive_timeout),
+        "recovery_timeout": str(req.recovery_timeout),
+    }
+    install()
+    try:
+        cr.precheck(settings, req)
+        if dry_run:
+            plan = service.plan_dry_run(settings, name=cr.RUNBOOK_DB, given=given)
+            emit(plan.to_json(), as_json=as_json, human=_show_dry_run)
+            if not plan.ok:
+                raise typer.Exit(1)
+            return
+        service.resolve(settings, name=cr.RUNBOOK_DB, given=given)
+        if apply:
+            _confirm(f"plan and apply a correction of the live db since {given['since']}", yes)
+        with journal(quiet=as_json) as j:
+            result = service.start_run(
+                settings,
+                name=cr.RUNBOOK_DB,
+                given=given,
+                journal=j,
+                operator=get_ctx(ctx).operator(),
+                yes=yes,
+            )
+        view = service.view(result.path)
+        params = {k: v for k, v in view.state.params.items() if k not in ("apply", "verify")}
+        out = cr.outcome_json(settings, result.run_id, params)
+    except PayapiError as exc:
+        fail(str(exc), exc.exit_code)
+    if not as_json:
+        _print_plan_file(out)
+    emit(out, as_json=as_json, human=_print_result)
+    status = view.status
+    if status == "waiting_approval":
+        fail(
+            f"run {result.run_id} waits for the approval of step apply: review it with "
+            f"payapi runbook show {result.run_id}, then payapi --as LOGIN runbook approve "
+            f"{result.run_id} --step apply"
+        )
+    if status != "succeeded":
+        fail(f"run {result.run_id} {status}: {view.state.reason}")
+
+
+def _print_plan_file(out: dict[str, Any]) -> None:
+    import json
+
+    from payapi.recovery.corruption_run import table_summary_json
+
+    try:
+        doc = json.loads(Path(out["plan_file"]).read_text())
+    except (OSError, ValueError):
+        return
+    console.print(
+        f"correction plan {out['plan_file']} (copy of backup {doc.get('backup_id')} recovered "
+        f"to {doc.get('target_time')}; run {out['run_id']})",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+    for t in doc.get("tables", []):
+        console.print(f"  {table_summary_json(t)}", highlight=False, markup=False, soft_wrap=True)
+        for change in t["changes"][:20]:
+            key = ", ".join(f"{k}={v}" for k, v in change["key"].items())
+            cols = ", ".join(
+                f"{col}: {d['before']} → {d['now']}" for col, d in change.get("diff", {}).items()
+            )
+            console.print(
+                f"    {change['action']} {key}  {cols}",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
+        if len(t["changes"]) > 20:
+            console.print(
+                f"    … {len(t['changes']) - 20} more in the plan file",
+                markup=False,
+                soft_wrap=True,
+            )
 
 
 def _plan(settings: Any, repo: Any, req: Any, canonical: str) -> Any:
@@ -237,7 +354,7 @@ def _print_result(d: dict[str, Any]) -> None:
         console.print(
             f"applied: {d['restored_rows']} rows restored ({d['deleted_rows_restored']} "
             f"re-inserted), {d['kept_rows']} kept, {d['dropped_rows']} dropped"
-            + (f"; audit event {d['audit']['seq']}" if d.get("audit", {}).get("seq") else ""),
+            + (f"; audit event {d['audit']['seq']}" if (d.get("audit") or {}).get("seq") else ""),
             highlight=False,
             markup=False,
             soft_wrap=True,
