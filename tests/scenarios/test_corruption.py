@@ -233,6 +233,44 @@ def test_a_correction_killed_mid_step_resumes_and_completes(
     assert list(work.iterdir()) == []  # no copy left, the killed attempt's neither
 
 
+def test_an_operator_s_correction_waits_for_the_coordinator_s_approval(
+    lab: LabHandle, corrupted: Corrupted, outside_tmp: Path
+) -> None:
+    """Run by a named operator, the apply step waits for the DR coordinator (four eyes);
+    the approval applies it, with the scratch copy kept up meanwhile."""
+
+    def as_(login: str, *args: str) -> subprocess.CompletedProcess[str]:
+        key = lab.lab.secrets_dir / f"{login}.api_key"
+        return _cli(lab, "--as", login, "--api-key-file", str(key), *args)
+
+    before = _snapshot(lab)
+    since = _psql(lab, "SELECT clock_timestamp()")
+    time.sleep(0.2)
+    (hit,) = sorted(before)[25:26]
+    _psql(lab, f"DELETE FROM payments WHERE id = '{hit}'")
+    work = outside_tmp / "work-approve"
+    res = as_(
+        "infra-lead", "recover", "corruption", "--component", "db", "--since", since,
+        "--apply", "--yes", "--plan-file", str(outside_tmp / "plan-approve.json"),
+        "--work-dir", str(work), "--json",
+    )  # fmt: skip
+    assert res.returncode == 1, res.stderr
+    out = json.loads(res.stdout)
+    assert out["applied"] is False and out["deleted_rows_restored"] == 1
+    assert "waits for the approval of step apply" in res.stderr
+    assert hit not in _snapshot(lab)
+    denied = as_("app-lead", "runbook", "approve", out["run_id"], "--step", "apply")
+    assert denied.returncode == 3, denied.stderr
+    ok = as_("dr-coordinator", "runbook", "approve", out["run_id"], "--step", "apply", "--json")
+    assert ok.returncode == 0, ok.stderr
+    run = json.loads(ok.stdout)
+    assert run["status"] == "succeeded"
+    assert next(s for s in run["steps"] if s["step"] == "apply")["approved_by"] == (
+        "dr-coordinator"
+    )
+    assert _snapshot(lab) == before and list(work.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

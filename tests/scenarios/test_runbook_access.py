@@ -152,3 +152,11 @@ def test_the_requester_may_refuse_their_own_run(lab: LabHandle) -> None:
     refused = _as(lab, "dr-coordinator", *args)
     assert refused.returncode == 0, refused.stderr
     assert json.loads(refused.stdout)["status"] == "aborted"
+
+
+def test_recovery_commands_need_execute_on_their_runbook(lab: LabHandle) -> None:
+    res = _as(lab, "app-lead", "recover", "breach", "--all-clients", "--reason", "x", "--yes")
+    assert res.returncode == 3, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "security-breach" in res.stderr
+    denied = [e for e in _events(lab, "recovery.access_denied") if e["actor"] == "app-lead"]
+    assert denied[-1]["details"]["runbook"] == "security-breach"
