@@ -18,6 +18,12 @@ REQUIRED = {
         "plan_file={tmp}/plan.json",
         "work_dir={tmp}/work",
     ],
+    "corruption-vault": [
+        "since=2026-01-01T00:00:00+00:00",
+        "apply=true",
+        "plan_file={tmp}/plan.json",
+        "work_dir={tmp}/work",
+    ],
 }
 
 

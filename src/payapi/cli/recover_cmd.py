@@ -113,9 +113,7 @@ def corruption(
     """Correct data corrupted since T from a copy of the database recovered just before T
     beside production: a plan first (rows to put back, rows created since kept), then,
     with --apply, one guarded transaction and an audit event."""
-    from payapi.backup.postgres import COMPONENT
-    from payapi.backup.service import component_lock
-    from payapi.cli.backup_cmd import open_repository, resolve_component
+    from payapi.cli.backup_cmd import resolve_component
     from payapi.recovery.corruption import CorruptionRequest
 
     canonical = resolve_component(component)
@@ -140,39 +138,16 @@ def corruption(
         archive_timeout=archive_timeout,
         recovery_timeout=recovery_timeout,
     )
-    settings = get_ctx(ctx).settings
-    if canonical == "database":
-        _corruption_db(ctx, req, drop_ids, apply=apply, yes=yes, verify=verify,
-                       dry_run=dry_run, as_json=as_json)  # fmt: skip
-        return
-    if dry_run:
-        fail("--dry-run is for --component db", EXIT_USAGE)
-    try:
-        with open_repository(settings) as repo, journal(quiet=as_json) as j:
-            req.journal = j
-            with component_lock(repo, COMPONENT, "corruption recovery (scratch copy)"):
-                outcome = _plan(settings, repo, req, canonical)
-        if not as_json:
-            _print_plan(outcome)
-        if apply:
-            _confirm(f"apply {outcome.plan_file.name} to the live {component}", yes)
-            _apply(settings, outcome, canonical)
-        if verify:
-            _verify(settings, outcome, canonical)
-    except PayapiError as exc:
-        fail(str(exc), exc.exit_code)
-    emit(outcome.to_json(), as_json=as_json, human=_print_result)
-    if outcome.audit is not None and "error" in outcome.audit:
-        fail(f"the correction was applied but not audited: {outcome.audit['error']}")
-    if outcome.integrity is not None and not outcome.integrity.ok:
-        bad = outcome.integrity.failed()[0]
-        fail(f"integrity check {bad.name} failed: {bad.detail}")
+    ids_file = drop_ids if canonical == "database" else keep_ids
+    _corruption_run(ctx, req, canonical, ids_file, apply=apply, yes=yes, verify=verify,
+                    dry_run=dry_run, as_json=as_json)  # fmt: skip
 
 
-def _corruption_db(
+def _corruption_run(
     ctx: typer.Context,
     req: Any,
-    drop_ids: Path | None,
+    canonical: str,
+    ids_file: Path | None,
     *,
     apply: bool,
     yes: bool,
@@ -180,7 +155,7 @@ def _corruption_db(
     dry_run: bool,
     as_json: bool,
 ) -> None:
-    """``--component db`` on the engine: the shipped runbook ``corruption-db``."""
+    """On the engine: the shipped runbook ``corruption-db`` or ``corruption-vault``."""
     from payapi.cli.recovery_providers import install
     from payapi.cli.runbook_cmd import _show_dry_run
     from payapi.recovery import corruption_run as cr
@@ -188,12 +163,15 @@ def _corruption_db(
     from payapi.recovery.corruption import default_plan_file
 
     settings = get_ctx(ctx).settings
-    plan_file = (req.plan_file or default_plan_file("db")).expanduser().absolute()
+    vault = canonical == "vault"
+    runbook = cr.RUNBOOK_VAULT if vault else cr.RUNBOOK_DB
+    plan_file = (req.plan_file or default_plan_file("vault" if vault else "db")).expanduser()
+    ids = str(ids_file.expanduser().absolute()) if ids_file else ""
     given = {
         "since": req.since.isoformat(),
-        "tables": ",".join(req.tables),
-        "drop_ids_file": str(drop_ids.expanduser().absolute()) if drop_ids else "",
-        "plan_file": str(plan_file),
+        **({"keep_ids_file": ids} if vault else {"tables": ",".join(req.tables)}),
+        **({} if vault else {"drop_ids_file": ids}),
+        "plan_file": str(plan_file.absolute()),
         "work_dir": str(req.work_dir.expanduser().absolute()) if req.work_dir else "",
         "apply": "true" if apply else "false",
         "verify": "true" if verify else "false",
@@ -202,20 +180,21 @@ def _corruption_db(
     }
     install()
     try:
-        cr.precheck(settings, req)
+        cr.precheck(settings, req, "vault" if vault else "db")
         if dry_run:
-            plan = service.plan_dry_run(settings, name=cr.RUNBOOK_DB, given=given)
+            plan = service.plan_dry_run(settings, name=runbook, given=given)
             emit(plan.to_json(), as_json=as_json, human=_show_dry_run)
             if not plan.ok:
                 raise typer.Exit(1)
             return
-        service.resolve(settings, name=cr.RUNBOOK_DB, given=given)
+        service.resolve(settings, name=runbook, given=given)
         if apply:
-            _confirm(f"plan and apply a correction of the live db since {given['since']}", yes)
+            what = "vault" if vault else "db"
+            _confirm(f"plan and apply a correction of the live {what} since {given['since']}", yes)
         with journal(quiet=as_json) as j:
             result = service.start_run(
                 settings,
-                name=cr.RUNBOOK_DB,
+                name=runbook,
                 given=given,
                 journal=j,
                 operator=get_ctx(ctx).operator(),
@@ -223,6 +202,7 @@ def _corruption_db(
             )
         view = service.view(result.path)
         params = {k: v for k, v in view.state.params.items() if k not in ("apply", "verify")}
+        params["component"] = "vault" if vault else "db"
         out = cr.outcome_json(settings, result.run_id, params)
     except PayapiError as exc:
         fail(str(exc), exc.exit_code)
@@ -256,6 +236,23 @@ def _print_plan_file(out: dict[str, Any]) -> None:
         markup=False,
         soft_wrap=True,
     )
+    if "variables" in doc:
+        console.print(
+            f"  vault: {doc['restored_rows']} variables get their pre-T value as a new version "
+            f"({doc['deleted_rows_restored']} whose pre-T version is no longer stored), "
+            f"{doc['kept_rows']} kept, {doc['unchanged_rows']} unchanged",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+        for r in doc["variables"][:20]:
+            now = "none" if not r.get("now") else f"v{r['now']['version']}"
+            console.print(
+                f"    {r['resource_id']}: v{r['before']['version']} as a new version after {now}",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
     for t in doc.get("tables", []):
         console.print(f"  {table_summary_json(t)}", highlight=False, markup=False, soft_wrap=True)
         for change in t["changes"][:20]:
@@ -272,78 +269,6 @@ def _print_plan_file(out: dict[str, Any]) -> None:
         if len(t["changes"]) > 20:
             console.print(
                 f"    … {len(t['changes']) - 20} more in the plan file",
-                markup=False,
-                soft_wrap=True,
-            )
-
-
-def _plan(settings: Any, repo: Any, req: Any, canonical: str) -> Any:
-    if canonical == "vault":
-        from payapi.recovery.corruption_vault import plan_vault_correction
-
-        return plan_vault_correction(settings, repo, req)
-    from payapi.recovery.corruption import plan_db
-
-    return plan_db(settings, repo, req)[0]
-
-
-def _apply(settings: Any, outcome: Any, canonical: str) -> None:
-    if canonical == "vault":
-        from payapi.recovery.corruption_vault import apply_vault
-
-        apply_vault(settings, outcome)
-    else:
-        from payapi.recovery.corruption import apply_db
-
-        apply_db(settings, outcome)
-
-
-def _verify(settings: Any, outcome: Any, canonical: str) -> None:
-    from payapi.recovery.corruption_checks import verify_db, verify_vault
-
-    outcome.integrity = verify_vault(settings) if canonical == "vault" else verify_db(settings)
-
-
-def _print_plan(outcome: Any) -> None:
-    from payapi.recovery.corruption import table_summary
-    from payapi.recovery.corruption_plan import CorrectionPlan
-    from payapi.recovery.corruption_vault import vault_summary
-
-    plan = outcome.plan
-    console.print(
-        f"correction plan {outcome.plan_file} (copy of backup {plan.backup_id} recovered "
-        f"to {plan.target_time.isoformat()})",
-        highlight=False,
-        markup=False,
-        soft_wrap=True,
-    )
-    if isinstance(plan, CorrectionPlan):
-        for t in plan.tables:
-            console.print(f"  {table_summary(t)}", highlight=False, markup=False, soft_wrap=True)
-            for change in t.changes[:20]:
-                key = ", ".join(f"{k}={v}" for k, v in change.key.items())
-                cols = ", ".join(
-                    f"{c}: {d['before']} → {d['now']}" for c, d in change.diff().items()
-                )
-                console.print(
-                    f"    {change.action} {key}  {cols}",
-                    highlight=False,
-                    markup=False,
-                    soft_wrap=True,
-                )
-            if len(t.changes) > 20:
-                console.print(
-                    f"    … {len(t.changes) - 20} more in the plan file",
-                    markup=False,
-                    soft_wrap=True,
-                )
-    else:
-        console.print(f"  {vault_summary(plan)}", highlight=False, markup=False, soft_wrap=True)
-        for r in plan.restores[:20]:
-            now = "none" if r.now is None else f"v{r.now.version}"
-            console.print(
-                f"    {r.resource_id}: v{r.before.version} as a new version after {now}",
-                highlight=False,
                 markup=False,
                 soft_wrap=True,
             )

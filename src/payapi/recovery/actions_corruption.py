@@ -4,6 +4,7 @@ per step of :mod:`payapi.recovery.corruption_run`, each idempotent."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,8 +18,10 @@ class CorruptionParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     since: str = Field(min_length=1)
+    component: Literal["db", "vault"] = "db"
     tables: str = "payments"
     drop_ids_file: str = ""
+    keep_ids_file: str = ""
     plan_file: str = ""
     work_dir: str = ""
     archive_timeout: float = 120.0
@@ -28,6 +31,7 @@ class CorruptionParams(BaseModel):
 class FlagParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     enabled: bool = False
+    component: Literal["db", "vault"] = "db"
 
 
 def _do(fn: Callable[[], str]) -> str:
@@ -77,9 +81,16 @@ class CorruptionCompare(Action[CorruptionParams]):
 
     def run(self, params: CorruptionParams, ctx: ActionContext) -> str:
         settings = ctx.require_settings()
+        if params.component == "vault":
+            return _do(lambda: cr.compare_vault(settings, ctx.run_id, _req(params)))
         return _do(lambda: cr.compare(settings, ctx.run_id, _req(params)))
 
     def describe(self, params: CorruptionParams, ctx: ActionContext) -> str:
+        if params.component == "vault":
+            return (
+                "compare the copy's secret versions with live (ids, versions, digests) and "
+                f"write the correction plan to {params.plan_file or 'its file'}"
+            )
         return (
             f"compare tables {params.tables} of the copy with live by primary key and write "
             f"the correction plan to {params.plan_file or 'correction-plan-db-<time>.json'}"
@@ -110,6 +121,8 @@ class CorruptionApply(Action[CorruptionParams]):
 
     def run(self, params: CorruptionParams, ctx: ActionContext) -> str:
         settings = ctx.require_settings()
+        if params.component == "vault":
+            return _do(lambda: cr.apply_vault(settings, ctx.run_id, _req(params)))
         return _do(lambda: cr.apply(settings, ctx.run_id, _req(params)))
 
     def describe(self, params: CorruptionParams, ctx: ActionContext) -> str:
@@ -141,9 +154,11 @@ class CorruptionVerify(Action[FlagParams]):
         if not params.enabled:
             raise ActionSkipped("no --verify")
         settings = ctx.require_settings()
-        return _do(lambda: cr.verify(settings, ctx.run_id))
+        return _do(lambda: cr.verify(settings, ctx.run_id, params.component))
 
     def describe(self, params: FlagParams, ctx: ActionContext) -> str:
         if not params.enabled:
             return "nothing (no --verify)"
+        if params.component == "vault":
+            return "the vault's integrity checks"
         return "the integrity checks: audit chain, positive amounts, idempotency, references"

@@ -51,6 +51,7 @@ from payapi.recovery.corruption_plan import (
 )
 
 RUNBOOK_DB = "corruption-db"
+RUNBOOK_VAULT = "corruption-vault"
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,10 @@ class DbParams:
     """The run's parameters, as the runbook passes them to every step."""
 
     since: str
+    component: str = "db"  # or "vault"
     tables: str = "payments"
     drop_ids_file: str = ""
+    keep_ids_file: str = ""
     plan_file: str = ""
     work_dir: str = ""
     archive_timeout: float = 120.0
@@ -70,20 +73,25 @@ class DbParams:
             since = datetime.fromisoformat(self.since)
         except ValueError:
             raise UsageError(f"since: not an ISO 8601 time: {self.since!r}") from None
-        drops: tuple[str, ...] = ()
-        if self.drop_ids_file:
-            text = Path(self.drop_ids_file).read_text(encoding="utf-8")
-            drops = tuple(s for line in text.splitlines() if (s := line.split("#", 1)[0].strip()))
+        drops, keeps = _ids(self.drop_ids_file), _ids(self.keep_ids_file)
         return c.CorruptionRequest(
             since=since,
             tables=tuple(n.strip() for n in self.tables.split(",") if n.strip()),
             drop_ids=drops,
+            keep_ids=keeps,
             plan_file=Path(self.plan_file) if self.plan_file else None,
             work_dir=Path(self.work_dir) if self.work_dir else None,
             archive_timeout=self.archive_timeout,
             recovery_timeout=self.recovery_timeout,
             journal=Journal.silent(),
         )
+
+
+def _ids(path: str) -> tuple[str, ...]:
+    if not path:
+        return ()
+    text = Path(path).read_text(encoding="utf-8")
+    return tuple(s for line in text.splitlines() if (s := line.split("#", 1)[0].strip()))
 
 
 # --------------------------------------------------------------------------- run folder
@@ -226,8 +234,8 @@ def make_plan(settings: Settings, run_id: str, req: c.CorruptionRequest) -> Corr
     )
 
 
-def plan_path(req: c.CorruptionRequest) -> Path:
-    return (req.plan_file or c.default_plan_file("db")).expanduser().absolute()
+def plan_path(req: c.CorruptionRequest, component: str = "db") -> Path:
+    return (req.plan_file or c.default_plan_file(component)).expanduser().absolute()
 
 
 def compare(settings: Settings, run_id: str, req: c.CorruptionRequest) -> str:
@@ -294,10 +302,10 @@ def apply(settings: Settings, run_id: str, req: c.CorruptionRequest) -> str:
     )
 
 
-def verify(settings: Settings, run_id: str) -> str:
-    from payapi.recovery.corruption_checks import verify_db
+def verify(settings: Settings, run_id: str, component: str = "db") -> str:
+    from payapi.recovery.corruption_checks import verify_db, verify_vault
 
-    report = verify_db(settings)
+    report = verify_vault(settings) if component == "vault" else verify_db(settings)
     save(settings, run_id, "integrity", report.to_json())
     if not report.ok:
         bad = report.failed()[0]
@@ -312,8 +320,9 @@ def outcome_json(settings: Settings, run_id: str, params: dict[str, Any]) -> dic
     """What ``recover corruption --json`` prints, from the plan file and the run's
     folder: ``{"target_time", "restored_rows", "kept_rows", "deleted_rows_restored",
     "plan_file", "applied"}`` plus details and ``run_id``."""
-    req = DbParams(**params).request()
-    path = plan_path(req)
+    p = DbParams(**params)
+    req = p.request()
+    path = plan_path(req, p.component)
     try:
         doc: dict[str, Any] = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -328,7 +337,7 @@ def outcome_json(settings: Settings, run_id: str, params: dict[str, Any]) -> dic
         "deleted_rows_restored": int(doc.get("deleted_rows_restored", 0)),
         "plan_file": str(path),
         "applied": applied is not None and "error" not in (applied.get("audit") or {}),
-        "component": "db",
+        "component": p.component,
         "since": doc.get("since"),
         "dropped_rows": int(doc.get("dropped_rows", 0)),
         "unchanged_rows": int(doc.get("unchanged_rows", 0)),
@@ -356,6 +365,10 @@ def outcome_json(settings: Settings, run_id: str, params: dict[str, Any]) -> dic
         "integrity": integrity,
         "run_id": run_id,
     }
+    if p.component == "vault":
+        del out["tables"]
+        out["missing_variables"] = list(doc.get("missing", []))
+        out["new_versions"] = dict((applied or {}).get("new_versions") or {})
     return out
 
 
@@ -368,7 +381,60 @@ def table_summary_json(t: dict[str, Any]) -> str:
     )
 
 
-def precheck(settings: Settings, req: c.CorruptionRequest) -> None:
+def _vault_copy(settings: Settings, run_id: str, req: c.CorruptionRequest) -> tuple[Any, Any]:
+    from payapi.recovery import corruption_vault as cv
+
+    st = scratch_up(settings, run_id, req)
+    database = cv.vault_database(settings)
+    dsn = f"postgresql://postgres@127.0.0.1:{st['port']}/{database}"
+    return cv.plan_from_copy(settings, req, dsn, st["backup_id"])
+
+
+def compare_vault(settings: Settings, run_id: str, req: c.CorruptionRequest) -> str:
+    from payapi.recovery.corruption_vault import vault_summary
+
+    plan, sealed = _vault_copy(settings, run_id, req)
+    sealed.clear()
+    path, _ = c.write_plan(plan, plan_path(req, "vault"))
+    return f"plan {path}: {vault_summary(plan)}"
+
+
+def apply_vault(settings: Settings, run_id: str, req: c.CorruptionRequest) -> str:
+    """The vault's apply: the plan made again must restore the same versions as the
+    reviewed plan file; then one transaction (new versions of the pre-T values) and the
+    audit event. A version restored by an attempt that committed and was killed before
+    it was recorded is restored again (one more version of the same value)."""
+    from payapi.recovery import corruption_vault as cv
+
+    path = plan_path(req, "vault")
+    try:
+        reviewed = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise c.CorruptionError(f"the plan file {path} cannot be read: {exc}") from None
+    done = load(settings, run_id, "applied")
+    if done is not None and "error" not in (done.get("audit") or {}):
+        return f"already applied; audit event {(done.get('audit') or {}).get('seq')}"
+    plan, sealed = _vault_copy(settings, run_id, req)
+    fresh = json.loads(json.dumps(plan.to_json()["variables"], default=str))
+    if fresh != reviewed.get("variables"):
+        sealed.clear()
+        raise c.StalePlanError(
+            "the vault changed since the plan was made (it is not the plan reviewed); "
+            "nothing was changed (make a new plan)"
+        )
+    outcome = c.Outcome(plan=plan, plan_file=path, private=sealed)
+    cv.apply_vault(settings, outcome)
+    audit = outcome.audit or {}
+    save(settings, run_id, "applied", {"audit": audit, "new_versions": outcome.new_versions})
+    if "error" in audit:
+        raise c.CorruptionError(f"the correction was applied but not audited: {audit['error']}")
+    return (
+        f"applied in one transaction: {len(outcome.new_versions)} variables got their pre-T "
+        f"value as a new version; audit event {audit.get('seq')}"
+    )
+
+
+def precheck(settings: Settings, req: c.CorruptionRequest, component: str = "db") -> None:
     """What makes a request wrong before anything runs (UsageError, exit 2): T in the
     future or before the oldest backup, a table that is not there (or the audit log)."""
     from payapi.backup.service import open_repository
@@ -376,6 +442,11 @@ def precheck(settings: Settings, req: c.CorruptionRequest) -> None:
     dsn = c.payment_dsn(settings)
     with open_repository(settings) as repo:
         c.check_time(req.since, repo)
+    if component == "vault":
+        from payapi.recovery.corruption_vault import vault_database
+
+        vault_database(settings)
+        return
 
     async def tables() -> None:
         conn = await c.connect(dsn)
