@@ -169,6 +169,108 @@ def test_corruption_is_corrected_and_later_payments_are_kept(
     assert _snapshot(lab) == after_apply  # a plan alone changes nothing
 
 
+def _started(journal: Path, step: str) -> bool:
+    for line in journal.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue  # being written
+        if rec.get("type") == "start" and rec.get("step") == step:
+            return True
+    return False
+
+
+def test_a_correction_killed_mid_step_resumes_and_completes(
+    lab: LabHandle, corrupted: Corrupted, outside_tmp: Path
+) -> None:
+    """SIGKILL in the middle of the point-in-time recovery (the CLI and everything in its
+    session, as a dying host would): ``runbook resume`` re-runs that step from its start
+    (a leftover copy is removed first) and the correction completes."""
+    import os
+    import signal
+
+    before = _snapshot(lab)
+    since = _psql(lab, "SELECT clock_timestamp()")
+    time.sleep(0.2)
+    hit = sorted(before)[20:23]
+    ids = ", ".join(f"'{x}'" for x in hit)
+    _psql(lab, f"UPDATE payments SET amount = amount + 500 WHERE id IN ({ids})")
+    work = outside_tmp / "work-kill"
+    journals = lab.config.parent / "runbooks"
+    known = set(journals.glob("*.jsonl"))
+    argv = [sys.executable, "-m", "payapi", "--config", str(lab.config), "recover",
+            "corruption", "--component", "db", "--since", since, "--apply", "--yes",
+            "--plan-file", str(outside_tmp / "plan-kill.json"), "--work-dir", str(work),
+            "--json"]  # fmt: skip
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert time.monotonic() < deadline, "the pitr step did not start"
+            assert proc.poll() is None, "the run ended before it could be killed"
+            new = set(journals.glob("*.jsonl")) - known
+            if new and _started(next(iter(new)), "pitr"):
+                break
+            time.sleep(0.05)
+        time.sleep(0.5)  # into the restore
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    (journal,) = set(journals.glob("*.jsonl")) - known
+    run_id = journal.stem
+    assert _snapshot(lab) != before  # nothing was corrected yet
+
+    res = _cli(lab, "runbook", "resume", run_id, "--json")
+    assert res.returncode == 0, res.stderr
+    run = json.loads(res.stdout)
+    assert run["status"] == "succeeded"
+    steps = {s["step"]: s for s in run["steps"]}
+    assert steps["pitr"]["interrupted"] == 1 and steps["pitr"]["attempts"] == 2
+    assert steps["apply"]["status"] == "ok" and steps["cleanup"]["status"] == "ok"
+    assert _snapshot(lab) == before  # the 3 are back, nothing else changed
+    assert list(work.iterdir()) == []  # no copy left, the killed attempt's neither
+
+
+def test_an_operator_s_correction_waits_for_the_coordinator_s_approval(
+    lab: LabHandle, corrupted: Corrupted, outside_tmp: Path
+) -> None:
+    """Run by a named operator, the apply step waits for the DR coordinator (four eyes);
+    the approval applies it, with the scratch copy kept up meanwhile."""
+
+    def as_(login: str, *args: str) -> subprocess.CompletedProcess[str]:
+        key = lab.lab.secrets_dir / f"{login}.api_key"
+        return _cli(lab, "--as", login, "--api-key-file", str(key), *args)
+
+    before = _snapshot(lab)
+    since = _psql(lab, "SELECT clock_timestamp()")
+    time.sleep(0.2)
+    (hit,) = sorted(before)[25:26]
+    _psql(lab, f"DELETE FROM payments WHERE id = '{hit}'")
+    work = outside_tmp / "work-approve"
+    res = as_(
+        "infra-lead", "recover", "corruption", "--component", "db", "--since", since,
+        "--apply", "--yes", "--plan-file", str(outside_tmp / "plan-approve.json"),
+        "--work-dir", str(work), "--json",
+    )  # fmt: skip
+    assert res.returncode == 1, res.stderr
+    out = json.loads(res.stdout)
+    assert out["applied"] is False and out["deleted_rows_restored"] == 1
+    assert "waits for the approval of step apply" in res.stderr
+    assert hit not in _snapshot(lab)
+    denied = as_("app-lead", "runbook", "approve", out["run_id"], "--step", "apply")
+    assert denied.returncode == 3, denied.stderr
+    ok = as_("dr-coordinator", "runbook", "approve", out["run_id"], "--step", "apply", "--json")
+    assert ok.returncode == 0, ok.stderr
+    run = json.loads(ok.stdout)
+    assert run["status"] == "succeeded"
+    assert next(s for s in run["steps"] if s["step"] == "apply")["approved_by"] == (
+        "dr-coordinator"
+    )
+    assert _snapshot(lab) == before and list(work.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -101,3 +101,62 @@ def test_four_eyes_approval(lab: LabHandle) -> None:
     assert change["approved_by"] == "dr-coordinator"
     again = _as(lab, "dr-coordinator", "runbook", "approve", run_id, "--step", "change")
     assert again.returncode == 2  # nothing waits any more
+
+
+def test_a_refused_approval_aborts_the_run_for_good(lab: LabHandle) -> None:
+    res = _as(lab, "infra-lead", "runbook", "run", "approval-selftest", "--yes", "--json")
+    assert res.returncode == 1, res.stderr
+    run_id = json.loads(res.stdout)["run_id"]
+    before = json.loads(run_cli("runbook", "show", run_id, "--json", config=lab.config).stdout)
+
+    # without the role, a refusal is itself refused: exit 3, audited, the run unchanged
+    denied = _as(lab, "app-lead", "runbook", "approve", run_id, "--step", "change", "--refuse")
+    assert denied.returncode == 3, denied.stderr
+    assert len(denied.stderr.strip().splitlines()) == 1 and "does not hold" in denied.stderr
+    after = json.loads(run_cli("runbook", "show", run_id, "--json", config=lab.config).stdout)
+    assert after["status"] == "waiting_approval" and after["events"] == before["events"]
+    assert any(
+        e["actor"] == "app-lead" and e["details"].get("run_id") == run_id
+        for e in _events(lab, "recovery.access_denied")
+    )
+
+    refused = _as(
+        lab,
+        "dr-coordinator",
+        *("runbook", "approve", run_id, "--step", "change", "--refuse"),
+        *("--reason", "not during the freeze", "--json"),
+    )
+    assert refused.returncode == 0, refused.stderr
+    data = json.loads(refused.stdout)
+    assert data["status"] == "aborted"
+    assert "refused by dr-coordinator (not during the freeze)" in data["reason"]
+    assert [s["attempts"] for s in data["steps"]] == [1, 0, 0]  # change and confirm never ran
+    (ev,) = [
+        e for e in _events(lab, "runbook.approval.refused") if e["details"]["run_id"] == run_id
+    ]
+    assert ev["details"]["by"] == "dr-coordinator"
+    assert ev["details"]["reason"] == "not during the freeze"
+
+    # a refused run is not resumed, nor approved afterwards (exit 2)
+    again = _as(lab, "infra-lead", "runbook", "resume", run_id)
+    assert again.returncode == 2 and "refused" in again.stderr
+    late = _as(lab, "dr-coordinator", "runbook", "approve", run_id, "--step", "change")
+    assert late.returncode == 2 and "aborted" in late.stderr
+
+
+def test_the_requester_may_refuse_their_own_run(lab: LabHandle) -> None:
+    res = _as(lab, "dr-coordinator", "runbook", "run", "approval-selftest", "--yes", "--json")
+    assert res.returncode == 1, res.stderr
+    run_id = json.loads(res.stdout)["run_id"]
+    args = ("runbook", "approve", run_id, "--step", "change", "--refuse", "--json")
+    refused = _as(lab, "dr-coordinator", *args)
+    assert refused.returncode == 0, refused.stderr
+    assert json.loads(refused.stdout)["status"] == "aborted"
+
+
+def test_recovery_commands_need_execute_on_their_runbook(lab: LabHandle) -> None:
+    res = _as(lab, "app-lead", "recover", "breach", "--all-clients", "--reason", "x", "--yes")
+    assert res.returncode == 3, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "security-breach" in res.stderr
+    denied = [e for e in _events(lab, "recovery.access_denied") if e["actor"] == "app-lead"]
+    assert denied[-1]["details"]["runbook"] == "security-breach"

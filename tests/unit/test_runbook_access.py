@@ -22,6 +22,7 @@ from payapi.recovery.approval import (
     ApprovalRequest,
     RunnerPolicy,
     judge,
+    judge_refusal,
 )
 from payapi.recovery.executor import Executor
 from payapi.recovery.planner import Kind, next_step
@@ -131,7 +132,7 @@ def test_an_approval_expires_after_its_timeout() -> None:
     state = waiting(T0)
     assert next_step(book(), state, T0 + timedelta(minutes=59)).kind is Kind.WAIT_APPROVAL
     d = next_step(book(), state, T0 + timedelta(minutes=61))
-    assert d.kind is Kind.ABORTED and d.status is RunStatus.FAILED and "expired" in d.reason
+    assert d.kind is Kind.ABORTED and d.status is RunStatus.ABORTED and "expired" in d.reason
     assert next_step(book(), state).kind is Kind.WAIT_APPROVAL  # no clock: never expires
 
 
@@ -216,8 +217,66 @@ def test_an_expired_approval_aborts_the_run(tmp_path: Path) -> None:
     clock, run_id = start_waiting(tmp_path)
     clock.now = T0 + timedelta(hours=2)
     result = approver(clock, tmp_path).approve(run_id, step="b", check=ok)
-    assert result.state.status is RunStatus.FAILED and "expired" in result.reason
+    assert result.state.status is RunStatus.ABORTED and "expired" in result.reason
     assert result.state.step("b").approved_by is None
+
+
+def refusal(state: RunState, request: ApprovalRequest) -> ApprovalDecision:
+    return judge_refusal(
+        request, refuser="dr-coordinator", roles={"dr-coordinator"}, reason="  not tonight "
+    )
+
+
+def test_a_refusal_by_a_holder_aborts_the_run_and_a_resume_does_not_rerun_it(
+    tmp_path: Path,
+) -> None:
+    clock, run_id = start_waiting(tmp_path)
+    result = approver(clock, tmp_path).refuse(run_id, step="b", check=refusal)
+    assert result.state.status is RunStatus.ABORTED
+    assert "refused by dr-coordinator (not tonight)" in result.reason
+    assert result.state.step("b").attempts == 0 and result.state.step("c").attempts == 0
+    path = tmp_path / f"{run_id}.jsonl"
+    records = [json.loads(x) for x in path.read_text().splitlines()]
+    (rec,) = [r for r in records if r["type"] == "approval" and r["decision"] == "refused"]
+    assert (rec["by"], rec["reason"], rec["step"]) == ("dr-coordinator", "not tonight", "b")
+    assert records[-1]["type"] == "finish" and records[-1]["status"] == "aborted"
+    before = path.read_bytes()
+    with pytest.raises(UsageError, match=r"refused by dr-coordinator .*not resumed"):
+        approver(clock, tmp_path, "infra-lead").resume(run_id)
+    with pytest.raises(UsageError, match="is aborted, not waiting"):
+        approver(clock, tmp_path).approve(run_id, step="b", check=ok)
+    assert path.read_bytes() == before
+
+
+def test_a_refusal_is_audited_with_who_and_why(tmp_path: Path) -> None:
+    clock, run_id = start_waiting(tmp_path)
+    events: list[tuple[str, str, dict[str, Any]]] = []
+    ex = approver(clock, tmp_path)
+    ex.audit = lambda type_, subject, details: events.append((type_, subject, details))
+    ex.refuse(run_id, step="b", check=refusal)
+    (ev,) = [e for e in events if e[0] == "runbook.approval.refused"]
+    assert ev[2]["by"] == "dr-coordinator" and ev[2]["reason"] == "not tonight"
+    assert ev[2]["role"] == "dr-coordinator" and ev[2]["step"] == "b"
+
+
+def test_only_a_holder_of_the_role_may_refuse_the_requester_included() -> None:
+    d = judge_refusal(REQ, refuser="infra-lead", roles={"dr-coordinator"}, reason="")
+    assert d.answer is Answer.REFUSED and d.by == "infra-lead" and d.reason == "no reason given"
+    d = judge_refusal(REQ, refuser="app-lead", roles={"application-lead"}, reason="x")
+    assert d.answer is Answer.PENDING and "does not hold" in d.reason
+
+
+def test_a_refusal_the_check_denies_changes_nothing(tmp_path: Path) -> None:
+    clock, run_id = start_waiting(tmp_path)
+    path = tmp_path / f"{run_id}.jsonl"
+    before = path.read_bytes()
+
+    def deny(state: RunState, request: ApprovalRequest) -> ApprovalDecision:
+        raise access.AccessDenied("no")
+
+    with pytest.raises(access.AccessDenied):
+        approver(clock, tmp_path, "app-lead").refuse(run_id, step="b", check=deny)
+    assert path.read_bytes() == before
 
 
 # -- operators without the vault ------------------------------------------------------

@@ -236,7 +236,7 @@ def test_an_approval_policy_is_asked_and_its_answer_journaled(tmp_path: Path) ->
     assert done.state.step("a").attempts == 1
     ex2, _ = executor(tmp_path, policy=Policy(Answer.REFUSED))
     refused = ex2.start(rb, {})
-    assert refused.state.status is RunStatus.FAILED and "refused" in refused.reason
+    assert refused.state.status is RunStatus.ABORTED and "refused" in refused.reason
 
 
 def test_a_failing_audit_sink_never_stops_the_run(tmp_path: Path) -> None:

@@ -178,14 +178,20 @@ def test_a_step_needing_approval_waits_for_it() -> None:
     assert d.kind is Kind.WAIT_APPROVAL
 
 
-def test_an_approved_step_runs_and_a_refused_one_fails_the_run() -> None:
+def test_an_approved_step_runs_and_a_refused_one_aborts_the_run() -> None:
     approved = {"type": "approval", "step": "b", "decision": "approved", "by": "alice"}
     d = decide(APPROVAL_BOOK, *ran("a", 1, "ok"), approved)
     assert (d.kind, d.step) == (Kind.RUN, "b")
-    refused = {"type": "approval", "step": "b", "decision": "refused", "reason": "not now"}
+    refused = {
+        "type": "approval",
+        "step": "b",
+        "decision": "refused",
+        "by": "carol",
+        "reason": "not now",
+    }
     d = decide(APPROVAL_BOOK, *ran("a", 1, "ok"), refused)
-    assert (d.kind, d.status) == (Kind.ABORTED, RunStatus.FAILED)
-    assert "refused (not now)" in d.reason
+    assert (d.kind, d.status) == (Kind.ABORTED, RunStatus.ABORTED)
+    assert "refused by carol (not now)" in d.reason
 
 
 def test_an_approval_holds_across_retries() -> None:
@@ -235,14 +241,26 @@ def test_resume_of_an_aborted_run_retries_the_failed_step_only() -> None:
     assert (d.kind, d.step, d.attempt, d.not_before) == (Kind.RUN, "b", 2, None)
 
 
-def test_resume_after_a_refused_approval_asks_again() -> None:
+def test_a_refusal_survives_a_resume_the_run_stays_aborted() -> None:
     recs = [
         *ran("a", 1, "ok"),
-        {"type": "approval", "step": "b", "decision": "refused"},
-        {"type": "finish", "status": "failed", "step": "b"},
+        {"type": "approval", "step": "b", "decision": "refused", "by": "carol"},
+        {"type": "finish", "status": "aborted", "step": "b"},
         {"type": "resume"},
     ]
-    assert decide(APPROVAL_BOOK, *recs).kind is Kind.WAIT_APPROVAL
+    d = decide(APPROVAL_BOOK, *recs)
+    assert (d.kind, d.status, d.step) == (Kind.ABORTED, RunStatus.ABORTED, "b")
+
+
+def test_an_expired_approval_aborts_and_a_resume_asks_again() -> None:
+    waiting = {"type": "approval", "step": "b", "decision": "waiting", "at": T0.isoformat()}
+    recs = [*ran("a", 1, "ok"), waiting]
+    d = next_step(APPROVAL_BOOK, fold(recs), T0 + timedelta(hours=2))
+    assert (d.kind, d.status) == (Kind.ABORTED, RunStatus.ABORTED) and "expired" in d.reason
+    recs += [{"type": "finish", "status": "aborted", "step": "b"}, {"type": "resume"}]
+    assert next_step(APPROVAL_BOOK, fold(recs), T0 + timedelta(hours=2)).kind is (
+        Kind.WAIT_APPROVAL
+    )
 
 
 def test_resume_of_a_rolled_back_run_starts_over_at_the_failed_step() -> None:

@@ -1,8 +1,11 @@
 """`payapi recover breach --reason TEXT [--clients A,B | --all-clients]`: the seed's
-Security Breach Recovery (:mod:`payapi.recovery.breach`), every step timed.
+Security Breach Recovery (:mod:`payapi.recovery.breach`) as the shipped runbook
+``security-breach`` run by the engine: journaled (``payapi runbook show|resume RUN_ID``),
+``execute`` on ``webservice:runbooks/security-breach`` checked for ``payapi --as``,
+``--dry-run`` changes nothing.
 
 Exit 0 done, 1 a step failed (the block on the clients stays in place: containment never
-lifts itself on a failure), 2 bad usage.
+lifts itself on a failure; resume the run), 2 bad usage, 3 refused by access control.
 """
 
 from __future__ import annotations
@@ -16,34 +19,7 @@ from rich.table import Table
 
 from payapi.cli.context import get_ctx
 from payapi.cli.output import EXIT_USAGE, console, emit, fail, journal
-
-
-def _security(settings: Any, comprehensive: bool) -> Any:
-    from payapi.ops import security_scan
-
-    def check() -> tuple[bool, str]:
-        report = security_scan.check(settings, comprehensive=comprehensive).to_json()
-        bad = [f"{c['name']}: {c['detail']}" for c in report["checks"] if not c["ok"]]
-        if bad:
-            return False, "; ".join(bad)
-        return True, f"security check: {len(report['checks'])} checks pass"
-
-    return check
-
-
-def _deploy(ctx: typer.Context, version: str, releases: Path | None) -> Any:
-    """The clean deployment step: ``payapi deploy --clean-deployment --version V``."""
-    from payapi.cli.deploy_cmd import _releases_file, _restart
-    from payapi.ops import deploy as d
-
-    settings = get_ctx(ctx).settings
-
-    def check() -> tuple[bool, str]:
-        d.release_of(d.load_releases(_releases_file(ctx, releases)), version)
-        installed = d.installed_check(version)
-        return True, f"{installed}; {_restart(settings.config_path)}"
-
-    return check
+from payapi.core.errors import PayapiError
 
 
 def _show(data: dict[str, Any]) -> None:
@@ -58,6 +34,7 @@ def _show(data: dict[str, Any]) -> None:
     console.print(table)
     verdict = "[green]done[/green]" if data["ok"] else f"[red]failed[/red]: {data['error']}"
     console.print(f"{verdict} in {data['total_seconds']:.1f}s")
+    console.print(f"run {data['run_id']} (payapi runbook show|resume)", highlight=False)
 
 
 def breach(
@@ -77,11 +54,17 @@ def breach(
         None, "--version", help="Redeploy this recorded release clean (payapi deploy)."
     ),
     releases: Path | None = typer.Option(None, "--releases", help="The release record."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Say what each step would do, read live; change nothing."
+    ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Contain (block at EAPI, revoke tokens), rotate, verify, monitor, lift the block."""
-    from payapi.recovery.breach import recover_breach
+    from payapi.cli.recovery_providers import install
+    from payapi.cli.runbook_cmd import _show_dry_run
+    from payapi.recovery import breach as b
+    from payapi.recovery import service
 
     if all_clients == (clients is not None):
         fail("give exactly one of --clients A,B and --all-clients", EXIT_USAGE)
@@ -90,22 +73,42 @@ def breach(
         fail("--clients names no client", EXIT_USAGE)
     if not reason.strip():
         fail("--reason must not be empty", EXIT_USAGE)
-    if not yes:
-        if not sys.stdin.isatty():
-            fail("breach recovery: confirm with --yes (no terminal to ask on)", EXIT_USAGE)
-        if not typer.confirm("Block, rotate and revoke now?", default=False, err=True):
-            fail("breach recovery: not confirmed", EXIT_USAGE)
+    given = {
+        "reason": reason,
+        "clients": ",".join(names or []),
+        "all_clients": "true" if names is None else "false",
+        "rules_dir": str(rules_dir.expanduser().absolute()) if rules_dir else "",
+        "comprehensive": "true" if comprehensive else "false",
+        "version": version or "",
+        "releases": str(releases.expanduser().absolute()) if releases else "",
+    }
     settings = get_ctx(ctx).settings
-    with journal(quiet=as_json) as j:
-        outcome = recover_breach(
-            settings,
-            reason=reason,
-            clients=names,
-            rules_dir=rules_dir,
-            security=_security(settings, comprehensive),
-            deploy=_deploy(ctx, version, releases) if version else None,
-            journal=j,
-        )
-    emit(outcome.to_json(), as_json=as_json, human=_show)
-    if not outcome.ok:
+    install()
+    try:
+        if dry_run:
+            plan = service.plan_dry_run(settings, name=b.RUNBOOK, given=given)
+            emit(plan.to_json(), as_json=as_json, human=_show_dry_run)
+            if not plan.ok:
+                raise typer.Exit(1)
+            return
+        service.resolve(settings, name=b.RUNBOOK, given=given)
+        if not yes:
+            if not sys.stdin.isatty():
+                fail("breach recovery: confirm with --yes (no terminal to ask on)", EXIT_USAGE)
+            if not typer.confirm("Block, rotate and revoke now?", default=False, err=True):
+                fail("breach recovery: not confirmed", EXIT_USAGE)
+        b.client_ids(settings, names)  # an unknown name: refused, nothing done
+        with journal(quiet=as_json) as j:
+            result = service.start_run(
+                settings,
+                name=b.RUNBOOK,
+                given=given,
+                journal=j,
+                operator=get_ctx(ctx).operator(),
+            )
+        outcome = b.outcome(service.view(result.path))
+    except PayapiError as exc:
+        fail(str(exc), exc.exit_code)
+    emit(outcome, as_json=as_json, human=_show)
+    if not outcome["ok"]:
         raise typer.Exit(1)

@@ -99,6 +99,9 @@ def corruption(
         None, "--work-dir", help="Where the scratch copy goes (default: [backup] work_dir)."
     ),
     apply: bool = typer.Option(False, "--apply", help="Execute the plan (one transaction)."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="db: say what each step would do; change nothing."
+    ),
     yes: bool = typer.Option(False, "--yes", "-y", help="Apply without asking."),
     verify: bool = typer.Option(False, "--verify", help="Run the integrity checks at the end."),
     archive_timeout: float = typer.Option(
@@ -112,9 +115,7 @@ def corruption(
     """Correct data corrupted since T from a copy of the database recovered just before T
     beside production: a plan first (rows to put back, rows created since kept), then,
     with --apply, one guarded transaction and an audit event."""
-    from payapi.backup.postgres import COMPONENT
-    from payapi.backup.service import component_lock
-    from payapi.cli.backup_cmd import open_repository, resolve_component
+    from payapi.cli.backup_cmd import resolve_component
     from payapi.recovery.corruption import CorruptionRequest
 
     canonical = resolve_component(component)
@@ -139,96 +140,137 @@ def corruption(
         archive_timeout=archive_timeout,
         recovery_timeout=recovery_timeout,
     )
+    ids_file = drop_ids if canonical == "database" else keep_ids
+    _corruption_run(ctx, req, canonical, ids_file, apply=apply, yes=yes, verify=verify,
+                    dry_run=dry_run, as_json=as_json)  # fmt: skip
+
+
+def _corruption_run(
+    ctx: typer.Context,
+    req: Any,
+    canonical: str,
+    ids_file: Path | None,
+    *,
+    apply: bool,
+    yes: bool,
+    verify: bool,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """On the engine: the shipped runbook ``corruption-db`` or ``corruption-vault``."""
+    from payapi.cli.recovery_providers import install
+    from payapi.cli.runbook_cmd import _show_dry_run
+    from payapi.recovery import corruption_run as cr
+    from payapi.recovery import service
+    from payapi.recovery.corruption import default_plan_file
+
     settings = get_ctx(ctx).settings
+    vault = canonical == "vault"
+    runbook = cr.RUNBOOK_VAULT if vault else cr.RUNBOOK_DB
+    plan_file = (req.plan_file or default_plan_file("vault" if vault else "db")).expanduser()
+    ids = str(ids_file.expanduser().absolute()) if ids_file else ""
+    given = {
+        "since": req.since.isoformat(),
+        **({"keep_ids_file": ids} if vault else {"tables": ",".join(req.tables)}),
+        **({} if vault else {"drop_ids_file": ids}),
+        "plan_file": str(plan_file.absolute()),
+        "work_dir": str(req.work_dir.expanduser().absolute()) if req.work_dir else "",
+        "apply": "true" if apply else "false",
+        "verify": "true" if verify else "false",
+        "archive_timeout": str(req.archive_timeout),
+        "recovery_timeout": str(req.recovery_timeout),
+    }
+    install()
     try:
-        with open_repository(settings) as repo, journal(quiet=as_json) as j:
-            req.journal = j
-            with component_lock(repo, COMPONENT, "corruption recovery (scratch copy)"):
-                outcome = _plan(settings, repo, req, canonical)
-        if not as_json:
-            _print_plan(outcome)
+        cr.precheck(settings, req, "vault" if vault else "db")
+        if dry_run:
+            plan = service.plan_dry_run(settings, name=runbook, given=given)
+            emit(plan.to_json(), as_json=as_json, human=_show_dry_run)
+            if not plan.ok:
+                raise typer.Exit(1)
+            return
+        service.resolve(settings, name=runbook, given=given)
         if apply:
-            _confirm(f"apply {outcome.plan_file.name} to the live {component}", yes)
-            _apply(settings, outcome, canonical)
-        if verify:
-            _verify(settings, outcome, canonical)
+            what = "vault" if vault else "db"
+            _confirm(f"plan and apply a correction of the live {what} since {given['since']}", yes)
+        with journal(quiet=as_json) as j:
+            result = service.start_run(
+                settings,
+                name=runbook,
+                given=given,
+                journal=j,
+                operator=get_ctx(ctx).operator(),
+                yes=yes,
+            )
+        view = service.view(result.path)
+        params = {k: v for k, v in view.state.params.items() if k not in ("apply", "verify")}
+        params["component"] = "vault" if vault else "db"
+        out = cr.outcome_json(settings, result.run_id, params)
     except PayapiError as exc:
         fail(str(exc), exc.exit_code)
-    emit(outcome.to_json(), as_json=as_json, human=_print_result)
-    if outcome.audit is not None and "error" in outcome.audit:
-        fail(f"the correction was applied but not audited: {outcome.audit['error']}")
-    if outcome.integrity is not None and not outcome.integrity.ok:
-        bad = outcome.integrity.failed()[0]
-        fail(f"integrity check {bad.name} failed: {bad.detail}")
+    if not as_json:
+        _print_plan_file(out)
+    emit(out, as_json=as_json, human=_print_result)
+    status = view.status
+    if status == "waiting_approval":
+        fail(
+            f"run {result.run_id} waits for the approval of step apply: review it with "
+            f"payapi runbook show {result.run_id}, then payapi --as LOGIN runbook approve "
+            f"{result.run_id} --step apply"
+        )
+    if status != "succeeded":
+        fail(f"run {result.run_id} {status}: {view.state.reason}")
 
 
-def _plan(settings: Any, repo: Any, req: Any, canonical: str) -> Any:
-    if canonical == "vault":
-        from payapi.recovery.corruption_vault import plan_vault_correction
+def _print_plan_file(out: dict[str, Any]) -> None:
+    import json
 
-        return plan_vault_correction(settings, repo, req)
-    from payapi.recovery.corruption import plan_db
+    from payapi.recovery.corruption_run import table_summary_json
 
-    return plan_db(settings, repo, req)[0]
-
-
-def _apply(settings: Any, outcome: Any, canonical: str) -> None:
-    if canonical == "vault":
-        from payapi.recovery.corruption_vault import apply_vault
-
-        apply_vault(settings, outcome)
-    else:
-        from payapi.recovery.corruption import apply_db
-
-        apply_db(settings, outcome)
-
-
-def _verify(settings: Any, outcome: Any, canonical: str) -> None:
-    from payapi.recovery.corruption_checks import verify_db, verify_vault
-
-    outcome.integrity = verify_vault(settings) if canonical == "vault" else verify_db(settings)
-
-
-def _print_plan(outcome: Any) -> None:
-    from payapi.recovery.corruption import table_summary
-    from payapi.recovery.corruption_plan import CorrectionPlan
-    from payapi.recovery.corruption_vault import vault_summary
-
-    plan = outcome.plan
+    try:
+        doc = json.loads(Path(out["plan_file"]).read_text())
+    except (OSError, ValueError):
+        return
     console.print(
-        f"correction plan {outcome.plan_file} (copy of backup {plan.backup_id} recovered "
-        f"to {plan.target_time.isoformat()})",
+        f"correction plan {out['plan_file']} (copy of backup {doc.get('backup_id')} recovered "
+        f"to {doc.get('target_time')}; run {out['run_id']})",
         highlight=False,
         markup=False,
         soft_wrap=True,
     )
-    if isinstance(plan, CorrectionPlan):
-        for t in plan.tables:
-            console.print(f"  {table_summary(t)}", highlight=False, markup=False, soft_wrap=True)
-            for change in t.changes[:20]:
-                key = ", ".join(f"{k}={v}" for k, v in change.key.items())
-                cols = ", ".join(
-                    f"{c}: {d['before']} → {d['now']}" for c, d in change.diff().items()
-                )
-                console.print(
-                    f"    {change.action} {key}  {cols}",
-                    highlight=False,
-                    markup=False,
-                    soft_wrap=True,
-                )
-            if len(t.changes) > 20:
-                console.print(
-                    f"    … {len(t.changes) - 20} more in the plan file",
-                    markup=False,
-                    soft_wrap=True,
-                )
-    else:
-        console.print(f"  {vault_summary(plan)}", highlight=False, markup=False, soft_wrap=True)
-        for r in plan.restores[:20]:
-            now = "none" if r.now is None else f"v{r.now.version}"
+    if "variables" in doc:
+        console.print(
+            f"  vault: {doc['restored_rows']} variables get their pre-T value as a new version "
+            f"({doc['deleted_rows_restored']} whose pre-T version is no longer stored), "
+            f"{doc['kept_rows']} kept, {doc['unchanged_rows']} unchanged",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+        for r in doc["variables"][:20]:
+            now = "none" if not r.get("now") else f"v{r['now']['version']}"
             console.print(
-                f"    {r.resource_id}: v{r.before.version} as a new version after {now}",
+                f"    {r['resource_id']}: v{r['before']['version']} as a new version after {now}",
                 highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
+    for t in doc.get("tables", []):
+        console.print(f"  {table_summary_json(t)}", highlight=False, markup=False, soft_wrap=True)
+        for change in t["changes"][:20]:
+            key = ", ".join(f"{k}={v}" for k, v in change["key"].items())
+            cols = ", ".join(
+                f"{col}: {d['before']} → {d['now']}" for col, d in change.get("diff", {}).items()
+            )
+            console.print(
+                f"    {change['action']} {key}  {cols}",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
+        if len(t["changes"]) > 20:
+            console.print(
+                f"    … {len(t['changes']) - 20} more in the plan file",
                 markup=False,
                 soft_wrap=True,
             )
@@ -239,7 +281,7 @@ def _print_result(d: dict[str, Any]) -> None:
         console.print(
             f"applied: {d['restored_rows']} rows restored ({d['deleted_rows_restored']} "
             f"re-inserted), {d['kept_rows']} kept, {d['dropped_rows']} dropped"
-            + (f"; audit event {d['audit']['seq']}" if d.get("audit", {}).get("seq") else ""),
+            + (f"; audit event {d['audit']['seq']}" if (d.get("audit") or {}).get("seq") else ""),
             highlight=False,
             markup=False,
             soft_wrap=True,

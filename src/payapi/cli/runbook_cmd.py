@@ -4,7 +4,9 @@ Exit 0 when the run succeeded (or the dry run resolved every step), 1 when it fa
 was rolled back, waits for an approval or a dry-run step cannot be resolved, 2 for a bad
 request (unknown runbook or parameter, a value of the wrong type, no confirmation), 3
 when access control refuses (no ``execute`` on the runbook, an approver who is the
-requester or does not hold the role). ``payapi --as LOGIN`` names the operator.
+requester or does not hold the role, a refuser who does not hold it).
+``runbook approve --refuse`` exits 0 when the run is aborted as asked. ``payapi --as
+LOGIN`` names the operator.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ _COLOURS = {
     "ok": "green",
     "succeeded": "green",
     "failed": "red",
+    "aborted": "red",
     "interrupted": "yellow",
     "skipped": "cyan",
 }
@@ -56,6 +59,13 @@ def _params(pairs: list[str]) -> dict[str, str]:
             raise UsageError(f"--param {pair!r}: expected NAME=VALUE")
         out[key.strip()] = value
     return out
+
+
+def _providers() -> None:
+    """What the recovery actions need from ``ops`` (security check, clean deployment)."""
+    from payapi.cli.recovery_providers import install
+
+    install()
 
 
 def _confirm(what: str, yes: bool) -> None:
@@ -171,6 +181,7 @@ def run(
 
     settings = get_ctx(ctx).settings
     given = _params(param)
+    _providers()
     if dry_run:
         plan = service.plan_dry_run(settings, name=name, given=given)
         emit(plan.to_json(), as_json=as_json, human=_show_dry_run)
@@ -198,6 +209,7 @@ def resume(
     from payapi.recovery import service
 
     c = get_ctx(ctx)
+    _providers()
     with journal(quiet=as_json) as j:
         result = service.resume_run(c.settings, run_id=run_id, journal=j, operator=c.operator())
     _finish(result, as_json)
@@ -211,17 +223,45 @@ def approve(
     yes: bool = typer.Option(
         False, "--yes", "-y", help="Approve your own run (only a self-approve role may)."
     ),
+    refuse: bool = typer.Option(
+        False, "--refuse", help="Refuse the step instead: the run ends aborted (for good)."
+    ),
+    reason: str | None = typer.Option(
+        None, "--reason", help="With --refuse: why (journaled and audited)."
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Approve a waiting step as the operator (payapi --as LOGIN): a holder of its role
-    other than the requester. Review it first with: payapi runbook show RUN_ID."""
+    other than the requester. Review it first with: payapi runbook show RUN_ID. With
+    --refuse, a holder of the role (the requester too) refuses it and the run aborts."""
     from payapi.recovery import service
 
+    if reason is not None and not refuse:
+        raise UsageError("--reason goes with --refuse (an approval takes no reason)")
+    if refuse and yes:
+        raise UsageError("--yes is for approving your own run; a refusal needs no --yes")
     c = get_ctx(ctx)
+    _providers()
     with journal(quiet=as_json) as j:
-        result = service.approve_run(
-            c.settings, run_id=run_id, step=step, journal=j, operator=c.operator(), yes=yes
-        )
+        if refuse:
+            result = service.refuse_run(
+                c.settings,
+                run_id=run_id,
+                step=step,
+                journal=j,
+                operator=c.operator(),
+                reason=reason or "",
+            )
+        else:
+            result = service.approve_run(
+                c.settings, run_id=run_id, step=step, journal=j, operator=c.operator(), yes=yes
+            )
+    if refuse:
+        data = service.view(result.path).to_json()
+        emit(data, as_json=as_json, human=_show_run)
+        if data["status"] != "aborted":
+            raise typer.Exit(1)
+        return
     _finish(result, as_json)
 
 

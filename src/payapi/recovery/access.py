@@ -53,6 +53,9 @@ EXECUTE: Mapping[str, tuple[str, ...]] = {
     "component-redis": ("infrastructure-lead",),
     "component-db": ("infrastructure-lead",),
     "system-recovery": ("infrastructure-lead",),
+    "security-breach": ("security-lead",),
+    "corruption-db": ("infrastructure-lead", "application-lead"),
+    "corruption-vault": ("infrastructure-lead", "security-lead"),
 }
 
 

@@ -34,6 +34,8 @@ _BUILTIN_MODULES = (
     "payapi.recovery.actions_generic",
     "payapi.recovery.actions_component",
     "payapi.recovery.actions_system",
+    "payapi.recovery.actions_breach",
+    "payapi.recovery.actions_corruption",
 )
 _REGISTRY: dict[str, type[Action[Any]]] = {}
 _loaded = False

@@ -2,12 +2,14 @@
 
 The engine asks an :class:`ApprovalPolicy` (injected; the default approves everything)
 whether the step may run. The answer is approved (by whom: written into the journal as
-``approved_by``), refused (the run ends failed; a resume asks again) or pending (the run
-stops in ``waiting_approval``; ``runbook resume`` asks again).
+``approved_by``), refused (the run ends ``aborted``, for good: a resume does not ask
+again) or pending (the run stops in ``waiting_approval``; ``runbook resume`` asks again).
 
 Who may approve is :func:`judge` (pure): a holder of the step's role (a member of that
 vault group) **other than the requester**; the requester only with ``--yes`` and a role
-of ``[recovery] self_approve_roles`` (automation). :class:`RunnerPolicy` is what a run
+of ``[recovery] self_approve_roles`` (automation). Who may refuse is :func:`judge_refusal`:
+any holder of the role, the requester included (calling off one's own run needs no
+second pair of eyes). :class:`RunnerPolicy` is what a run
 started or resumed by a named operator asks: it approves only such a self-approval, and
 otherwise waits for ``payapi runbook approve``.
 """
@@ -84,6 +86,20 @@ def judge(
             f"{request.role} must)",
         )
     return ApprovalDecision(Answer.APPROVED, approver, f"approved as {request.role}")
+
+
+def judge_refusal(
+    request: ApprovalRequest, *, refuser: str, roles: Collection[str], reason: str = ""
+) -> ApprovalDecision:
+    """May ``refuser`` (holding ``roles``) refuse ``request``? REFUSED (by them, with
+    their reason: what the journal records, and the run aborts) when they hold the
+    step's role; PENDING otherwise (nothing changes: nobody aborts a run they could not
+    have approved)."""
+    if request.role not in roles:
+        return ApprovalDecision(
+            Answer.PENDING, refuser, f"{refuser} does not hold the role {request.role}"
+        )
+    return ApprovalDecision(Answer.REFUSED, refuser, reason.strip() or "no reason given")
 
 
 class RunnerPolicy:

@@ -78,11 +78,10 @@ async def read_versions(conn: Conn) -> dict[str, list[SecretVersion]]:
     return out
 
 
-def plan_vault_correction(settings: Settings, repo: Repository, req: CorruptionRequest) -> Outcome:
-    """Check the request, recover a copy just before T, compare the vault's versions,
-    write the plan file. The pre-T ciphertexts to restore stay in ``Outcome.private``."""
+def vault_database(settings: Settings) -> str:
+    """The vault database's name; CorruptionError when it is not in the cluster the
+    database backups cover (then no copy of it just before T exists)."""
     pdsn, vdsn = payment_dsn(settings), vault_dsn(settings)
-    check_time(req.since, repo)
 
     async def where() -> str:
         p, v = await connect(pdsn), await connect(vdsn)
@@ -97,45 +96,58 @@ def plan_vault_correction(settings: Settings, repo: Repository, req: CorruptionR
             await p.close()
             await v.close()
 
-    database = run(where)
-    with scratch_copy(repo, settings, req.since, req) as copy:
+    return run(where)
 
-        async def read() -> tuple[
-            dict[str, list[SecretVersion]], dict[str, list[SecretVersion]], Conn
-        ]:
-            old = await connect(scratch_dsn(copy, database))
+
+def plan_from_copy(
+    settings: Settings, req: CorruptionRequest, copy_dsn: str, backup_id: str | None
+) -> tuple[VaultPlan, dict[str, bytes]]:
+    """Compare the running copy's vault (``copy_dsn``) with live: the plan, and the
+    pre-T ciphertexts it restores (in memory only)."""
+    vdsn = vault_dsn(settings)
+
+    async def compare() -> tuple[VaultPlan, dict[str, bytes]]:
+        old = await connect(copy_dsn)
+        try:
             new = await connect(vdsn)
             try:
-                return await read_versions(old), await read_versions(new), old
+                before, now = await read_versions(old), await read_versions(new)
             finally:
                 await new.close()
-
-        async def compare() -> tuple[VaultPlan, dict[str, bytes]]:
-            before, now, old = await read()
-            try:
-                plan = plan_vault(
-                    before,
-                    now,
-                    since=req.since,
-                    created_at=datetime.now(UTC),
-                    keep=req.keep_ids,
-                    backup_id=copy.backup_id,
-                )
-                sealed: dict[str, bytes] = {}
-                for r in plan.restores:
-                    sealed[r.resource_id] = bytes(
-                        await old.fetchval(
-                            "SELECT sealed FROM secrets WHERE resource_id = $1 AND version = $2",
-                            r.resource_id,
-                            r.before.version,
-                        )
+            plan = plan_vault(
+                before,
+                now,
+                since=req.since,
+                created_at=datetime.now(UTC),
+                keep=req.keep_ids,
+                backup_id=backup_id,
+            )
+            sealed: dict[str, bytes] = {}
+            for r in plan.restores:
+                sealed[r.resource_id] = bytes(
+                    await old.fetchval(
+                        "SELECT sealed FROM secrets WHERE resource_id = $1 AND version = $2",
+                        r.resource_id,
+                        r.before.version,
                     )
-                return plan, sealed
-            finally:
-                await old.close()
+                )
+            return plan, sealed
+        finally:
+            await old.close()
 
+    return run(compare)
+
+
+def plan_vault_correction(settings: Settings, repo: Repository, req: CorruptionRequest) -> Outcome:
+    """Check the request, recover a copy just before T, compare the vault's versions,
+    write the plan file. The pre-T ciphertexts to restore stay in ``Outcome.private``."""
+    check_time(req.since, repo)
+    database = vault_database(settings)
+    with scratch_copy(repo, settings, req.since, req) as copy:
         with req.journal.step("comparing the copy's secret versions with live"):
-            plan, sealed = run(compare)
+            plan, sealed = plan_from_copy(
+                settings, req, scratch_dsn(copy, database), copy.backup_id
+            )
         scratch = scratch_json(copy)
     path, _digest = write_plan(plan, req.plan_file or default_plan_file("vault"))
     return Outcome(plan=plan, plan_file=path, scratch=scratch, private=sealed)

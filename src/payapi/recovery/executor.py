@@ -158,6 +158,14 @@ class Executor:
                 raise PayapiError(f"run {run_id}: its journal has no run header")
             if state.status is RunStatus.SUCCEEDED:
                 raise UsageError(f"run {run_id} already succeeded: nothing to resume")
+            refused = state.step(state.finished_step or "")
+            if state.status is RunStatus.ABORTED and refused.approval_refused is not None:
+                by = f" by {refused.refused_by}" if refused.refused_by else ""
+                raise UsageError(
+                    f"run {run_id} was aborted: the approval of step {refused.id} was "
+                    f"refused{by} ({refused.approval_refused}); a refused run is not resumed "
+                    "(start a new run)"
+                )
             runbook = Runbook.model_validate(state.definition)
             run = _Run(self, w, runbook, list(read.records), read.damaged_lines)
             run.write("resume", by=self.requested_by, previous_status=str(state.status))
@@ -175,6 +183,28 @@ class Executor:
         process: ``requested_by`` is the approver). ``check`` (called holding the run's
         lock) judges the approver; a refusal raises from it and nothing is written. An
         approval that expired meanwhile aborts the run instead."""
+        return self._answer(run_id, step, check, Answer.APPROVED)
+
+    def refuse(
+        self,
+        run_id: str,
+        *,
+        step: str,
+        check: Callable[[RunState, ApprovalRequest], ApprovalDecision],
+    ) -> RunResult:
+        """Refuse ``step`` of a run that waits for it: the refusal (who, why) is
+        journaled and audited and the run ends ``aborted``. ``check`` judges the refuser
+        holding the run's lock and returns the REFUSED decision to record, or raises
+        (then nothing is written)."""
+        return self._answer(run_id, step, check, Answer.REFUSED)
+
+    def _answer(
+        self,
+        run_id: str,
+        step: str,
+        check: Callable[[RunState, ApprovalRequest], ApprovalDecision],
+        expected: Answer,
+    ) -> RunResult:
         path = path_of(self.journal_dir, run_id)
         with open_writer(path, create=False) as w:
             read = w.read()
@@ -193,12 +223,16 @@ class Executor:
             assert spec is not None  # it waits for one
             request = ApprovalRequest(run_id, runbook.name, step, spec.role, state.requested_by)
             decision = check(state, request)
+            if decision.answer is not expected:  # the check must raise, not answer otherwise
+                raise PayapiError(f"run {run_id}: step {step}: {decision.reason}")
             run = _Run(self, w, runbook, list(read.records), read.damaged_lines)
             run.write("resume", by=self.requested_by, previous_status=str(state.status))
             d = next_step(runbook, run.state, self.clock())
             if d.kind is Kind.WAIT_APPROVAL and d.step == step:
                 run.record_approval(step, spec.role, decision)
-                self.journal.note(f"{step}: approved by {decision.by}")
+                verb = "approved" if expected is Answer.APPROVED else "refused"
+                why = f": {decision.reason}" if expected is Answer.REFUSED else ""
+                self.journal.note(f"{step}: {verb} by {decision.by}{why}")
             return run.drive()
 
 
@@ -286,10 +320,12 @@ class _Run:
         decision = {Answer.APPROVED: "approved", Answer.REFUSED: "refused"}.get(
             answer.answer, "waiting"
         )
-        self.write(
-            "approval", step=step, role=role, decision=decision, by=answer.by, reason=answer.reason
-        )
-        self._audit(f"runbook.approval.{decision}", {"step": step, "role": role, "by": answer.by})
+        reason = _line(answer.reason)
+        self.write("approval", step=step, role=role, decision=decision, by=answer.by, reason=reason)
+        details = {"step": step, "role": role, "by": answer.by}
+        if decision == "refused":
+            details["reason"] = reason
+        self._audit(f"runbook.approval.{decision}", details)
 
     def _wait(self, d: Decision) -> None:
         if d.not_before is None:

@@ -7,8 +7,9 @@ The rules, in the order they apply to the first step that is not finished:
 - a step started and never ended (the process died): run it again from its start (the
   journal cannot tell how far it got; actions are idempotent);
 - a step that needs an approval it does not have waits for it; a refused approval ends
-  the run (failed), and so does one still missing ``approval.timeout`` after it was first
-  requested (expired: judged at ``now``, the injected clock);
+  the run ``aborted`` (for good: a refusal survives a resume), and so does one still
+  missing ``approval.timeout`` after it was first requested (expired: judged at ``now``,
+  the injected clock; a resume asks anew);
 - a step whose last attempt failed is retried while it has retries left, not before its
   backoff has passed since that failure;
 - a step out of retries: ``abort`` ends the run (failed), ``continue`` goes on to the next
@@ -175,11 +176,13 @@ def next_step(runbook: Runbook, state: RunState, now: datetime | None = None) ->
             )
         if step.approval is not None and st.approved_by is None:
             if st.approval_refused is not None:
+                by = f" by {st.refused_by}" if st.refused_by else ""
                 return Decision(
                     Kind.ABORTED,
-                    f"{step.id}: approval by {step.approval.role} refused ({st.approval_refused})",
+                    f"{step.id}: the approval of {step.approval.role} was refused{by} "
+                    f"({st.approval_refused})",
                     step.id,
-                    status=RunStatus.FAILED,
+                    status=RunStatus.ABORTED,
                 )
             if approval_expired(step, st, now):
                 return Decision(
@@ -187,7 +190,7 @@ def next_step(runbook: Runbook, state: RunState, now: datetime | None = None) ->
                     f"{step.id}: the approval of {step.approval.role} expired (requested "
                     f"{st.waiting_since}, timeout {step.approval.timeout:g}s)",
                     step.id,
-                    status=RunStatus.FAILED,
+                    status=RunStatus.ABORTED,
                 )
             return Decision(
                 Kind.WAIT_APPROVAL,

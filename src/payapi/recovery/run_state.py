@@ -18,8 +18,9 @@ Records (one JSON object a line, ``type`` says which; every one has ``at``):
 - ``checkpoint``: ``after`` (a step id), ``completed`` (every step done so far).
 - ``finish``: ``status`` (see :class:`RunStatus`), ``step`` (the one that decided it),
   ``reason``.
-- ``resume``: ``by``: a later process took the run over; it clears the failure (and a
-  refused approval) of the step that ended the run, so that step is tried again.
+- ``resume``: ``by``: a later process took the run over; it clears the failure of the
+  step that ended the run, so that step is tried again. A refused approval is never
+  cleared: the run stays aborted (the executor refuses to resume it).
 - ``note``: ``text`` (e.g. an audit event that could not be written).
 """
 
@@ -46,6 +47,9 @@ class RunStatus(StrEnum):
     FAILED = "failed"  # a step failed and the run stopped (abort, or its rollback failed)
     ROLLED_BACK = "rolled_back"  # a step failed and its rollback succeeded
     WAITING_APPROVAL = "waiting_approval"
+    # A step's approval was refused by a holder of its role (final: a resume refuses to
+    # go on), or was not given within its timeout (a resume asks anew).
+    ABORTED = "aborted"
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class StepState:
     output: str = ""
     approved_by: str | None = None
     approval_refused: str | None = None  # the reason, when refused
+    refused_by: str | None = None  # who refused it
     waiting_since: str | None = None  # the first request for its approval (expiry counts)
     interrupted: int = 0  # attempts that never ended
 
@@ -154,7 +159,11 @@ def fold(records: Iterable[Mapping[str, Any]], damaged_lines: int = 0) -> RunSta
             if decision == "approved":
                 table[sid] = replace(cur, approved_by=str(rec.get("by")), approval_refused=None)
             elif decision == "refused":
-                table[sid] = replace(cur, approval_refused=str(rec.get("reason") or "refused"))
+                table[sid] = replace(
+                    cur,
+                    approval_refused=str(rec.get("reason") or "refused"),
+                    refused_by=None if rec.get("by") is None else str(rec.get("by")),
+                )
             elif decision == "waiting":
                 since = cur.waiting_since or rec.get("at")
                 status = (
@@ -171,8 +180,8 @@ def fold(records: Iterable[Mapping[str, Any]], damaged_lines: int = 0) -> RunSta
             )
         elif kind == "resume":
             if state.finished_step:
-                # A run that stopped (an expired or refused approval among the reasons)
-                # asks anew; one still waiting keeps its first request's time.
+                # A run that stopped (an expired approval among the reasons) asks anew;
+                # one still waiting keeps its first request's time. A refusal stands.
                 _clear(steps, state.finished_step, state.status is not RunStatus.WAITING_APPROVAL)
             rollbacks.clear()  # a resumed run that had rolled back starts its rollback anew
             state = replace(
@@ -192,4 +201,4 @@ def _clear(steps: dict[str, StepState], sid: str, restart_wait: bool) -> None:
         return
     status = StepStatus.PENDING if cur.status is not StepStatus.OK else cur.status
     since = None if restart_wait else cur.waiting_since
-    steps[sid] = replace(cur, failures=0, approval_refused=None, status=status, waiting_since=since)
+    steps[sid] = replace(cur, failures=0, status=status, waiting_since=since)

@@ -20,6 +20,7 @@ from payapi.recovery.approval import (
     ApprovalRequest,
     RunnerPolicy,
     judge,
+    judge_refusal,
 )
 from payapi.recovery.audit_sink import AuditSink, ChainAudit, no_audit
 from payapi.recovery.executor import Executor, RunResult
@@ -228,6 +229,50 @@ def approve_run(
 
     ex = _executor(settings, journal, None, _policy(settings, who, False), who.login)
     return ex.approve(run_id, step=step, check=check)
+
+
+def refuse_run(
+    settings: Settings,
+    *,
+    run_id: str,
+    step: str,
+    journal: Journal,
+    operator: access.Operator | None,
+    reason: str = "",
+) -> RunResult:
+    """``operator`` refuses ``step`` of a waiting run: they need ``execute`` on the
+    runbook and to hold the step's role (the requester may refuse their own run). The
+    refusal is journaled (who, why) and audited (``runbook.approval.refused``) and the
+    run ends ``aborted``. A non-holder is refused (exit 3, audited) and the run is left
+    as it was: nobody can abort a run they could not have approved."""
+    name = show_run(settings, run_id=run_id).state.runbook
+    if operator is None:
+        raise _deny(
+            settings,
+            requester(),
+            name,
+            "approve",
+            f"refuse run {run_id}: a refusal needs an operator: payapi --as LOGIN",
+        )
+    who = authorize(settings, operator=operator, runbook=name, action="refuse")
+
+    def check(state: RunState, request: ApprovalRequest) -> ApprovalDecision:
+        d = judge_refusal(request, refuser=who.login, roles=who.groups, reason=reason)
+        if d.answer is not Answer.REFUSED:
+            raise _deny(
+                settings,
+                who.login,
+                name,
+                "approve",
+                f"refusal of {run_id} step {step} refused: {d.reason}",
+                run_id=run_id,
+                step=step,
+                role=request.role,
+            )
+        return d
+
+    ex = _executor(settings, journal, None, _policy(settings, who, False), who.login)
+    return ex.refuse(run_id, step=step, check=check)
 
 
 @dataclass(frozen=True)
