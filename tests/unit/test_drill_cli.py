@@ -171,7 +171,7 @@ def test_report_through_python_m_payapi(cfg: Path, tmp_path: Path) -> None:
         (("--scenario", "failure", "--component", "redis", "--yes"), "two-region lab"),
         (
             ("--scenario", "failure", "--component", "redis", "--environment", "prod"),
-            "only for the lab",
+            "this config is for environment",
         ),
         (("--scenario", "meteor", "--yes"), "no drill for --scenario meteor"),
         (
