@@ -94,3 +94,60 @@ async def test_a_block_is_read_with_the_verification(cache: Cache) -> None:
     assert await cache.blocked() == ["*"]
     await cache.unblock(None)
     assert await cache.blocked() == []
+
+
+async def _count(cache: Cache, scope: str, now: float) -> int:
+    raw = await cache.redis.get(f"payapi:rl:{scope}:{int(now // 60)}")
+    return int(raw or 0)
+
+
+async def test_admit_counts_the_client_only_on_a_valid_cached_verification(cache: Cache) -> None:
+    now = 6000.0
+    # A miss: the IP is counted, the client is not (EAPI asks the vault, then counts it).
+    adm = await cache.admit("ip:9", 10, "a", "mac1", "client:a", now)
+    assert (adm.ip_count, adm.until, adm.blocked, adm.client_count) == (1, 0.0, False, None)
+    assert adm.generation == "0" and adm.retry_after == 60
+    assert await cache.remember_verification("a", "mac1", now + 30, 60, adm.generation)
+    adm = await cache.admit("ip:9", 10, "a", "mac1", "client:a", now + 1)
+    assert (adm.ip_count, adm.until, adm.client_count) == (2, now + 30, 1)
+    # Expired at EAPI's now: not counted, as a miss.
+    adm = await cache.admit("ip:9", 10, "a", "mac1", "client:a", now + 31)
+    assert adm.client_count is None and adm.until == now + 30
+    # Another secret (another mac) finds nothing.
+    assert (await cache.admit("ip:9", 10, "a", "mac2", "client:a", now + 2)).client_count is None
+    assert await _count(cache, "client:a", now) == 1
+    assert await _count(cache, "ip:9", now) == 4
+
+
+async def test_admit_stops_at_the_ip_limit_and_at_a_block(cache: Cache) -> None:
+    now = 6000.0
+    _, gen = await cache.verified_until("a", "mac1")
+    assert await cache.remember_verification("a", "mac1", now + 30, 60, gen)
+    adm = await cache.admit("ip:8", 1, "a", "mac1", "client:a", now)
+    assert adm.ip_count == 1 and adm.client_count == 1
+    adm = await cache.admit("ip:8", 1, "a", "mac1", "client:a", now)
+    assert adm.ip_count == 2 and adm.client_count is None  # over the IP limit: no client count
+    assert await _count(cache, "client:a", now) == 1
+    await cache.block(["a"])
+    adm = await cache.admit("ip:7", 10, "a", "mac1", "client:a", now)
+    assert adm.blocked and adm.client_count is None
+    await cache.unblock(["a"])
+    await cache.block(None)
+    assert (await cache.admit("ip:7", 10, "a", "mac1", "client:a", now)).blocked
+    assert await _count(cache, "client:a", now) == 1
+
+
+async def test_admit_survives_a_script_cache_flush(cache: Cache) -> None:
+    await cache.admit("ip:6", 10, "a", "mac1", "client:a", 6000.0)
+    await cache.redis.script_flush()  # as after a Redis restart or a failover
+    assert (await cache.admit("ip:6", 10, "a", "mac1", "client:a", 6000.0)).ip_count == 2
+
+
+async def test_admit_on_a_down_redis_raises_cachedown() -> None:
+    from payapi.servers.procs import free_port
+
+    c = Cache.from_url(f"redis://127.0.0.1:{free_port()}/0", timeout=0.2)
+    with pytest.raises(CacheDown):
+        await c.admit("ip:1", 10, "a", "mac1", "client:a", 6000.0)
+    assert c.breaker.open
+    await c.aclose()

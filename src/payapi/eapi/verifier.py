@@ -105,7 +105,9 @@ class ClientVerifier:
         self._cache_key: bytes | None = None
         self._key_lock = asyncio.Lock()
 
-    async def _mac(self, client_id: str, secret: str) -> str | None:
+    async def mac(self, client_id: str, secret: str) -> str | None:
+        """The keyed hash the verification cache stores (None while the vault cannot give
+        the cache key)."""
         key = await self._get_cache_key()
         if key is None:
             return None
@@ -158,7 +160,7 @@ class ClientVerifier:
         generation = ""
         redis_up = True
         try:
-            mac = await self._mac(client_id, secret)
+            mac = await self.mac(client_id, secret)
             until, generation, blocked = await self.cache.verification_state(client_id, mac)
             if blocked:  # breach containment: refused before anything else is asked
                 return False
@@ -166,6 +168,23 @@ class ClientVerifier:
                 return True
         except CacheDown:
             redis_up = False
+        return await self.verify_with_vault(
+            client_id, secret, now, mac=mac, generation=generation, redis_up=redis_up
+        )
+
+    async def verify_with_vault(
+        self,
+        client_id: str,
+        secret: str,
+        now: float,
+        *,
+        mac: str | None,
+        generation: str,
+        redis_up: bool = True,
+    ) -> bool:
+        """The vault step of :meth:`verify`, after the cache had no valid verification:
+        compare against the stored record, and cache a match unless a revocation happened
+        since ``generation`` was read."""
         try:
             record = await self.load_record(client_id)
         except DependencyDown:
