@@ -177,7 +177,7 @@ sapi = _schema("sapi", sapi_openapi.document(), _authorization)
 # Fewer cases than elsewhere: SAPI answers a wrong service token only after re-reading
 # the vault (at most once a second, by design: payapi.sapi.auth), and the auth checks
 # send one with nearly every case.
-SAPI_FUZZ = settings(FUZZ, max_examples=5)
+SAPI_FUZZ = settings(FUZZ, max_examples=3)
 
 
 def _admin(lab: LabHandle) -> VaultClient:
