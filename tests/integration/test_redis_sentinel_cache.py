@@ -12,6 +12,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -44,7 +45,9 @@ async def test_from_settings_without_sentinels_is_the_url(redis_url: str) -> Non
         await cache.store_token("tok-plain", "shop-1", ttl=60)
         assert await cache.token_client("tok-plain") == "shop-1"
         kwargs = cache.redis.connection_pool.connection_kwargs
-        assert kwargs["socket_timeout"] == 0.3 and kwargs["db"] == int(redis_url[-1:] or 0)
+        assert kwargs["socket_timeout"] == 0.3 and kwargs["db"] == int(
+            urlsplit(redis_url).path.lstrip("/") or 0
+        )
     finally:
         await cache.aclose()
 
