@@ -251,15 +251,24 @@ def _changes(doc: dict[str, Any]) -> list[Any]:
     return list(json.loads(json.dumps(out, default=str)))
 
 
-def apply(settings: Settings, run_id: str, req: c.CorruptionRequest) -> str:
-    path = plan_path(req)
+def _reviewed(settings: Settings, run_id: str, path: Path) -> tuple[dict[str, Any], str | None]:
+    """The reviewed plan file, and the step's output when this run already applied it
+    (a resumed apply whose commit was recorded does nothing again)."""
     try:
         reviewed = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise c.CorruptionError(f"the plan file {path} cannot be read: {exc}") from None
     done = load(settings, run_id, "applied")
     if done is not None and "error" not in (done.get("audit") or {}):
-        return f"already applied; audit event {(done.get('audit') or {}).get('seq')}"
+        return reviewed, f"already applied; audit event {(done.get('audit') or {}).get('seq')}"
+    return reviewed, None
+
+
+def apply(settings: Settings, run_id: str, req: c.CorruptionRequest) -> str:
+    path = plan_path(req)
+    reviewed, already = _reviewed(settings, run_id, path)
+    if already is not None:
+        return already
     plan = make_plan(settings, run_id, req)
     outcome = c.Outcome(plan=plan, plan_file=path)
     fresh = _changes(json.loads(json.dumps(plan.to_json(), default=str)))
@@ -407,13 +416,9 @@ def apply_vault(settings: Settings, run_id: str, req: c.CorruptionRequest) -> st
     from payapi.recovery import corruption_vault as cv
 
     path = plan_path(req, "vault")
-    try:
-        reviewed = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise c.CorruptionError(f"the plan file {path} cannot be read: {exc}") from None
-    done = load(settings, run_id, "applied")
-    if done is not None and "error" not in (done.get("audit") or {}):
-        return f"already applied; audit event {(done.get('audit') or {}).get('seq')}"
+    reviewed, already = _reviewed(settings, run_id, path)
+    if already is not None:
+        return already
     plan, sealed = _vault_copy(settings, run_id, req)
     fresh = json.loads(json.dumps(plan.to_json()["variables"], default=str))
     if fresh != reviewed.get("variables"):

@@ -182,6 +182,23 @@ def resume_run(
     return _executor(settings, journal, audit, policy, requested_by).resume(run_id)
 
 
+def _decider(
+    settings: Settings, run_id: str, operator: access.Operator | None, verb: str, what: str
+) -> tuple[str, Identity]:
+    """The runbook of ``run_id`` and who decides on it: an operator with ``execute`` on
+    it (``verb``: approve or refuse); without one, refused and audited."""
+    name = show_run(settings, run_id=run_id).state.runbook
+    if operator is None:
+        raise _deny(
+            settings,
+            requester(),
+            name,
+            "approve",
+            f"{verb} run {run_id}: {what} needs an operator: payapi --as LOGIN",
+        )
+    return name, authorize(settings, operator=operator, runbook=name, action=verb)
+
+
 def approve_run(
     settings: Settings,
     *,
@@ -195,16 +212,7 @@ def approve_run(
     runbook, to hold the step's role, and not to be the requester unless ``yes`` and a
     self-approve role), then the run goes on in this process. A refusal is audited,
     exits 3 and leaves the run as it was."""
-    name = show_run(settings, run_id=run_id).state.runbook
-    if operator is None:
-        raise _deny(
-            settings,
-            requester(),
-            name,
-            "approve",
-            f"approve run {run_id}: an approval needs an operator: payapi --as LOGIN",
-        )
-    who = authorize(settings, operator=operator, runbook=name, action="approve")
+    name, who = _decider(settings, run_id, operator, "approve", "an approval")
 
     def check(state: RunState, request: ApprovalRequest) -> ApprovalDecision:
         d = judge(
@@ -245,16 +253,7 @@ def refuse_run(
     refusal is journaled (who, why) and audited (``runbook.approval.refused``) and the
     run ends ``aborted``. A non-holder is refused (exit 3, audited) and the run is left
     as it was: nobody can abort a run they could not have approved."""
-    name = show_run(settings, run_id=run_id).state.runbook
-    if operator is None:
-        raise _deny(
-            settings,
-            requester(),
-            name,
-            "approve",
-            f"refuse run {run_id}: a refusal needs an operator: payapi --as LOGIN",
-        )
-    who = authorize(settings, operator=operator, runbook=name, action="refuse")
+    name, who = _decider(settings, run_id, operator, "refuse", "a refusal")
 
     def check(state: RunState, request: ApprovalRequest) -> ApprovalDecision:
         d = judge_refusal(request, refuser=who.login, roles=who.groups, reason=reason)
