@@ -122,6 +122,32 @@ def accepts_standby(dsn: str, environ: dict[str, str] | None = None) -> bool:
     return target_session_attrs(dsn, environ) in _STANDBY_TARGETS
 
 
+def host_count(dsn: str) -> int:
+    """How many hosts a (multi-host) DSN names."""
+    netloc = urlsplit(dsn).netloc.rpartition("@")[2]
+    return max(1, len([h for h in netloc.split(",") if h]))
+
+
+def seeks_writer(dsn: str, environ: dict[str, str] | None = None) -> bool:
+    """An ``any`` DSN over several hosts: any server will do, but the writer is better.
+    With plain ``any`` asyncpg takes the first host that answers, so a standby vault left
+    on a replica after its region's leader moved to another member stayed a standby vault
+    beside a writer, and a failback waited for it in vain (seen under load)."""
+    return target_session_attrs(dsn, environ) == "any" and host_count(dsn) > 1
+
+
+async def connect_writer_first(*args: Any, **kwargs: Any) -> Any:
+    """``asyncpg.connect`` for a pool whose DSN :func:`seeks_writer`: the writer among
+    the hosts when there is one, else what the DSN accepts. (Typed ``Any``: the pool
+    passes its own ``connection_class``, so this is whatever class that is.)"""
+    try:
+        return await asyncpg.connect(*args, **{**kwargs, "target_session_attrs": "read-write"})
+    except (TargetServerAttributeNotMatched, OSError, asyncpg.PostgresError):
+        # No writer (one host refused, the others standbys: asyncpg reports the last
+        # host's error): the DSN's own choice. Its failure, if any, is the one raised.
+        return await asyncpg.connect(*args, **kwargs)
+
+
 async def discard_connections(*pools: Any) -> None:
     """Expire every connection of ``pools`` (None entries skipped): idle ones are replaced
     at their next acquire, busy ones when they are released. asyncpg re-checks

@@ -367,3 +367,29 @@ async def test_a_standby_vault_serves_reads_refuses_writes_and_writes_once_promo
 
         await _until("the active vault writes after the failover", active_writes)
         assert (await http.get(vaults.active.url + "/health")).json()["role"] == "active"
+
+
+async def test_a_vault_that_accepts_any_server_moves_to_the_writer_beside_it(pair: Pair) -> None:
+    """The failback case: a standby vault (``any`` over its region's two members) sat on
+    the member that stays a replica while the other became the writer. It must notice the
+    writer beside it and become active, not stay a standby vault (a failback waited for
+    that in vain). Here the first host it names is the streaming standby."""
+    hosts = f"127.0.0.1:{pair.standby.port},127.0.0.1:{pair.primary.port}"
+    any_dsn = f"postgresql://postgres@{hosts}/vault_db?target_session_attrs=any"
+    async with running_vault(pair.dsn("vault_db")) as active:
+        # The writer is down: the vault starts on the standby, the one server answering.
+        await asyncio.to_thread(pair.primary.stop, mode="fast")
+        async with (
+            serving_vault(any_dsn, data_key=active.data_key) as vault,
+            httpx.AsyncClient(trust_env=False) as http,
+        ):
+            health = (await http.get(vault.url + "/health")).json()
+            assert health["role"] == "standby", health
+            # The writer comes back as a different host than the one the vault is on.
+            await asyncio.to_thread(pair.primary.start)
+
+            async def active_now() -> bool:
+                resp = await http.get(vault.url + "/health")
+                return resp.status_code == 200 and resp.json()["role"] == "active"
+
+            await _until("the vault takes writes on the writer", active_now)

@@ -83,3 +83,18 @@ def test_bugs_stay_bugs(exc: BaseException) -> None:
 def test_target_session_attrs(dsn: str, env: dict[str, str], target: str, standby_ok: bool) -> None:
     assert pgfailure.target_session_attrs(dsn, env) == target
     assert pgfailure.accepts_standby(dsn, env) is standby_ok
+
+
+@pytest.mark.parametrize(
+    ("dsn", "hosts", "seeks"),
+    [
+        ("postgresql://u@h1:1,h2:2/db?target_session_attrs=any", 2, True),
+        ("postgresql://h1:1,h2:2,h3:3/db", 3, True),  # no attrs: asyncpg's default, any
+        ("postgresql://u:p@h1:1/db?target_session_attrs=any", 1, False),  # one host: no choice
+        ("postgresql://u@h1:1,h2:2/db?target_session_attrs=prefer-standby", 2, False),
+        ("postgresql://u@h1:1,h2:2/db?target_session_attrs=read-write", 2, False),
+    ],
+)
+def test_an_any_dsn_over_several_hosts_seeks_the_writer(dsn: str, hosts: int, seeks: bool) -> None:
+    assert pgfailure.host_count(dsn) == hosts
+    assert pgfailure.seeks_writer(dsn, {}) is seeks

@@ -75,7 +75,7 @@ class CliDrillSystem:
 
     def _run_cli(self, *args: str, timeout: float) -> tuple[int, Any, str]:
         """``payapi --config LAB ARGS --json``: its exit code, its JSON (None when it
-        printed none) and the last line of its stderr."""
+        printed none) and why it failed (:func:`_why`)."""
         argv = [sys.executable, "-m", "payapi", "--config", str(self.config), *args, "--json"]
         try:
             res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
@@ -85,8 +85,7 @@ class CliDrillSystem:
             data = json.loads(res.stdout) if res.stdout.strip() else None
         except ValueError:
             data = None
-        why = (res.stderr.strip().splitlines() or [f"exit {res.returncode}"])[-1]
-        return res.returncode, data, why
+        return res.returncode, data, _why(res.returncode, res.stderr, data)
 
     def cli(self, *args: str, timeout: float = CLI_TIMEOUT) -> dict[str, Any]:
         """``payapi --config LAB ARGS --json``; its JSON, or one line of why it failed."""
@@ -255,3 +254,16 @@ def _params(params: Mapping[str, str]) -> list[str]:
 
 def _uuidish(text: str) -> bool:
     return all(c in "0123456789abcdefABCDEF-" for c in text) and 8 <= len(text) <= 64
+
+
+def _why(code: int, stderr: str, data: Any) -> str:
+    """One line of why a command failed: the last line of its stderr; with ``--json`` a
+    command that fails after it started reports in its JSON instead (``error``), so the
+    drill's reason says what went wrong rather than only the exit code."""
+    lines = stderr.strip().splitlines()
+    if lines:
+        return lines[-1]
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, str) and error:
+        return f"exit {code}: {error}"
+    return f"exit {code}"

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from payapi import pgfailure
 from payapi.core.logs import get_logger
 from payapi.core.settings import ConfigError, Settings
 from payapi.vault import availability, db, errors
@@ -81,7 +82,10 @@ async def _open_pool(dsn: str, data_key: bytes) -> asyncpg.Pool[Any]:
     while True:
         pool: asyncpg.Pool[Any] | None = None
         try:
-            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=10, command_timeout=30)
+            connect = pgfailure.connect_writer_first if pgfailure.seeks_writer(dsn) else None
+            pool = await asyncpg.create_pool(
+                dsn, min_size=1, max_size=10, command_timeout=30, connect=connect
+            )
             async with pool.acquire() as conn:
                 await db.prepare(conn, data_key)
             return pool

@@ -61,6 +61,8 @@ async def require_writable(conn: Connection, state: VaultState) -> None:
     if await database_role(conn) == "active":
         return
     if state.accepts_standby:
+        if state.seeks_writer:  # the next request connects again, writer first
+            await pgfailure.discard_connections(state.pool)
         raise standby_refusal()
     await pgfailure.discard_connections(state.pool)
     raise unavailable()

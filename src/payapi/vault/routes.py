@@ -176,6 +176,10 @@ async def health(request: Request) -> Response:
     if role == "standby" and not state.accepts_standby:
         await pgfailure.discard_connections(state.pool)  # the next check connects again
         return _unhealthy(request, "vault database is read-only", "read-only")
+    if role == "standby" and state.seeks_writer:
+        # A writer may be among the hosts now (the region's leader moved to a member
+        # this connection is not on): the next check connects again, writer first.
+        await pgfailure.discard_connections(state.pool)
     return JSONResponse({"status": "ok", "database": "ok", "role": role})
 
 

@@ -31,6 +31,11 @@ class VaultState:
         """Whether the DSN lets this vault run on a standby database (a standby vault)."""
         return pgfailure.accepts_standby(self.dsn)
 
+    @property
+    def seeks_writer(self) -> bool:
+        """Any server will do, but the writer is preferred (``pgfailure.seeks_writer``)."""
+        return pgfailure.seeks_writer(self.dsn)
+
     def require_pool(self) -> asyncpg.Pool[Any]:
         if self.pool is None:
             raise errors.ConjurError(503, "service_unavailable", "vault database unavailable")
