@@ -7,6 +7,7 @@ that needs isolation asks for a fresh database (``fresh_db``) or a fresh Redis d
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 import tempfile
 import uuid
@@ -18,6 +19,13 @@ import pytest
 from payapi.servers.postgres import PgCluster
 from payapi.servers.procs import free_port
 from payapi.servers.redis import RedisServer
+
+# pytest-xdist's workers run with COLUMNS=80 and LINES=24 in their environment; rich reads
+# them once, when the CLI's console is created, and then ignores the COLUMNS a test passes
+# to CliRunner. Without them the console reads the environment at each print, as in a
+# single pytest process.
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
 
 
 @pytest.fixture(scope="session")
@@ -72,3 +80,24 @@ def redis_url(redis_server: RedisServer) -> str:
     client.flushdb()
     client.close()
     return f"redis://127.0.0.1:{redis_server.port}/{n}"
+
+
+# Under pytest-xdist (``make test`` runs two workers) tests go to workers a group at a
+# time (``--dist loadgroup``). A group is a module, so a module's tests keep their order
+# and its module-scoped servers start once; the modules that share one of the session's
+# labs form one group, so each lab starts once.
+_LAB_GROUPS = {"two_region_lab": "two-region-lab", "lab": "lab"}
+
+
+def xdist_group_of(item: pytest.Item) -> str:
+    names = getattr(item, "fixturenames", ())
+    for fixture, group in _LAB_GROUPS.items():
+        if fixture in names:
+            return group
+    return item.nodeid.split("::", 1)[0]
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(xdist_group_of(item)))

@@ -271,6 +271,41 @@ def test_an_operator_s_correction_waits_for_the_coordinator_s_approval(
     assert _snapshot(lab) == before and list(work.iterdir()) == []
 
 
+def test_a_refused_correction_removes_its_scratch_copy_and_changes_nothing(
+    lab: LabHandle, corrupted: Corrupted, outside_tmp: Path
+) -> None:
+    """The coordinator refuses the apply: the run ends aborted for good, the scratch copy
+    is stopped and deleted (the apply's rollback, as its clean-up), live is untouched."""
+
+    def as_(login: str, *args: str) -> subprocess.CompletedProcess[str]:
+        key = lab.lab.secrets_dir / f"{login}.api_key"
+        return _cli(lab, "--as", login, "--api-key-file", str(key), *args)
+
+    since = _psql(lab, "SELECT clock_timestamp()")
+    time.sleep(0.2)
+    (hit,) = sorted(_snapshot(lab))[30:31]
+    _psql(lab, f"DELETE FROM payments WHERE id = '{hit}'")
+    after_delete = _snapshot(lab)
+    work = outside_tmp / "work-refuse"
+    res = as_(
+        "infra-lead", "recover", "corruption", "--component", "db", "--since", since,
+        "--apply", "--yes", "--plan-file", str(outside_tmp / "plan-refuse.json"),
+        "--work-dir", str(work), "--json",
+    )  # fmt: skip
+    assert res.returncode == 1, res.stderr
+    run_id = json.loads(res.stdout)["run_id"]
+    assert list(work.iterdir()), "the copy is kept while the run waits"
+    no = as_(
+        "dr-coordinator", "runbook", "approve", run_id, "--step", "apply",
+        "--refuse", "--reason", "wrong window", "--json",
+    )  # fmt: skip
+    assert no.returncode == 0, no.stderr
+    run = json.loads(no.stdout)
+    assert run["status"] == "aborted" and run["reason"].endswith("cleaned up by discard")
+    assert list(work.iterdir()) == []
+    assert _snapshot(lab) == after_delete  # nothing applied
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -160,3 +160,10 @@ def test_recovery_commands_need_execute_on_their_runbook(lab: LabHandle) -> None
     assert len(res.stderr.strip().splitlines()) == 1 and "security-breach" in res.stderr
     denied = [e for e in _events(lab, "recovery.access_denied") if e["actor"] == "app-lead"]
     assert denied[-1]["details"]["runbook"] == "security-breach"
+
+    # recover component acts as --as too: EAPI's runbook is the application lead's
+    res = _as(lab, "security-lead", "recover", "component", "eapi", "--yes")
+    assert res.returncode == 3, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "component-eapi" in res.stderr
+    denied = [e for e in _events(lab, "recovery.access_denied") if e["actor"] == "security-lead"]
+    assert denied[-1]["details"]["runbook"] == "component-eapi"

@@ -283,3 +283,37 @@ def test_the_planner_never_mutates_its_input(status: str) -> None:
     before = repr(state)
     next_step(book(A), state)
     assert repr(state) == before
+
+
+CLEANUP_BOOK = book(
+    A,
+    {**B, "approval": "dr-coordinator", "on_failure": "rollback", "rollback": "discard"},
+    rollback_steps=[{"id": "discard", "action": "noop", "retries": 1}],
+)
+REFUSED = {"type": "approval", "step": "b", "decision": "refused", "by": "carol", "reason": "no"}
+
+
+def test_a_refusal_cleans_up_with_the_steps_rollback_then_aborts() -> None:
+    d = decide(CLEANUP_BOOK, *ran("a", 1, "ok"), REFUSED)
+    assert (d.kind, d.step, d.attempt, d.failed_step) == (Kind.ROLLBACK, "discard", 1, "b")
+    assert "refused by carol (no): clean up with discard" in d.reason
+    d = decide(
+        CLEANUP_BOOK, *ran("a", 1, "ok"), REFUSED, *ran("discard", 1, "ok", phase="rollback")
+    )
+    assert (d.kind, d.status, d.step) == (Kind.ABORTED, RunStatus.ABORTED, "b")
+    assert d.reason.endswith("; cleaned up by discard")
+
+
+def test_a_failed_clean_up_is_retried_and_the_run_still_ends_aborted() -> None:
+    recs = [*ran("a", 1, "ok"), REFUSED, *ran("discard", 1, "failed", phase="rollback")]
+    d = decide(CLEANUP_BOOK, *recs)
+    assert (d.kind, d.step, d.attempt) == (Kind.ROLLBACK, "discard", 2)
+    d = decide(CLEANUP_BOOK, *recs, *ran("discard", 2, "failed", phase="rollback"))
+    assert (d.kind, d.status) == (Kind.ABORTED, RunStatus.ABORTED)
+    assert "its clean-up discard failed (boom)" in d.reason
+
+
+def test_an_expired_approval_does_not_clean_up() -> None:
+    waiting = {"type": "approval", "step": "b", "decision": "waiting", "at": T0.isoformat()}
+    d = next_step(CLEANUP_BOOK, fold([*ran("a", 1, "ok"), waiting]), T0 + timedelta(hours=5))
+    assert (d.kind, d.status) == (Kind.ABORTED, RunStatus.ABORTED) and "expired" in d.reason

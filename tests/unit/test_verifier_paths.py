@@ -61,6 +61,9 @@ class _Cache:
 @pytest.mark.parametrize(
     "client_id",
     [new_client_id("nobody"), "not-a-client-id", "", "x" * 300],
+    # Fixed ids: the first value is random, and pytest-xdist's workers must collect the
+    # same test names.
+    ids=["unknown", "malformed", "empty", "too-long"],
 )
 async def test_unknown_client_runs_the_same_comparison_against_the_dummy(
     client_id: str, monkeypatch: pytest.MonkeyPatch

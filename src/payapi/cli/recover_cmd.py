@@ -348,7 +348,14 @@ def component(
         service.resolve(settings, name=runbook, given=given)
         _confirm(f"recover {name}" + (f" in region {region}" if region else ""), yes)
         with journal(quiet=as_json) as j:
-            result = service.start_run(settings, name=runbook, given=given, journal=j)
+            result = service.start_run(
+                settings,
+                name=runbook,
+                given=given,
+                journal=j,
+                operator=get_ctx(ctx).operator(),  # --as: that operator's execute right
+                yes=yes,
+            )
     except PayapiError as exc:
         fail(str(exc), exc.exit_code)
     view = service.view(result.path)

@@ -7,7 +7,8 @@ The rules, in the order they apply to the first step that is not finished:
 - a step started and never ended (the process died): run it again from its start (the
   journal cannot tell how far it got; actions are idempotent);
 - a step that needs an approval it does not have waits for it; a refused approval ends
-  the run ``aborted`` (for good: a refusal survives a resume), and so does one still
+  the run ``aborted`` (for good: a refusal survives a resume; a step whose failure is
+  answered by a rollback runs that first, as its clean-up), and so does one still
   missing ``approval.timeout`` after it was first requested (expired: judged at ``now``,
   the injected clock; a resume asks anew);
 - a step whose last attempt failed is retried while it has retries left, not before its
@@ -131,6 +132,27 @@ def _rollback(runbook: Runbook, state: RunState, step: Step, st: StepState) -> D
     )
 
 
+def _refused(runbook: Runbook, state: RunState, step: Step, why: str) -> Decision:
+    """A refused step never runs and the run ends ``aborted``. When the step's failure is
+    answered by a rollback (the clean-up of what the steps before it made, such as a
+    corruption run's scratch copy), that runs first: a refusal is for good, so nothing
+    will use what it would clean up. (An expired approval does not clean up: a resume
+    asks anew and goes on with what the earlier steps made.)"""
+    if step.on_failure == "rollback" and step.rollback is not None:
+        rb = runbook.step(step.rollback)
+        rs = state.step(rb.id, "rollback")
+        todo = _attempt(rb, rs, Kind.ROLLBACK)
+        if todo is not None:
+            if rs.attempts == 0:
+                todo = Decision(Kind.ROLLBACK, f"{why}: clean up with {rb.id}", rb.id, 1)
+            return replace(todo, failed_step=step.id)
+        if rs.status is StepStatus.OK:
+            why += f"; cleaned up by {rb.id}"
+        else:
+            why += f"; its clean-up {rb.id} failed ({rs.output})"
+    return Decision(Kind.ABORTED, why, step.id, status=RunStatus.ABORTED)
+
+
 def approval_expired(step: Step, st: StepState, now: datetime | None) -> bool:
     """Has ``step``'s approval been waited for longer than its timeout at ``now``?"""
     if step.approval is None or st.waiting_since is None or now is None:
@@ -177,12 +199,12 @@ def next_step(runbook: Runbook, state: RunState, now: datetime | None = None) ->
         if step.approval is not None and st.approved_by is None:
             if st.approval_refused is not None:
                 by = f" by {st.refused_by}" if st.refused_by else ""
-                return Decision(
-                    Kind.ABORTED,
+                return _refused(
+                    runbook,
+                    state,
+                    step,
                     f"{step.id}: the approval of {step.approval.role} was refused{by} "
                     f"({st.approval_refused})",
-                    step.id,
-                    status=RunStatus.ABORTED,
                 )
             if approval_expired(step, st, now):
                 return Decision(
