@@ -34,6 +34,7 @@ from payapi.vault.client import VaultClient
 from payapi.web import (
     ApiError,
     JSONResponse,
+    PlainRoute,
     error_response,
     install_error_handlers,
     read_body,
@@ -383,7 +384,8 @@ def create_app(
         )
         return JSONResponse({"revoked": revoked})
 
-    @app.post("/api/v1/payments", status_code=201)
+    # The two payment routes are plain Starlette routes (web.PlainRoute): no dependency
+    # solver per request; same answers, envelope, 405 Allow and metrics label.
     async def create_payment(request: Request) -> Response:
         deps = _deps(request)
         client_id = await authenticate_caller(deps, request)
@@ -413,8 +415,8 @@ def create_app(
             raise _unavailable(deps, "payment-sapi")
         return _forward(resp)
 
-    @app.get("/api/v1/payments/{payment_id}")
-    async def get_payment(payment_id: str, request: Request) -> Response:
+    async def get_payment(request: Request) -> Response:
+        payment_id: str = request.path_params["payment_id"]
         deps = _deps(request)
         client_id = await authenticate_caller(deps, request)
         try:
@@ -428,6 +430,11 @@ def create_app(
         if resp.status_code >= 500 or resp.status_code == 401:
             raise _unavailable(deps, "payment-sapi")
         return _forward(resp)
+
+    app.router.routes.append(PlainRoute("/api/v1/payments", create_payment, methods=["POST"]))
+    app.router.routes.append(
+        PlainRoute("/api/v1/payments/{payment_id}", get_payment, methods=["GET"])
+    )
 
     @app.get("/api/health")
     async def health(request: Request) -> JSONResponse:
