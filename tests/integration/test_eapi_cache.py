@@ -151,3 +151,51 @@ async def test_admit_on_a_down_redis_raises_cachedown() -> None:
         await c.admit("ip:1", 10, "a", "mac1", "client:a", 6000.0)
     assert c.breaker.open
     await c.aclose()
+
+
+async def test_admit_token_counts_the_client_only_for_a_valid_token(cache: Cache) -> None:
+    now = 6000.0
+    await cache.store_token("tok-ok", "shop-1", ttl=60)
+    adm = await cache.admit_token("ip:5", 10, "tok-ok", now)
+    assert (adm.ip_count, adm.client_id, adm.client_count) == (1, "shop-1", 1)
+    assert adm.retry_after == 60
+    # The client counter is the key Cache.hit counts ("client:<id>"), shared with it.
+    assert await _count(cache, "client:shop-1", now) == 1
+    assert (await cache.hit([("client:shop-1", 10)], now=now)).allowed
+    assert (await cache.admit_token("ip:5", 10, "tok-ok", now + 1)).client_count == 3
+    # Unknown, revoked: the IP is counted, the client is not.
+    adm = await cache.admit_token("ip:5", 10, "tok-unknown", now)
+    assert (adm.ip_count, adm.client_id, adm.client_count) == (3, None, None)
+    assert await cache.revoke_token("tok-ok")
+    assert (await cache.admit_token("ip:5", 10, "tok-ok", now)).client_id is None
+    assert await _count(cache, "client:shop-1", now) == 3
+    # Only the digest went to Redis: no key or value holds the token.
+    keys = [k async for k in cache.redis.scan_iter("*")]
+    assert all(b"tok-ok" not in k for k in keys)
+
+
+async def test_admit_token_stops_at_the_ip_limit(cache: Cache) -> None:
+    now = 6000.0
+    await cache.store_token("tok-ip", "shop-2", ttl=60)
+    assert (await cache.admit_token("ip:4", 1, "tok-ip", now)).client_count == 1
+    adm = await cache.admit_token("ip:4", 1, "tok-ip", now)
+    # Over the IP limit: the token is not looked up, the client not counted.
+    assert (adm.ip_count, adm.client_id, adm.client_count) == (2, None, None)
+    assert await _count(cache, "client:shop-2", now) == 1
+
+
+async def test_admit_token_survives_a_script_cache_flush(cache: Cache) -> None:
+    await cache.store_token("tok-f", "shop-3", ttl=60)
+    await cache.admit_token("ip:3", 10, "tok-f", 6000.0)
+    await cache.redis.script_flush()
+    assert (await cache.admit_token("ip:3", 10, "tok-f", 6000.0)).client_count == 2
+
+
+async def test_admit_token_on_a_down_redis_raises_cachedown() -> None:
+    from payapi.servers.procs import free_port
+
+    c = Cache.from_url(f"redis://127.0.0.1:{free_port()}/0", timeout=0.2)
+    with pytest.raises(CacheDown):
+        await c.admit_token("ip:1", 10, "tok", 6000.0)
+    assert c.breaker.open
+    await c.aclose()

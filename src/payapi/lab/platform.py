@@ -42,6 +42,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -309,7 +310,11 @@ work_dir = {_toml_str(self.backup_work_dir)}
         except httpx.HTTPError:
             return False
 
-    def start(self, component: str, *, timeout: float = 60.0) -> None:
+    def start(
+        self, component: str, *, timeout: float = 60.0, env: Mapping[str, str] | None = None
+    ) -> None:
+        """Start one component; ``env`` adds environment variables to a service's process
+        (vault, SAPI, EAPI; see ``ServiceProcess.start``)."""
         if component not in COMPONENTS:
             raise LabError(f"unknown component {component!r}; one of {', '.join(COMPONENTS)}")
         if component == "postgres":
@@ -319,7 +324,7 @@ work_dir = {_toml_str(self.backup_work_dir)}
             self.redis.start()
             return
         try:
-            self.service(component).start(timeout=timeout)
+            self.service(component).start(timeout=timeout, env=env)
         except LabError:
             raise
         except ServerError as exc:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -464,7 +465,9 @@ redis_restore_seconds = 5
             return any(v.is_running() for v in r.vaults())
         return r.service(component).is_running()
 
-    def start(self, component: str, *, timeout: float = 60.0) -> None:
+    def start(
+        self, component: str, *, timeout: float = 60.0, env: Mapping[str, str] | None = None
+    ) -> None:
         raise LabError(
             "the two-region lab starts and stops whole regions: "
             "payapi lab start --region NAME / lab stop --region NAME"

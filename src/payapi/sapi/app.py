@@ -103,5 +103,8 @@ def create_app(
     )
     install_error_handlers(app, challenge='Bearer realm="payment-sapi"')
     app.state.sapi = state
-    app.include_router(build_router(state))
+    # The routes themselves, not include_router: FastAPI's included-router layer wraps
+    # every route and rebuilds a plain Starlette route (the payment routes, PlainRoute)
+    # as a starlette Route, which would add HEAD and lose scope["route"].
+    app.router.routes.extend(build_router(state).routes)
     return app

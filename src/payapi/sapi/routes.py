@@ -28,7 +28,14 @@ from payapi.sapi import service
 from payapi.sapi.auth import ServiceAuth, ServiceAuthUnavailable
 from payapi.sapi.db import Database, DatabaseUnavailable
 from payapi.schemas import AuditEventCreate, MalformedJSON, PaymentCreate
-from payapi.web import ApiError, JSONResponse, error_response, read_body, validation_error
+from payapi.web import (
+    ApiError,
+    JSONResponse,
+    PlainRoute,
+    error_response,
+    read_body,
+    validation_error,
+)
 
 log = get_logger("payapi.sapi")
 
@@ -195,7 +202,6 @@ def build_router(state: SapiState) -> APIRouter:
         body.update({"status": "down", "checks": checks})
         return JSONResponse(body, status_code=503)
 
-    @router.post("/api/internal/payments", status_code=201)
     async def create_payment(request: Request) -> Response:
         await require_service(request)
         client_id = _client_id(request)
@@ -241,8 +247,8 @@ def build_router(state: SapiState) -> APIRouter:
             return JSONResponse(result.body, status_code=201)
         return JSONResponse(result.body, status_code=200, headers={"Idempotent-Replayed": "true"})
 
-    @router.get("/api/internal/payments/{payment_id}")
-    async def read_payment(payment_id: str, request: Request) -> Response:
+    async def read_payment(request: Request) -> Response:
+        payment_id: str = request.path_params["payment_id"]
         await require_service(request)
         client_id = _client_id(request)
         try:
@@ -254,6 +260,14 @@ def build_router(state: SapiState) -> APIRouter:
         if body is None:
             raise _not_found()
         return JSONResponse(body)
+
+    # The payment routes are plain Starlette routes (web.PlainRoute): no dependency
+    # solver per request; same answers, envelope and 405 Allow. SAPI's app adds this
+    # router's routes to its own (sapi.app), not through include_router.
+    router.routes.append(PlainRoute("/api/internal/payments", create_payment, methods=["POST"]))
+    router.routes.append(
+        PlainRoute("/api/internal/payments/{payment_id}", read_payment, methods=["GET"])
+    )
 
     @router.post("/api/internal/audit", status_code=201)
     async def append_audit(request: Request) -> Response:

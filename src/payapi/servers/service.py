@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +50,12 @@ class ServiceProcess:
         except httpx.HTTPError:
             return False
 
-    def start(self, *, timeout: float = 60.0, wait: bool = True) -> None:
+    def start(
+        self, *, timeout: float = 60.0, wait: bool = True, env: Mapping[str, str] | None = None
+    ) -> None:
+        """Start the service (nothing if it runs). ``env``: extra environment variables
+        for the process (the A/B benchmark puts another code version first on
+        ``PYTHONPATH``); never configuration, which comes from CONFIG only."""
         if self.is_running():
             return
         if port_open(self.port):
@@ -66,8 +72,11 @@ class ServiceProcess:
             str(self.port),
         ]
         # The service reads its configuration from CONFIG only, never from our environment.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PAYAPI_")}
-        pid = spawn(argv, log=self.logfile, pidfile=self.pidfile, env=env, cwd=self.config.parent)
+        child_env = {k: v for k, v in os.environ.items() if not k.startswith("PAYAPI_")}
+        child_env.update({k: v for k, v in (env or {}).items() if not k.startswith("PAYAPI_")})
+        pid = spawn(
+            argv, log=self.logfile, pidfile=self.pidfile, env=child_env, cwd=self.config.parent
+        )
         if wait:
             self.wait_healthy(pid, timeout=timeout)
 
