@@ -34,7 +34,7 @@ import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 if TYPE_CHECKING:
     from payapi.backup.repository_base import RepositoryBase
@@ -487,9 +487,31 @@ def _run_one(inv: Invocation) -> int:
         return failed if fetching else EXIT_USAGE
 
 
-def fast_path(argv: Sequence[str]) -> None:
-    """If ``argv`` is a plain ``wal push``/``wal fetch``, do it and exit; else return."""
+def exit_now(code: int) -> NoReturn:
+    """End the process at once with ``code``, without the interpreter's teardown.
+
+    A push or fetch is done when :func:`run` returns: every file it wrote is closed and
+    fsynced (or renamed into place by the store), and no thread it started is still
+    needed. Tearing down the interpreter (module dicts, the GC, the atexit hooks) then
+    costs about 8 ms of CPU per segment for nothing. stdout and stderr are flushed first,
+    so the one-line message PostgreSQL logs is never lost.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+def fast_path(argv: Sequence[str], *, hard_exit: bool = False) -> None:
+    """If ``argv`` is a plain ``wal push``/``wal fetch``, do it and exit; else return.
+
+    ``hard_exit`` (the entry points: ``python -m payapi`` and the ``payapi`` script) ends
+    the process with :func:`exit_now`; otherwise :class:`SystemExit` is raised.
+    """
     inv = parse_argv(argv)
     if inv is None:
         return
-    raise SystemExit(run(inv))
+    code = run(inv)
+    if hard_exit:
+        exit_now(code)
+    raise SystemExit(code)

@@ -14,7 +14,7 @@ from payapi.backup.wal import fast_path
 # `payapi wal push %p` (archive_command: once per WAL segment) is served here, before
 # typer and the command modules are imported; `python -m payapi` does the same.
 if sys.argv and Path(sys.argv[0]).name == "payapi":
-    fast_path(sys.argv[1:])
+    fast_path(sys.argv[1:], hard_exit=True)
 
 import typer
 import typer.core
