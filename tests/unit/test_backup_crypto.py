@@ -259,8 +259,8 @@ def test_threaded_compression_stores_the_same_bytes(
     # Same salt, same data key: workers may only change the speed, never the bytes.
     import payapi.backup.crypto as crypto
 
-    monkeypatch.setattr(crypto.secrets, "token_bytes", lambda n: b"\x07" * n)
     data = (os.urandom(size // 3) + b"payment " * size)[:size]
+    monkeypatch.setattr(crypto.os, "urandom", lambda n: b"\x07" * n)
     key = DataKey.new(repo_key)
     outputs = []
     for workers in (1, 2, 4):
