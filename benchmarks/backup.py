@@ -26,7 +26,9 @@ One run:
 6. ``wal push``: the median of N ``payapi wal push`` runs and N ``pgbackrest
    archive-push`` runs, each a fresh process on a real 16 MB segment (copied from
    ``pg_wal``) under a fresh name, so that no push is a no-op; run as the server's user,
-   as archive_command runs.
+   as archive_command runs. payapi's modules are byte-compiled first, as an install from
+   a wheel does (``make venv`` is an editable install, and with
+   ``PYTHONDONTWRITEBYTECODE`` set every push would otherwise compile them again).
 
 Figures: wall time (median over rounds); CPU seconds of the tool and its descendants
 (``RUSAGE_CHILDREN``; server-side work such as pg_basebackup's WAL sender is not included,
@@ -426,6 +428,21 @@ def payapi_argv(config: Path, *args: str) -> list[str]:
 
 def pgbr_argv(paths: Paths, *args: str, stanza: str = STANZA) -> list[str]:
     return as_lab_user(["pgbackrest", f"--config={paths.pgbr_config}", f"--stanza={stanza}", *args])
+
+
+def compile_payapi() -> str:
+    """Byte-compile payapi's modules where they are imported from, as ``pip install`` of
+    a wheel (or a distribution package) does at install time: the lab user's pushes then
+    read the ``.pyc`` files a production archive_command reads (written by root with the
+    usual umask, so readable by it). Returns the folder."""
+    import compileall
+
+    import payapi
+
+    root = Path(payapi.__file__).parent
+    if not compileall.compile_dir(str(root), quiet=1):
+        raise BenchError(f"cannot byte-compile {root}")
+    return str(root)
 
 
 def setup_payapi(paths: Paths, pg: Pg15, repo_dir: Path, key: Path, config: Path) -> None:
@@ -869,6 +886,7 @@ class Bench:
         wal_repo = p.walbench / "payapi-repo"
         wal_config = p.walbench / "payapi.toml"
         setup_payapi(p, self.pg, wal_repo, p.walbench / "repository.key", wal_config)
+        self.facts["payapi_bytecode_compiled"] = compile_payapi()
         # Alternating, segment by segment (and which tool goes first alternates too): the
         # load of a shared machine drifts, and both tools then see the same drift.
         for i, f in enumerate(files):

@@ -259,8 +259,8 @@ def test_threaded_compression_stores_the_same_bytes(
     # Same salt, same data key: workers may only change the speed, never the bytes.
     import payapi.backup.crypto as crypto
 
-    monkeypatch.setattr(crypto.secrets, "token_bytes", lambda n: b"\x07" * n)
     data = (os.urandom(size // 3) + b"payment " * size)[:size]
+    monkeypatch.setattr(crypto.os, "urandom", lambda n: b"\x07" * n)
     key = DataKey.new(repo_key)
     outputs = []
     for workers in (1, 2, 4):
@@ -283,3 +283,13 @@ def test_rechunk_passes_exact_blocks_through_and_mixes_others() -> None:
     out = list(rechunk([block, b"ab", b"cdef", block, b"g"], 4))
     assert out == [block, b"abcd", b"efxx", b"xxg"]
     assert out[0] is block
+
+
+def test_aesgcm_is_cryptographys_public_class() -> None:
+    # crypto takes AESGCM from cryptography's Rust binding (cheaper to import for wal
+    # push): it must be the very class the public module exports.
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    import payapi.backup.crypto as crypto
+
+    assert crypto.AESGCM is AESGCM

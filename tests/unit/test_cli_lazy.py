@@ -57,8 +57,11 @@ def test_every_listed_command_loads_and_has_help() -> None:
 
 
 WAL_PROBE = """
-import sys
+import os, sys
 sys.argv = ["payapi", *{args!r}]
+def _exit(code):  # the entry points end with os._exit (payapi.backup.wal.exit_now)
+    raise SystemExit(code)
+os._exit = _exit
 code = None
 try:
     import payapi.cli.main  # a plain `wal push`/`wal fetch` is served while it imports
@@ -107,3 +110,47 @@ def test_wal_push_and_fetch_import_no_cli_framework_and_no_pydantic(tmp_path) ->
     assert run("wal", "fetch", segment.name, str(dest)) == ("0", [])
     assert dest.read_bytes() == segment.read_bytes()
     assert run("wal", "fetch", "000000010000000000000002", str(dest)) == ("1", [])
+
+
+def test_python_m_payapi_wal_push_exits_at_once_with_the_right_code(tmp_path) -> None:
+    """`python -m payapi wal push` (archive_command's form) ends with os._exit: the exit
+    code and the error line PostgreSQL logs still come through, and the pushed segment
+    is complete and fetchable."""
+    from payapi.backup.crypto import write_key_file
+    from payapi.backup.repository import Repository
+
+    key = tmp_path / "repo.key"
+    write_key_file(key)
+    repo_dir = tmp_path / "repo"
+    with Repository.open_configured(
+        f"file://{repo_dir}", key_file=key, key_env="UNUSED", create=True
+    ):
+        pass
+    config = tmp_path / "payapi.toml"
+    config.write_text(f'[backup]\nrepository = "file://{repo_dir}"\nkey_file = "{key}"\n')
+    segment = tmp_path / "000000010000000000000001"
+    segment.write_bytes(b"wal" * 400_000)  # more than one chunk
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "payapi", "--config", str(config), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    res = cli("wal", "push", str(segment))
+    assert (res.returncode, res.stderr) == (0, "")
+    assert cli("wal", "push", str(segment)).returncode == 0  # same content: accepted
+    other = tmp_path / "other" / segment.name
+    other.parent.mkdir()
+    other.write_bytes(b"xyz" * 400_000)
+    res = cli("wal", "push", str(other))
+    assert res.returncode == 1
+    assert "different content" in res.stderr
+    missing = cli("wal", "push", str(tmp_path / "000000010000000000000009"))
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
+    dest = tmp_path / "restored"
+    assert cli("wal", "fetch", segment.name, str(dest)).returncode == 0
+    assert dest.read_bytes() == segment.read_bytes()
+    assert cli("wal", "fetch", "000000010000000000000002", str(dest)).returncode == 1

@@ -16,7 +16,6 @@ import contextlib
 import hashlib
 import os
 import re
-import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
@@ -50,6 +49,7 @@ from payapi.systems.objectstore import Store, open_store
 
 if TYPE_CHECKING:
     from payapi.backup.lock import LockStore
+    from payapi.backup.wal_prefetch import PreparedSegment
 
 FORMAT_VERSION = 1
 CONFIG = "config"
@@ -106,7 +106,7 @@ def _sha256_file(path: Path) -> tuple[int, str]:
 def _atomic_write(dest: Path, chunks: Iterator[bytes]) -> None:
     """Write ``chunks`` to ``dest`` via a temp file in the same folder, fsync, rename."""
     dest = Path(dest)
-    tmp = dest.with_name(f".{dest.name}.payapi-{secrets.token_hex(4)}")
+    tmp = dest.with_name(f".{dest.name}.payapi-{os.urandom(4).hex()}")
     try:
         with open(tmp, "xb") as f:
             for chunk in chunks:
@@ -274,7 +274,7 @@ class RepositoryBase:
         """Create the repository: write ``config`` (once; :class:`AlreadyExists` after)."""
         if self.config is not None or self.store.exists(CONFIG):
             raise AlreadyExists(f"a repository already exists at {self.url}")
-        repository_id = secrets.token_hex(16)
+        repository_id = os.urandom(16).hex()
         config = RepositoryConfig(
             format_version=FORMAT_VERSION,
             repository_id=repository_id,
@@ -337,23 +337,33 @@ class RepositoryBase:
         except RecordError:
             raise CorruptObject(None, where, "does not parse") from None
 
-    def put_wal(self, name: str, path: Path | str) -> bool:
+    def put_wal(
+        self, name: str, path: Path | str, *, prepared: PreparedSegment | None = None
+    ) -> bool:
         """Archive one WAL segment. False if it is already there with the same content;
         :class:`WalConflict` if a different segment was archived under that name.
 
         The segment is written first and its index entry (exclusive create) second: a
         push killed in between is invisible and the next push simply redoes it.
+
+        ``prepared`` is the same file already being read, hashed and compressed on a
+        thread (:mod:`payapi.backup.wal_prefetch`, started by ``wal push`` before this
+        module was even imported); it is used once, if its chunk size is the
+        repository's, and the file is read again otherwise.
         """
         self.require_config()
         check_wal_name(name)
         path = Path(path)
+        if prepared is not None and prepared.chunk_size != self.chunk_size:
+            prepared.cancel()
+            prepared = None
         for _attempt in range(2):
             try:
                 existing = self._wal_entry(name)
             except NotFound:
                 existing = None
             if existing is not None:
-                size, sha = _sha256_file(path)
+                size, sha = prepared.digest() if prepared is not None else _sha256_file(path)
                 if size == existing.size and sha == existing.sha256:
                     return False
                 raise WalConflict(
@@ -362,8 +372,12 @@ class RepositoryBase:
                 )
             key = WAL + name
             enc = ObjectEncryptor(DataKey.new(self.key), key, self.chunk_size)
-            with open(path, "rb") as f:
-                self.store.put(key, enc.encrypt(f))
+            if prepared is not None:
+                self.store.put(key, enc.encrypt_prepared(prepared))
+                prepared = None  # used: a second attempt reads the file
+            else:
+                with open(path, "rb") as f:
+                    self.store.put(key, enc.encrypt(f))
             entry = WalEntry(
                 name=name,
                 size=enc.size,

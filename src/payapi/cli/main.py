@@ -6,15 +6,20 @@ Global options come before the subcommand: ``payapi --config PATH clients create
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-from payapi.backup.wal import fast_path
+from payapi.backup.wal_prefetch import prefetch_for_argv
 
 # The `payapi` script imports this module before calling main(). A plain
 # `payapi wal push %p` (archive_command: once per WAL segment) is served here, before
-# typer and the command modules are imported; `python -m payapi` does the same.
-if sys.argv and Path(sys.argv[0]).name == "payapi":
-    fast_path(sys.argv[1:])
+# typer and the command modules are imported; `python -m payapi` does the same. The
+# segment is read on a thread from the start (it overlaps the imports).
+if sys.argv and sys.argv[0].rsplit("/", 1)[-1] == "payapi":
+    _prepared = prefetch_for_argv(sys.argv[1:])
+    from payapi.backup.wal import fast_path
+
+    fast_path(sys.argv[1:], hard_exit=True, prepared=_prepared)
+
+from pathlib import Path
 
 import typer
 import typer.core
