@@ -108,6 +108,12 @@ def corrupted(lab: LabHandle, backed_up: str) -> Corrupted:
     return Corrupted(since, before, changed, deleted)
 
 
+def _as(lab: LabHandle, login: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """payapi as the team member ``login`` (``--as`` with their key file)."""
+    key = lab.lab.secrets_dir / f"{login}.api_key"
+    return _cli(lab, "--as", login, "--api-key-file", str(key), *args)
+
+
 def test_corruption_is_corrected_and_later_payments_are_kept(
     lab: LabHandle, corrupted: Corrupted, outside_tmp: Path
 ) -> None:
@@ -240,8 +246,7 @@ def test_an_operator_s_correction_waits_for_the_coordinator_s_approval(
     the approval applies it, with the scratch copy kept up meanwhile."""
 
     def as_(login: str, *args: str) -> subprocess.CompletedProcess[str]:
-        key = lab.lab.secrets_dir / f"{login}.api_key"
-        return _cli(lab, "--as", login, "--api-key-file", str(key), *args)
+        return _as(lab, login, *args)
 
     before = _snapshot(lab)
     since = _psql(lab, "SELECT clock_timestamp()")
@@ -278,8 +283,7 @@ def test_a_refused_correction_removes_its_scratch_copy_and_changes_nothing(
     is stopped and deleted (the apply's rollback, as its clean-up), live is untouched."""
 
     def as_(login: str, *args: str) -> subprocess.CompletedProcess[str]:
-        key = lab.lab.secrets_dir / f"{login}.api_key"
-        return _cli(lab, "--as", login, "--api-key-file", str(key), *args)
+        return _as(lab, login, *args)
 
     since = _psql(lab, "SELECT clock_timestamp()")
     time.sleep(0.2)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 PROBE = """
 import sys
+from pathlib import Path
 sys.argv = ["payapi", *{args!r}]
 from payapi.cli.main import main
 try:
@@ -76,10 +78,8 @@ print("LOADED", ",".join(loaded))
 """
 
 
-def test_wal_push_and_fetch_import_no_cli_framework_and_no_pydantic(tmp_path) -> None:
-    """archive_command runs once per WAL segment: the fast path imports the repository's
-    base only (no typer/click, no pydantic, no boto3 for a file repository, no command
-    module), and still does the work (exit codes as the full CLI's)."""
+def _file_repository(tmp_path: Path) -> Path:
+    """A new file repository and a payapi.toml naming it; returns the config's path."""
     from payapi.backup.crypto import write_key_file
     from payapi.backup.repository import Repository
 
@@ -92,6 +92,14 @@ def test_wal_push_and_fetch_import_no_cli_framework_and_no_pydantic(tmp_path) ->
         pass
     config = tmp_path / "payapi.toml"
     config.write_text(f'[backup]\nrepository = "file://{repo_dir}"\nkey_file = "{key}"\n')
+    return config
+
+
+def test_wal_push_and_fetch_import_no_cli_framework_and_no_pydantic(tmp_path) -> None:
+    """archive_command runs once per WAL segment: the fast path imports the repository's
+    base only (no typer/click, no pydantic, no boto3 for a file repository, no command
+    module), and still does the work (exit codes as the full CLI's)."""
+    config = _file_repository(tmp_path)
     segment = tmp_path / "000000010000000000000001"
     segment.write_bytes(b"wal" * 1000)
 
@@ -116,18 +124,7 @@ def test_python_m_payapi_wal_push_exits_at_once_with_the_right_code(tmp_path) ->
     """`python -m payapi wal push` (archive_command's form) ends with os._exit: the exit
     code and the error line PostgreSQL logs still come through, and the pushed segment
     is complete and fetchable."""
-    from payapi.backup.crypto import write_key_file
-    from payapi.backup.repository import Repository
-
-    key = tmp_path / "repo.key"
-    write_key_file(key)
-    repo_dir = tmp_path / "repo"
-    with Repository.open_configured(
-        f"file://{repo_dir}", key_file=key, key_env="UNUSED", create=True
-    ):
-        pass
-    config = tmp_path / "payapi.toml"
-    config.write_text(f'[backup]\nrepository = "file://{repo_dir}"\nkey_file = "{key}"\n')
+    config = _file_repository(tmp_path)
     segment = tmp_path / "000000010000000000000001"
     segment.write_bytes(b"wal" * 400_000)  # more than one chunk
 
