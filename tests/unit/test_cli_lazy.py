@@ -11,7 +11,6 @@ import pytest
 
 PROBE = """
 import sys
-from pathlib import Path
 sys.argv = ["payapi", *{args!r}]
 from payapi.cli.main import main
 try:
