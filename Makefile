@@ -21,12 +21,12 @@ demo: $(STAMP)
 demo-down: $(STAMP)
 	$(BIN)/payapi lab down --dir $(DEMO_DIR)
 
-# TEST_WORKERS=2 runs two pytest-xdist workers (each lab's tests on one worker, see
-# tests/conftest.py): about 540 s instead of 900, but the two-region drills still fail
-# under the other worker's load, so the default stays one process for now.
-TEST_WORKERS ?= 0
+# Two pytest-xdist workers (one per core of the 2-core machines we run on): each lab's
+# tests stay on one worker and a module's tests keep their order (--dist loadgroup and the
+# groups of tests/conftest.py). TEST_WORKERS=0 runs everything in this one process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=30 -n $(TEST_WORKERS) tests
+	$(BIN)/python -m pytest -q --durations=30 -n $(TEST_WORKERS) --dist loadgroup tests
 
 # promtool (Debian's `prometheus` package) checks deploy/prometheus/alerts.yml; the test
 # that runs it skips where it is absent. Installed only when missing and we are root.

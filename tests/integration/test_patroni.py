@@ -50,14 +50,20 @@ def test_switchover_to_the_sync_standby_keeps_every_row(ha: HaCluster) -> None:
 
 
 def test_standby_cluster_streams_and_is_promoted(ha: HaCluster) -> None:
-    writer = ha.members[1]  # the leader since the switchover test; either works (multi-host)
+    # The leader is pg2 after the switchover test; found, not assumed, so this test also
+    # holds on a cluster of its own (it was once seen to get a fresh one under xdist).
+    leader = next(n for n, r in roles(ha.client()).items() if r == "leader")
+    writer = ha.member(leader)
+    psql(writer.dsn(), "CREATE TABLE IF NOT EXISTS acked (n int)")
+    psql(writer.dsn(), "DELETE FROM acked WHERE n > 100")
+    rows = int(psql(writer.dsn(), "SELECT count(*) FROM acked")[0][0]) + 1
     dr = ha.start_dr()
     ha.wait_dr()
     client = ha.dr_client()
     assert client.cluster().standby_cluster
     psql(writer.dsn(), "INSERT INTO acked VALUES (101)")
     wait_for(
-        lambda: psql(dr.dsn(), "SELECT count(*) FROM acked") == [["101"]],
+        lambda: psql(dr.dsn(), "SELECT count(*) FROM acked") == [[str(rows)]],
         timeout=30,
         what="the row replayed in DR",
     )

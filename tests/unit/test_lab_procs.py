@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 import stat
+import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -52,3 +55,38 @@ def test_spawn_and_terminate_the_whole_group(tmp_path: Path) -> None:
         time.sleep(0.05)
     assert not pid_alive(child)
     assert (tmp_path / "x.pid").read_text().strip() == str(pid)
+
+
+_CREATE_USER = """
+import sys
+from payapi.servers import procs
+procs.LAB_USER = sys.argv[1]
+print(procs.ensure_lab_user().pw_uid)
+"""
+
+
+@pytest.mark.skipif(
+    not is_root() or shutil.which("useradd") is None, reason="creates a system user"
+)
+def test_processes_creating_the_lab_user_at_once_all_get_it() -> None:
+    # Before the lock, one of two processes failed about every third try ("useradd ...
+    # exit status 9"), or chowned to an owner initdb could not use.
+    name = "payapi-t" + uuid.uuid4().hex[:8]
+    try:
+        for _ in range(3):
+            procs = [
+                subprocess.Popen(
+                    [sys.executable, "-c", _CREATE_USER, name],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                for _ in range(4)
+            ]
+            results = [p.communicate(timeout=60) for p in procs]
+            assert [p.returncode for p in procs] == [0] * 4, [err for _, err in results]
+            assert len({out.strip() for out, _ in results}) == 1
+            subprocess.run(["userdel", name], check=True, capture_output=True)
+    finally:
+        subprocess.run(["userdel", name], capture_output=True)
+        subprocess.run(["groupdel", name], capture_output=True)

@@ -7,6 +7,7 @@ run as an unprivileged system user (``LAB_USER``). Nothing here is specific to o
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import pwd
 import signal
@@ -15,7 +16,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -52,22 +53,52 @@ def is_root() -> bool:
     return os.geteuid() == 0
 
 
+# Two payapi processes on a fresh machine (two pytest workers, two commands) would both
+# find the user missing and both run useradd: one fails ("already exists"), and one has
+# been seen to chown its folder to an owner that initdb then could not use. The check
+# and the creation hold one lock, so a process reads the user only once it is complete.
+_LAB_USER_LOCK = "payapi-lab-user.lock"
+
+
+@contextlib.contextmanager
+def _lab_user_lock() -> Iterator[None]:
+    folder = Path("/run/lock") if Path("/run/lock").is_dir() else Path(tempfile.gettempdir())
+    fd = os.open(folder / _LAB_USER_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def ensure_lab_user() -> pwd.struct_passwd:
     """Return the unprivileged user servers run as, creating it (as root) if needed."""
     try:
         return pwd.getpwnam(LAB_USER)
     except KeyError:
         pass
-    try:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", LAB_USER],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-    except (OSError, subprocess.CalledProcessError) as exc:
-        raise ServerError(f"cannot create the unprivileged user {LAB_USER!r}: {exc}") from None
-    return pwd.getpwnam(LAB_USER)
+    with _lab_user_lock():
+        try:
+            return pwd.getpwnam(LAB_USER)  # created while we waited for the lock
+        except KeyError:
+            pass
+        try:
+            subprocess.run(
+                [
+                    "useradd",
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    LAB_USER,
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+        except (OSError, subprocess.CalledProcessError) as exc:
+            raise ServerError(f"cannot create the unprivileged user {LAB_USER!r}: {exc}") from None
+        return pwd.getpwnam(LAB_USER)
 
 
 def as_lab_user(argv: Sequence[str]) -> list[str]:
