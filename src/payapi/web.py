@@ -189,6 +189,14 @@ STATUS_TYPES = {
 }
 
 
+def with_request_id_header(request: Request, response: Response) -> Response:
+    """``response`` with the request's ``X-Request-ID``. Starlette answers an unhandled
+    exception outside every middleware, so ``RequestIdMiddleware`` never sees a 500; its
+    handler adds the header itself."""
+    response.headers[REQUEST_ID_HEADER] = request_id(request)
+    return response
+
+
 def _param_of(loc: tuple[Any, ...] | list[Any]) -> str | None:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or None
@@ -276,7 +284,8 @@ def install_error_handlers(app: FastAPI, *, challenge: str = 'Bearer realm="paya
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> Response:
         log.error("unhandled_error", error_type=type(exc).__name__, request_id=request_id(request))
-        return error_response(request, 500, "api_error", "internal_error", "internal error")
+        response = error_response(request, 500, "api_error", "internal_error", "internal error")
+        return with_request_id_header(request, response)
 
 
 def validation_error(exc: ValidationError) -> ApiError:

@@ -36,6 +36,7 @@ from payapi.web import (
     method_not_allowed_headers,
     request_id,
     with_challenge,
+    with_request_id_header,
 )
 
 log = get_logger("payapi.vault.app")
@@ -228,4 +229,5 @@ def install_error_handlers(app: FastAPI) -> None:
             error_type=type(exc).__name__,
             request_id=request_id(request),
         )
-        return _render(request, errors.ConjurError(500, "internal_error", "internal error"))
+        response = _render(request, errors.ConjurError(500, "internal_error", "internal error"))
+        return with_request_id_header(request, response)
