@@ -63,7 +63,10 @@ _LAB_USER_LOCK = "payapi-lab-user.lock"
 @contextlib.contextmanager
 def _lab_user_lock() -> Iterator[None]:
     folder = Path("/run/lock") if Path("/run/lock").is_dir() else Path(tempfile.gettempdir())
-    fd = os.open(folder / _LAB_USER_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fd = os.open(folder / _LAB_USER_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise ServerError(f"cannot lock {folder / _LAB_USER_LOCK}: {exc.strerror}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
